@@ -1,0 +1,218 @@
+//! Distance kernels for `vector` (f32) and `halfvec` (f16) data with runtime SIMD dispatch.
+//!
+//! Every kernel exists once per ISA level and the levels are grouped into a [`Kernels`] table of
+//! plain `fn` pointers. [`kernels()`] picks the best table this CPU can run the first time it is
+//! called; afterwards a call costs one relaxed atomic load plus an indirect call, which is what
+//! the HNSW hot path can afford (no allocation, no repeated feature detection).
+//!
+//! Semantics shared by every kernel and every table:
+//! - Accumulation is in f32. Different tables (and different lengths) sum in different orders,
+//!   so results agree to f32 rounding, not bit for bit.
+//! - Slices of unequal length are a caller bug: it trips a `debug_assert!`, and release builds
+//!   use the shorter length so no kernel ever reads or writes out of bounds.
+//! - f32 <-> f16 conversion rounds to nearest-even and matches `half::f16::from_f32` /
+//!   `half::f16::to_f32` exactly (overflow to infinity, subnormals, signed zeros).
+//!
+//! Building with `-C target-cpu=native` is never needed: the SIMD tables are compiled with
+//! per-function `#[target_feature]` and only handed out after `is_x86_feature_detected!`.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use half::f16;
+
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+/// One ISA level's set of distance kernels.
+///
+/// All functions are safe to call with any slices: a table is only reachable through
+/// [`kernels()`], [`available_kernels()`] or [`SCALAR`], and the first two hand out SIMD tables
+/// only after checking that the running CPU supports them.
+#[derive(Debug)]
+// The field types spell out each kernel's signature on purpose: aliases would hide them.
+#[allow(clippy::type_complexity)]
+pub struct Kernels {
+    /// "avx512", "avx2" or "scalar".
+    pub name: &'static str,
+    /// Squared Euclidean distance: sum (a-b)^2.
+    pub l2_squared: fn(&[f32], &[f32]) -> f32,
+    /// Inner product: sum a*b.
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    /// Manhattan distance: sum |a-b|.
+    pub l1: fn(&[f32], &[f32]) -> f32,
+    /// sum a^2.
+    pub norm_squared: fn(&[f32]) -> f32,
+    /// (dot, |a|^2, |b|^2) in one pass, for cosine distance.
+    pub cosine_parts: fn(&[f32], &[f32]) -> (f32, f32, f32),
+    /// halfvec x halfvec squared Euclidean distance.
+    pub l2_squared_f16: fn(&[f16], &[f16]) -> f32,
+    /// halfvec x halfvec inner product.
+    pub dot_f16: fn(&[f16], &[f16]) -> f32,
+    /// halfvec x halfvec Manhattan distance.
+    pub l1_f16: fn(&[f16], &[f16]) -> f32,
+    /// halfvec squared norm.
+    pub norm_squared_f16: fn(&[f16]) -> f32,
+    /// halfvec x halfvec (dot, |a|^2, |b|^2).
+    pub cosine_parts_f16: fn(&[f16], &[f16]) -> (f32, f32, f32),
+    /// f32 query against a stored f16 vector: squared Euclidean distance.
+    pub l2_squared_f32_f16: fn(&[f32], &[f16]) -> f32,
+    /// f32 query against a stored f16 vector: inner product.
+    pub dot_f32_f16: fn(&[f32], &[f16]) -> f32,
+    /// f32 query against a stored f16 vector: Manhattan distance.
+    pub l1_f32_f16: fn(&[f32], &[f16]) -> f32,
+    /// Converts `min(src.len(), dst.len())` values, rounding to nearest-even.
+    pub f32_to_f16: fn(&[f32], &mut [f16]),
+    /// Converts `min(src.len(), dst.len())` values (exact).
+    pub f16_to_f32: fn(&[f16], &mut [f32]),
+}
+
+/// Portable kernels: plain Rust loops, available on every target.
+pub static SCALAR: Kernels = scalar::KERNELS;
+
+/// Null until the first [`kernels()`] call; afterwards always points at a `'static` table.
+static SELECTED: AtomicPtr<Kernels> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The best kernel table for the running CPU, chosen once.
+#[inline]
+pub fn kernels() -> &'static Kernels {
+    // Relaxed is enough: the pointee is a `static` that is fully initialised at compile time, so
+    // there is no data whose publication the load would have to synchronise with.
+    let p = SELECTED.load(Ordering::Relaxed);
+    if p.is_null() {
+        return select();
+    }
+    // SAFETY: SELECTED is only ever stored by `select`, which stores a pointer derived from a
+    // `&'static Kernels`; nothing ever writes through it, so a shared 'static borrow is valid.
+    unsafe { &*p }
+}
+
+#[cold]
+#[inline(never)]
+fn select() -> &'static Kernels {
+    // Racing first callers all compute the same answer, so a plain store (no CAS) is fine.
+    let best = available_kernels()[0];
+    SELECTED.store(std::ptr::from_ref(best).cast_mut(), Ordering::Relaxed);
+    best
+}
+
+/// The number of elements a two-slice kernel processes: the shorter length.
+///
+/// Unequal lengths are a caller bug (caught in debug builds); release builds still never touch
+/// memory past either slice.
+#[inline(always)]
+fn common_len(a: usize, b: usize) -> usize {
+    debug_assert_eq!(a, b, "distance kernel called with slices of unequal length");
+    a.min(b)
+}
+
+/// Every kernel table this CPU can run, best first, [`SCALAR`] last.
+///
+/// Intended for tests and benchmarks that compare the tables against each other.
+pub fn available_kernels() -> Vec<&'static Kernels> {
+    let mut v: Vec<&'static Kernels> = Vec::with_capacity(3);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(k) = x86::avx512_kernels() {
+            v.push(k);
+        }
+        if let Some(k) = x86::avx2_kernels() {
+            v.push(k);
+        }
+    }
+    v.push(&SCALAR);
+    v
+}
+
+/// Squared Euclidean distance of two f32 vectors.
+#[inline]
+pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().l2_squared)(a, b)
+}
+
+/// Inner product of two f32 vectors.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().dot)(a, b)
+}
+
+/// Manhattan distance of two f32 vectors.
+#[inline]
+pub fn l1(a: &[f32], b: &[f32]) -> f32 {
+    (kernels().l1)(a, b)
+}
+
+/// Squared Euclidean norm of an f32 vector.
+#[inline]
+pub fn norm_squared(a: &[f32]) -> f32 {
+    (kernels().norm_squared)(a)
+}
+
+/// (dot, |a|^2, |b|^2) of two f32 vectors in one pass.
+#[inline]
+pub fn cosine_parts(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    (kernels().cosine_parts)(a, b)
+}
+
+/// Squared Euclidean distance of two f16 vectors.
+#[inline]
+pub fn l2_squared_f16(a: &[f16], b: &[f16]) -> f32 {
+    (kernels().l2_squared_f16)(a, b)
+}
+
+/// Inner product of two f16 vectors.
+#[inline]
+pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    (kernels().dot_f16)(a, b)
+}
+
+/// Manhattan distance of two f16 vectors.
+#[inline]
+pub fn l1_f16(a: &[f16], b: &[f16]) -> f32 {
+    (kernels().l1_f16)(a, b)
+}
+
+/// Squared Euclidean norm of an f16 vector.
+#[inline]
+pub fn norm_squared_f16(a: &[f16]) -> f32 {
+    (kernels().norm_squared_f16)(a)
+}
+
+/// (dot, |a|^2, |b|^2) of two f16 vectors in one pass.
+#[inline]
+pub fn cosine_parts_f16(a: &[f16], b: &[f16]) -> (f32, f32, f32) {
+    (kernels().cosine_parts_f16)(a, b)
+}
+
+/// Squared Euclidean distance between an f32 query and a stored f16 vector.
+#[inline]
+pub fn l2_squared_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    (kernels().l2_squared_f32_f16)(a, b)
+}
+
+/// Inner product of an f32 query and a stored f16 vector.
+#[inline]
+pub fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    (kernels().dot_f32_f16)(a, b)
+}
+
+/// Manhattan distance between an f32 query and a stored f16 vector.
+#[inline]
+pub fn l1_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    (kernels().l1_f32_f16)(a, b)
+}
+
+/// Converts `min(src.len(), dst.len())` f32 values to f16 (round to nearest-even).
+#[inline]
+pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    (kernels().f32_to_f16)(src, dst)
+}
+
+/// Converts `min(src.len(), dst.len())` f16 values to f32 (exact).
+#[inline]
+pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    (kernels().f16_to_f32)(src, dst)
+}

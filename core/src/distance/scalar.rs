@@ -1,0 +1,210 @@
+//! Portable kernels: what every target gets when no SIMD table applies, and the baseline the
+//! benchmarks compare the SIMD tables with.
+//!
+//! Each reduction is a straightforward sequential loop with one f32 running sum (restarted
+//! every `BLOCK` elements for accuracy, see `accumulate`), i.e. what a portable build of the
+//! obvious code gives: without fast-math LLVM may not reassociate a float sum, so it cannot
+//! vectorise these loops. Several interleaved accumulators would be faster, but LLVM then
+//! SLP-vectorises them into packed SSE adds, which turns "scalar" into a partly-SIMD baseline
+//! and understates what the SIMD tables buy. Speeding up non-x86 targets is a job for a NEON
+//! table, not for this one.
+//!
+//! f16 inputs are converted in small blocks into stack buffers with `half`'s slice conversion,
+//! which is exact and picks up F16C / FP16 hardware where the `half` crate finds it, instead of
+//! paying a conversion call (and a feature check) per element.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::{common_len, Kernels};
+
+pub(super) const KERNELS: Kernels = Kernels {
+    name: "scalar",
+    l2_squared,
+    dot,
+    l1,
+    norm_squared,
+    cosine_parts,
+    l2_squared_f16,
+    dot_f16,
+    l1_f16,
+    norm_squared_f16,
+    cosine_parts_f16,
+    l2_squared_f32_f16,
+    dot_f32_f16,
+    l1_f32_f16,
+    f32_to_f16,
+    f16_to_f32,
+};
+
+/// Elements per partial sum, and per stack block for the f16 kernels: big enough to amortise
+/// the conversion call, small enough (2 x 256 bytes) to stay in L1 and off the heap.
+const BLOCK: usize = 64;
+
+#[inline(always)]
+fn l2_term(x: f32, y: f32) -> f32 {
+    let d = x - y;
+    d * d
+}
+
+#[inline(always)]
+fn dot_term(x: f32, y: f32) -> f32 {
+    x * y
+}
+
+#[inline(always)]
+fn l1_term(x: f32, y: f32) -> f32 {
+    (x - y).abs()
+}
+
+/// Adds `sum term(a[i], b[i])` to `acc`. `a` and `b` must have equal lengths (callers slice
+/// them first).
+///
+/// Each `BLOCK` is summed sequentially into its own partial sum, which is then added to `acc`:
+/// the same dependency chain (and speed) as one running sum, but the running total no longer
+/// swallows small terms once it has grown large, so the error grows with `BLOCK + n / BLOCK`
+/// rather than `n` and stays comparable to the SIMD tables' many-lane sums.
+#[inline(always)]
+fn accumulate(acc: &mut f32, a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) {
+    for (ca, cb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let mut s = 0.0f32;
+        for (&x, &y) in ca.iter().zip(cb) {
+            s += term(x, y);
+        }
+        *acc += s;
+    }
+}
+
+#[inline(always)]
+fn reduce_f32(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = common_len(a.len(), b.len());
+    let mut acc = 0.0f32;
+    accumulate(&mut acc, &a[..n], &b[..n], term);
+    acc
+}
+
+#[inline(always)]
+fn reduce_f16(a: &[f16], b: &[f16], term: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = common_len(a.len(), b.len());
+    let mut acc = 0.0f32;
+    let mut xa = [0.0f32; BLOCK];
+    let mut xb = [0.0f32; BLOCK];
+    for (ca, cb) in a[..n].chunks(BLOCK).zip(b[..n].chunks(BLOCK)) {
+        let m = ca.len();
+        ca.convert_to_f32_slice(&mut xa[..m]);
+        cb.convert_to_f32_slice(&mut xb[..m]);
+        accumulate(&mut acc, &xa[..m], &xb[..m], &term);
+    }
+    acc
+}
+
+#[inline(always)]
+fn reduce_f32_f16(a: &[f32], b: &[f16], term: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = common_len(a.len(), b.len());
+    let mut acc = 0.0f32;
+    let mut xb = [0.0f32; BLOCK];
+    for (ca, cb) in a[..n].chunks(BLOCK).zip(b[..n].chunks(BLOCK)) {
+        let m = ca.len();
+        cb.convert_to_f32_slice(&mut xb[..m]);
+        accumulate(&mut acc, ca, &xb[..m], &term);
+    }
+    acc
+}
+
+/// Adds dot, |a|^2 and |b|^2 terms to `acc`, blocked like `accumulate`.
+#[inline(always)]
+fn accumulate_cosine(acc: &mut (f32, f32, f32), a: &[f32], b: &[f32]) {
+    for (ca, cb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let mut s = (0.0f32, 0.0f32, 0.0f32);
+        for (&x, &y) in ca.iter().zip(cb) {
+            s.0 += x * y;
+            s.1 += x * x;
+            s.2 += y * y;
+        }
+        acc.0 += s.0;
+        acc.1 += s.1;
+        acc.2 += s.2;
+    }
+}
+
+fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    reduce_f32(a, b, l2_term)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    reduce_f32(a, b, dot_term)
+}
+
+fn l1(a: &[f32], b: &[f32]) -> f32 {
+    reduce_f32(a, b, l1_term)
+}
+
+fn norm_squared(a: &[f32]) -> f32 {
+    reduce_f32(a, a, dot_term)
+}
+
+fn cosine_parts(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    let n = common_len(a.len(), b.len());
+    let mut acc = (0.0f32, 0.0f32, 0.0f32);
+    accumulate_cosine(&mut acc, &a[..n], &b[..n]);
+    acc
+}
+
+fn l2_squared_f16(a: &[f16], b: &[f16]) -> f32 {
+    reduce_f16(a, b, l2_term)
+}
+
+fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    reduce_f16(a, b, dot_term)
+}
+
+fn l1_f16(a: &[f16], b: &[f16]) -> f32 {
+    reduce_f16(a, b, l1_term)
+}
+
+fn norm_squared_f16(a: &[f16]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut xa = [0.0f32; BLOCK];
+    for ca in a.chunks(BLOCK) {
+        let m = ca.len();
+        ca.convert_to_f32_slice(&mut xa[..m]);
+        accumulate(&mut acc, &xa[..m], &xa[..m], dot_term);
+    }
+    acc
+}
+
+fn cosine_parts_f16(a: &[f16], b: &[f16]) -> (f32, f32, f32) {
+    let n = common_len(a.len(), b.len());
+    let mut acc = (0.0f32, 0.0f32, 0.0f32);
+    let mut xa = [0.0f32; BLOCK];
+    let mut xb = [0.0f32; BLOCK];
+    for (ca, cb) in a[..n].chunks(BLOCK).zip(b[..n].chunks(BLOCK)) {
+        let m = ca.len();
+        ca.convert_to_f32_slice(&mut xa[..m]);
+        cb.convert_to_f32_slice(&mut xb[..m]);
+        accumulate_cosine(&mut acc, &xa[..m], &xb[..m]);
+    }
+    acc
+}
+
+fn l2_squared_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    reduce_f32_f16(a, b, l2_term)
+}
+
+fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    reduce_f32_f16(a, b, dot_term)
+}
+
+fn l1_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    reduce_f32_f16(a, b, l1_term)
+}
+
+fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    let n = common_len(src.len(), dst.len());
+    dst[..n].convert_from_f32_slice(&src[..n]);
+}
+
+fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    let n = common_len(src.len(), dst.len());
+    src[..n].convert_to_f32_slice(&mut dst[..n]);
+}

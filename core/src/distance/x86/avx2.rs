@@ -1,0 +1,352 @@
+//! AVX2 + FMA + F16C kernels: 8 f32 lanes, four accumulators per reduction, masked tails.
+//!
+//! `super::avx2_kernels` checks all three features before handing out [`KERNELS`].
+
+use half::f16;
+
+use crate::distance::Kernels;
+
+pub(super) static KERNELS: Kernels = super::kernel_table!("avx2");
+
+super::all_safe_wrappers!(imp);
+
+mod imp {
+    use core::arch::x86_64::*;
+
+    use half::f16;
+
+    use crate::distance::common_len;
+
+    /// f32 lanes per vector.
+    const LANES: usize = 8;
+    /// Independent accumulators per reduction: FMA latency (4 cycles) times two FMA ports needs
+    /// eight chains in flight; eight accumulators plus operands still fit in 16 ymm registers.
+    const UNROLL: usize = 8;
+    /// The cosine kernel keeps three quantities; 3 x 2 accumulators plus the loaded operands
+    /// fit in the 16 ymm registers without spilling.
+    const COS_UNROLL: usize = 2;
+    /// Round to nearest-even (what `half::f16::from_f32` does), independent of MXCSR.
+    const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT;
+
+    /// Loads 8 f32.
+    ///
+    /// # Safety
+    /// `p .. p + 8` must be readable f32s.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f32(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f32s; loadu has no alignment requirement.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    /// Loads 8 f16 and widens them to f32 (exact).
+    ///
+    /// # Safety
+    /// `p .. p + 8` must be readable f16s.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_f16(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f16s = 16 bytes; loadu has no alignment
+        // requirement, and f16 is a transparent u16 so the bits are the IEEE binary16 encoding.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast::<__m128i>()) })
+    }
+
+    /// Lane mask with the first `m` (<= 8) lanes enabled, for maskload / maskstore.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn first_lanes(m: usize) -> __m256i {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(m.min(LANES) as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    /// Loads the first `min(s.len(), 8)` f32 of `s`; the other lanes are 0.0, which adds nothing
+    /// to any of the reductions below.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn tail_f32(s: &[f32]) -> __m256 {
+        let mask = first_lanes(s.len());
+        // SAFETY: the mask enables only the first min(s.len(), 8) lanes; vmaskmovps does not
+        // access (or fault on) masked-off lanes, so nothing outside `s` is read.
+        unsafe { _mm256_maskload_ps(s.as_ptr(), mask) }
+    }
+
+    /// Like `tail_f32` for f16, through a zeroed stack buffer (there is no 16-bit masked load
+    /// in AVX2); at most 7 elements once per call.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn tail_f16(s: &[f16]) -> __m256 {
+        let mut buf = [0u16; LANES];
+        for (d, x) in buf.iter_mut().zip(s) {
+            *d = x.to_bits();
+        }
+        // SAFETY: `buf` is 8 u16 = 16 readable bytes; loadu has no alignment requirement.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(buf.as_ptr().cast::<__m128i>()) })
+    }
+
+    /// Sums all lanes of all accumulators; N must be a power of two. Adding pairwise keeps the
+    /// dependency chain at log2(N) vector adds before the in-register reduction.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum<const N: usize>(mut acc: [__m256; N]) -> f32 {
+        let mut w = N;
+        while w > 1 {
+            w /= 2;
+            for k in 0..w {
+                acc[k] = _mm256_add_ps(acc[k], acc[k + w]);
+            }
+        }
+        let v = acc[0];
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn abs(x: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)
+    }
+
+    /// Defines a two-slice reduction `sum step(a[i], b[i])` with `UNROLL` accumulators.
+    macro_rules! reduce2 {
+        ($name:ident($ta:ty, $tb:ty), $la:ident / $tla:ident, $lb:ident / $tlb:ident,
+         |$acc:ident, $x:ident, $y:ident| $step:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) fn $name(a: &[$ta], b: &[$tb]) -> f32 {
+                let n = common_len(a.len(), b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); UNROLL];
+                let mut i = 0;
+                // A partial first vector brings `a` to a vector-size boundary: loads that cross
+                // a cache line cost about twice as much, and the query (`a`) is the side an
+                // index scan reuses for every candidate. `align_offset` may decline with
+                // usize::MAX, which only skips this step.
+                let head = pa.align_offset(LANES * core::mem::size_of::<$ta>());
+                if head != 0 && head < LANES {
+                    let h = head.min(n);
+                    let ($x, $y) = ($tla(&a[..h]), $tlb(&b[..h]));
+                    let $acc = acc[UNROLL - 1];
+                    acc[UNROLL - 1] = $step;
+                    i = h;
+                }
+                while i + UNROLL * LANES <= n {
+                    for (k, slot) in acc.iter_mut().enumerate() {
+                        let o = i + k * LANES;
+                        // SAFETY: o + LANES <= i + UNROLL * LANES <= n, and n is at most the
+                        // length of either slice.
+                        let ($x, $y) = unsafe { ($la(pa.add(o)), $lb(pb.add(o))) };
+                        let $acc = *slot;
+                        *slot = $step;
+                    }
+                    i += UNROLL * LANES;
+                }
+                // The remainder still spreads over several accumulators, so short vectors
+                // (below one unrolled block) do not serialise on one FMA chain.
+                while i + 2 * LANES <= n {
+                    for (k, slot) in acc[..2].iter_mut().enumerate() {
+                        let o = i + k * LANES;
+                        // SAFETY: o + LANES <= i + 2 * LANES <= n, and n is at most the length
+                        // of either slice.
+                        let ($x, $y) = unsafe { ($la(pa.add(o)), $lb(pb.add(o))) };
+                        let $acc = *slot;
+                        *slot = $step;
+                    }
+                    i += 2 * LANES;
+                }
+                if i + LANES <= n {
+                    // SAFETY: i + LANES <= n, and n is at most the length of either slice.
+                    let ($x, $y) = unsafe { ($la(pa.add(i)), $lb(pb.add(i))) };
+                    let $acc = acc[2];
+                    acc[2] = $step;
+                    i += LANES;
+                }
+                if i < n {
+                    let ($x, $y) = ($tla(&a[i..n]), $tlb(&b[i..n]));
+                    let $acc = acc[3];
+                    acc[3] = $step;
+                }
+                hsum(acc)
+            }
+        };
+    }
+
+    reduce2!(
+        l2_squared(f32, f32),
+        load_f32 / tail_f32,
+        load_f32 / tail_f32,
+        |acc, x, y| {
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        }
+    );
+    reduce2!(
+        dot(f32, f32),
+        load_f32 / tail_f32,
+        load_f32 / tail_f32,
+        |acc, x, y| _mm256_fmadd_ps(x, y, acc)
+    );
+    reduce2!(
+        l1(f32, f32),
+        load_f32 / tail_f32,
+        load_f32 / tail_f32,
+        |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y)))
+    );
+
+    reduce2!(
+        l2_squared_f16(f16, f16),
+        load_f16 / tail_f16,
+        load_f16 / tail_f16,
+        |acc, x, y| {
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        }
+    );
+    reduce2!(
+        dot_f16(f16, f16),
+        load_f16 / tail_f16,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm256_fmadd_ps(x, y, acc)
+    );
+    reduce2!(
+        l1_f16(f16, f16),
+        load_f16 / tail_f16,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y)))
+    );
+
+    reduce2!(
+        l2_squared_f32_f16(f32, f16),
+        load_f32 / tail_f32,
+        load_f16 / tail_f16,
+        |acc, x, y| {
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        }
+    );
+    reduce2!(
+        dot_f32_f16(f32, f16),
+        load_f32 / tail_f32,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm256_fmadd_ps(x, y, acc)
+    );
+    reduce2!(
+        l1_f32_f16(f32, f16),
+        load_f32 / tail_f32,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y)))
+    );
+
+    // After inlining both loads come from the same address, so LLVM keeps one of them.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn norm_squared(a: &[f32]) -> f32 {
+        dot(a, a)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn norm_squared_f16(a: &[f16]) -> f32 {
+        dot_f16(a, a)
+    }
+
+    /// Defines a one-pass (dot, |a|^2, |b|^2) kernel with `COS_UNROLL` accumulators each.
+    macro_rules! cosine {
+        ($name:ident($t:ty), $ld:ident / $tl:ident) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) fn $name(a: &[$t], b: &[$t]) -> (f32, f32, f32) {
+                let n = common_len(a.len(), b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut ab = [_mm256_setzero_ps(); COS_UNROLL];
+                let mut aa = [_mm256_setzero_ps(); COS_UNROLL];
+                let mut bb = [_mm256_setzero_ps(); COS_UNROLL];
+                let mut i = 0;
+                // Align `a` first, as in `reduce2`.
+                let head = pa.align_offset(LANES * core::mem::size_of::<$t>());
+                if head != 0 && head < LANES {
+                    let h = head.min(n);
+                    let (x, y) = ($tl(&a[..h]), $tl(&b[..h]));
+                    ab[COS_UNROLL - 1] = _mm256_fmadd_ps(x, y, ab[COS_UNROLL - 1]);
+                    aa[COS_UNROLL - 1] = _mm256_fmadd_ps(x, x, aa[COS_UNROLL - 1]);
+                    bb[COS_UNROLL - 1] = _mm256_fmadd_ps(y, y, bb[COS_UNROLL - 1]);
+                    i = h;
+                }
+                while i + COS_UNROLL * LANES <= n {
+                    for k in 0..COS_UNROLL {
+                        let o = i + k * LANES;
+                        // SAFETY: o + LANES <= i + COS_UNROLL * LANES <= n, and n is at most
+                        // the length of either slice.
+                        let (x, y) = unsafe { ($ld(pa.add(o)), $ld(pb.add(o))) };
+                        ab[k] = _mm256_fmadd_ps(x, y, ab[k]);
+                        aa[k] = _mm256_fmadd_ps(x, x, aa[k]);
+                        bb[k] = _mm256_fmadd_ps(y, y, bb[k]);
+                    }
+                    i += COS_UNROLL * LANES;
+                }
+                while i + LANES <= n {
+                    // SAFETY: i + LANES <= n, and n is at most the length of either slice.
+                    let (x, y) = unsafe { ($ld(pa.add(i)), $ld(pb.add(i))) };
+                    ab[0] = _mm256_fmadd_ps(x, y, ab[0]);
+                    aa[0] = _mm256_fmadd_ps(x, x, aa[0]);
+                    bb[0] = _mm256_fmadd_ps(y, y, bb[0]);
+                    i += LANES;
+                }
+                if i < n {
+                    let (x, y) = ($tl(&a[i..n]), $tl(&b[i..n]));
+                    ab[1] = _mm256_fmadd_ps(x, y, ab[1]);
+                    aa[1] = _mm256_fmadd_ps(x, x, aa[1]);
+                    bb[1] = _mm256_fmadd_ps(y, y, bb[1]);
+                }
+                (hsum(ab), hsum(aa), hsum(bb))
+            }
+        };
+    }
+
+    cosine!(cosine_parts(f32), load_f32 / tail_f32);
+    cosine!(cosine_parts_f16(f16), load_f16 / tail_f16);
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+        let n = common_len(src.len(), dst.len());
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr().cast::<u16>());
+        let mut i = 0;
+        while i + LANES <= n {
+            // SAFETY: i + LANES <= n, so 8 f32 are readable at ps + i and 8 f16 (f16 is a
+            // transparent u16) are writable at pd + i; loadu/storeu need no alignment.
+            unsafe {
+                let h = _mm256_cvtps_ph::<ROUND>(load_f32(ps.add(i)));
+                _mm_storeu_si128(pd.add(i).cast::<__m128i>(), h);
+            }
+            i += LANES;
+        }
+        if i < n {
+            let h = _mm256_cvtps_ph::<ROUND>(tail_f32(&src[i..n]));
+            let mut buf = [0u16; LANES];
+            // SAFETY: `buf` is 8 u16 = 16 writable bytes; storeu needs no alignment.
+            unsafe { _mm_storeu_si128(buf.as_mut_ptr().cast::<__m128i>(), h) };
+            for (d, &bits) in dst[i..n].iter_mut().zip(&buf) {
+                *d = f16::from_bits(bits);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+        let n = common_len(src.len(), dst.len());
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i + LANES <= n {
+            // SAFETY: i + LANES <= n, so 8 f16 are readable at ps + i and 8 f32 are writable at
+            // pd + i; loadu/storeu need no alignment.
+            unsafe { _mm256_storeu_ps(pd.add(i), load_f16(ps.add(i))) };
+            i += LANES;
+        }
+        if i < n {
+            let x = tail_f16(&src[i..n]);
+            let mask = first_lanes(n - i);
+            // SAFETY: n - i < 8 and the mask enables only lanes 0 .. n - i, all inside `dst`;
+            // vmaskmovps does not write (or fault on) masked-off lanes.
+            unsafe { _mm256_maskstore_ps(pd.add(i), mask, x) };
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! AVX-512F kernels: 16 f32 lanes, four accumulators per reduction, masked tails.
+//!
+//! Compiled for `avx512f,avx2,fma,f16c`; `super::avx512_kernels` checks all four before handing
+//! out [`KERNELS`]. Only AVX-512F instructions are used (no BW/VL), so any AVX-512 CPU qualifies.
+
+use half::f16;
+
+use crate::distance::Kernels;
+
+pub(super) static KERNELS: Kernels = super::kernel_table!("avx512");
+
+super::all_safe_wrappers!(imp);
+
+mod imp {
+    use core::arch::x86_64::*;
+
+    use half::f16;
+
+    use crate::distance::common_len;
+
+    /// f32 lanes per vector.
+    const LANES: usize = 16;
+    /// Independent accumulators per reduction: FMA latency (4 cycles) times two FMA ports needs
+    /// eight chains in flight to keep both ports busy.
+    const UNROLL: usize = 8;
+    /// The cosine kernel keeps three quantities, so fewer vectors per quantity already give
+    /// twelve independent chains.
+    const COS_UNROLL: usize = 4;
+    /// Round to nearest-even (what `half::f16::from_f32` does), independent of MXCSR.
+    const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+    /// Loads 16 f32.
+    ///
+    /// # Safety
+    /// `p .. p + 16` must be readable f32s.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn load_f32(p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable f32s; loadu has no alignment requirement.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+
+    /// Loads 16 f16 and widens them to f32 (exact).
+    ///
+    /// # Safety
+    /// `p .. p + 16` must be readable f16s.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn load_f16(p: *const f16) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable f16s = 32 bytes; loadu has no alignment
+        // requirement, and f16 is a transparent u16 so the bits are the IEEE binary16 encoding.
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast::<__m256i>()) })
+    }
+
+    /// Loads the first `min(s.len(), 16)` f32 of `s`; the other lanes are 0.0, which adds nothing
+    /// to any of the reductions below.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn tail_f32(s: &[f32]) -> __m512 {
+        let m = s.len().min(LANES);
+        let mask = ((1u32 << m) - 1) as __mmask16;
+        // SAFETY: the mask enables only the first m <= s.len() lanes; masked-off lanes are not
+        // accessed (and cannot fault), so nothing outside `s` is read.
+        unsafe { _mm512_maskz_loadu_ps(mask, s.as_ptr()) }
+    }
+
+    /// Like `tail_f32` for f16. A masked 16-bit load needs AVX-512BW, so the tail goes through a
+    /// zeroed stack buffer instead; it is at most 15 elements once per call.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn tail_f16(s: &[f16]) -> __m512 {
+        let mut buf = [0u16; LANES];
+        for (d, x) in buf.iter_mut().zip(s) {
+            *d = x.to_bits();
+        }
+        // SAFETY: `buf` is 16 u16 = 32 readable bytes; loadu has no alignment requirement.
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(buf.as_ptr().cast::<__m256i>()) })
+    }
+
+    /// Sums all lanes of all accumulators; N must be a power of two. Adding pairwise keeps the
+    /// dependency chain at log2(N) vector adds before the in-register reduction.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn hsum<const N: usize>(mut acc: [__m512; N]) -> f32 {
+        let mut w = N;
+        while w > 1 {
+            w /= 2;
+            for k in 0..w {
+                acc[k] = _mm512_add_ps(acc[k], acc[k + w]);
+            }
+        }
+        _mm512_reduce_add_ps(acc[0])
+    }
+
+    /// Defines a two-slice reduction `sum step(a[i], b[i])` with `UNROLL` accumulators.
+    macro_rules! reduce2 {
+        ($name:ident($ta:ty, $tb:ty), $la:ident / $tla:ident, $lb:ident / $tlb:ident,
+         |$acc:ident, $x:ident, $y:ident| $step:expr) => {
+            #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+            pub(super) fn $name(a: &[$ta], b: &[$tb]) -> f32 {
+                let n = common_len(a.len(), b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut acc = [_mm512_setzero_ps(); UNROLL];
+                let mut i = 0;
+                // A partial first vector brings `a` to a vector-size boundary: loads that cross
+                // a cache line cost about twice as much, and the query (`a`) is the side an
+                // index scan reuses for every candidate. `align_offset` may decline with
+                // usize::MAX, which only skips this step.
+                let head = pa.align_offset(LANES * core::mem::size_of::<$ta>());
+                if head != 0 && head < LANES {
+                    let h = head.min(n);
+                    let ($x, $y) = ($tla(&a[..h]), $tlb(&b[..h]));
+                    let $acc = acc[UNROLL - 1];
+                    acc[UNROLL - 1] = $step;
+                    i = h;
+                }
+                while i + UNROLL * LANES <= n {
+                    for (k, slot) in acc.iter_mut().enumerate() {
+                        let o = i + k * LANES;
+                        // SAFETY: o + LANES <= i + UNROLL * LANES <= n, and n is at most the
+                        // length of either slice.
+                        let ($x, $y) = unsafe { ($la(pa.add(o)), $lb(pb.add(o))) };
+                        let $acc = *slot;
+                        *slot = $step;
+                    }
+                    i += UNROLL * LANES;
+                }
+                // The remainder still spreads over several accumulators, so short vectors
+                // (below one unrolled block) do not serialise on one FMA chain.
+                while i + 2 * LANES <= n {
+                    for (k, slot) in acc[..2].iter_mut().enumerate() {
+                        let o = i + k * LANES;
+                        // SAFETY: o + LANES <= i + 2 * LANES <= n, and n is at most the length
+                        // of either slice.
+                        let ($x, $y) = unsafe { ($la(pa.add(o)), $lb(pb.add(o))) };
+                        let $acc = *slot;
+                        *slot = $step;
+                    }
+                    i += 2 * LANES;
+                }
+                if i + LANES <= n {
+                    // SAFETY: i + LANES <= n, and n is at most the length of either slice.
+                    let ($x, $y) = unsafe { ($la(pa.add(i)), $lb(pb.add(i))) };
+                    let $acc = acc[2];
+                    acc[2] = $step;
+                    i += LANES;
+                }
+                if i < n {
+                    let ($x, $y) = ($tla(&a[i..n]), $tlb(&b[i..n]));
+                    let $acc = acc[3];
+                    acc[3] = $step;
+                }
+                hsum(acc)
+            }
+        };
+    }
+
+    reduce2!(
+        l2_squared(f32, f32),
+        load_f32 / tail_f32,
+        load_f32 / tail_f32,
+        |acc, x, y| {
+            let d = _mm512_sub_ps(x, y);
+            _mm512_fmadd_ps(d, d, acc)
+        }
+    );
+    reduce2!(
+        dot(f32, f32),
+        load_f32 / tail_f32,
+        load_f32 / tail_f32,
+        |acc, x, y| _mm512_fmadd_ps(x, y, acc)
+    );
+    reduce2!(
+        l1(f32, f32),
+        load_f32 / tail_f32,
+        load_f32 / tail_f32,
+        |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y)))
+    );
+
+    reduce2!(
+        l2_squared_f16(f16, f16),
+        load_f16 / tail_f16,
+        load_f16 / tail_f16,
+        |acc, x, y| {
+            let d = _mm512_sub_ps(x, y);
+            _mm512_fmadd_ps(d, d, acc)
+        }
+    );
+    reduce2!(
+        dot_f16(f16, f16),
+        load_f16 / tail_f16,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm512_fmadd_ps(x, y, acc)
+    );
+    reduce2!(
+        l1_f16(f16, f16),
+        load_f16 / tail_f16,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y)))
+    );
+
+    reduce2!(
+        l2_squared_f32_f16(f32, f16),
+        load_f32 / tail_f32,
+        load_f16 / tail_f16,
+        |acc, x, y| {
+            let d = _mm512_sub_ps(x, y);
+            _mm512_fmadd_ps(d, d, acc)
+        }
+    );
+    reduce2!(
+        dot_f32_f16(f32, f16),
+        load_f32 / tail_f32,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm512_fmadd_ps(x, y, acc)
+    );
+    reduce2!(
+        l1_f32_f16(f32, f16),
+        load_f32 / tail_f32,
+        load_f16 / tail_f16,
+        |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y)))
+    );
+
+    // After inlining both loads come from the same address, so LLVM keeps one of them.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) fn norm_squared(a: &[f32]) -> f32 {
+        dot(a, a)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) fn norm_squared_f16(a: &[f16]) -> f32 {
+        dot_f16(a, a)
+    }
+
+    /// Defines a one-pass (dot, |a|^2, |b|^2) kernel with `COS_UNROLL` accumulators each.
+    macro_rules! cosine {
+        ($name:ident($t:ty), $ld:ident / $tl:ident) => {
+            #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+            pub(super) fn $name(a: &[$t], b: &[$t]) -> (f32, f32, f32) {
+                let n = common_len(a.len(), b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut ab = [_mm512_setzero_ps(); COS_UNROLL];
+                let mut aa = [_mm512_setzero_ps(); COS_UNROLL];
+                let mut bb = [_mm512_setzero_ps(); COS_UNROLL];
+                let mut i = 0;
+                // Align `a` first, as in `reduce2`.
+                let head = pa.align_offset(LANES * core::mem::size_of::<$t>());
+                if head != 0 && head < LANES {
+                    let h = head.min(n);
+                    let (x, y) = ($tl(&a[..h]), $tl(&b[..h]));
+                    ab[COS_UNROLL - 1] = _mm512_fmadd_ps(x, y, ab[COS_UNROLL - 1]);
+                    aa[COS_UNROLL - 1] = _mm512_fmadd_ps(x, x, aa[COS_UNROLL - 1]);
+                    bb[COS_UNROLL - 1] = _mm512_fmadd_ps(y, y, bb[COS_UNROLL - 1]);
+                    i = h;
+                }
+                while i + COS_UNROLL * LANES <= n {
+                    for k in 0..COS_UNROLL {
+                        let o = i + k * LANES;
+                        // SAFETY: o + LANES <= i + COS_UNROLL * LANES <= n, and n is at most the
+                        // length of either slice.
+                        let (x, y) = unsafe { ($ld(pa.add(o)), $ld(pb.add(o))) };
+                        ab[k] = _mm512_fmadd_ps(x, y, ab[k]);
+                        aa[k] = _mm512_fmadd_ps(x, x, aa[k]);
+                        bb[k] = _mm512_fmadd_ps(y, y, bb[k]);
+                    }
+                    i += COS_UNROLL * LANES;
+                }
+                while i + LANES <= n {
+                    // SAFETY: i + LANES <= n, and n is at most the length of either slice.
+                    let (x, y) = unsafe { ($ld(pa.add(i)), $ld(pb.add(i))) };
+                    ab[0] = _mm512_fmadd_ps(x, y, ab[0]);
+                    aa[0] = _mm512_fmadd_ps(x, x, aa[0]);
+                    bb[0] = _mm512_fmadd_ps(y, y, bb[0]);
+                    i += LANES;
+                }
+                if i < n {
+                    let (x, y) = ($tl(&a[i..n]), $tl(&b[i..n]));
+                    ab[1] = _mm512_fmadd_ps(x, y, ab[1]);
+                    aa[1] = _mm512_fmadd_ps(x, x, aa[1]);
+                    bb[1] = _mm512_fmadd_ps(y, y, bb[1]);
+                }
+                (hsum(ab), hsum(aa), hsum(bb))
+            }
+        };
+    }
+
+    cosine!(cosine_parts(f32), load_f32 / tail_f32);
+    cosine!(cosine_parts_f16(f16), load_f16 / tail_f16);
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+        let n = common_len(src.len(), dst.len());
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr().cast::<u16>());
+        let mut i = 0;
+        while i + LANES <= n {
+            // SAFETY: i + LANES <= n, so 16 f32 are readable at ps + i and 16 f16 (f16 is a
+            // transparent u16) are writable at pd + i; loadu/storeu need no alignment.
+            unsafe {
+                let h = _mm512_cvtps_ph::<ROUND>(load_f32(ps.add(i)));
+                _mm256_storeu_si256(pd.add(i).cast::<__m256i>(), h);
+            }
+            i += LANES;
+        }
+        if i < n {
+            let h = _mm512_cvtps_ph::<ROUND>(tail_f32(&src[i..n]));
+            let mut buf = [0u16; LANES];
+            // SAFETY: `buf` is 16 u16 = 32 writable bytes; storeu needs no alignment.
+            unsafe { _mm256_storeu_si256(buf.as_mut_ptr().cast::<__m256i>(), h) };
+            for (d, &bits) in dst[i..n].iter_mut().zip(&buf) {
+                *d = f16::from_bits(bits);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+        let n = common_len(src.len(), dst.len());
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i + LANES <= n {
+            // SAFETY: i + LANES <= n, so 16 f16 are readable at ps + i and 16 f32 are writable
+            // at pd + i; loadu/storeu need no alignment.
+            unsafe { _mm512_storeu_ps(pd.add(i), load_f16(ps.add(i))) };
+            i += LANES;
+        }
+        if i < n {
+            let x = tail_f16(&src[i..n]);
+            let mask = ((1u32 << (n - i)) - 1) as __mmask16;
+            // SAFETY: n - i < 16 and the mask enables only lanes 0 .. n - i, all inside `dst`;
+            // masked-off lanes are not written (and cannot fault).
+            unsafe { _mm512_mask_storeu_ps(pd.add(i), mask, x) };
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! HNSW graph algorithms (Malkov & Yashunin, arXiv:1603.09320), independent of storage.
+//!
+//! - [`search`]: the layer search over any [`search::Walk`] (memory or pages);
+//! - [`heuristic`]: neighbour selection;
+//! - [`build`]: the in-memory graph that index builds fill in parallel;
+//! - [`visited`]: the visited set shared by both.
+
+pub mod build;
+pub mod heuristic;
+pub mod search;
+pub mod visited;
+
+pub use build::{Cancelled, Graph, Params};
+pub use search::{Candidate, SearchScratch, Walk};
+pub use visited::Visited;
+
+#[cfg(test)]
+mod tests;

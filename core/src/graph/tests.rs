@@ -1,0 +1,128 @@
+//! Recall of the in-memory graph against brute force.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+use half::f16;
+
+use super::*;
+use crate::graph::build::splitmix64;
+use crate::metric::{normalize, Metric, VectorElem};
+
+/// Gaussian-ish clustered data: `clusters` centres, points scattered around them, which is
+/// harder for a graph than uniform noise and closer to real embeddings.
+fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed;
+    let mut next = || {
+        state = splitmix64(state);
+        (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+    };
+    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| (0..dim).map(|_| next() * 4.0).collect()).collect();
+    (0..n)
+        .map(|i| {
+            let c = &centres[i % clusters];
+            c.iter().map(|x| x + (next() + next() + next())).collect()
+        })
+        .collect()
+}
+
+fn exact<E: VectorElem>(metric: Metric, data: &[Vec<E>], q: &[f32], k: usize) -> Vec<u32> {
+    let mut d: Vec<(f32, u32)> = data.iter().enumerate().map(|(i, v)| (E::distance_to(metric, q, v), i as u32)).collect();
+    d.sort_by(|a, b| a.0.total_cmp(&b.0));
+    d.into_iter().take(k).map(|x| x.1).collect()
+}
+
+fn recall<E: VectorElem>(metric: Metric, threads: usize, n: usize, dim: usize) -> f64 {
+    let params = Params { m: 16, ef_construction: 64, metric, max_level: 16, seed: 42 };
+    // Queries come from the same clusters as the data, as real queries do.
+    let mut raw = clustered(n + 100, dim, 20, 7);
+    let mut queries = raw.split_off(n);
+    if metric.normalizes() {
+        raw.iter_mut().chain(queries.iter_mut()).for_each(|v| assert!(normalize(v)));
+    }
+    let data: Vec<Vec<E>> = raw
+        .iter()
+        .map(|v| {
+            let mut e = vec![E::default(); dim];
+            E::from_f32(v, &mut e);
+            e
+        })
+        .collect();
+    let mut g = Graph::<E>::new(dim, params);
+    for v in &data {
+        g.push(v);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let progress = AtomicUsize::new(0);
+    g.build(&pool, &progress, &AtomicBool::new(false)).unwrap();
+    assert_eq!(progress.load(std::sync::atomic::Ordering::Relaxed), n);
+    let k = 10;
+    let mut hits = 0;
+    for q in &queries {
+        let truth = exact(metric, &data, q, k);
+        let got: Vec<u32> = g.search(q, k, 100).iter().map(|c| c.item).collect();
+        hits += got.iter().filter(|x| truth.contains(x)).count();
+    }
+    hits as f64 / (queries.len() * k) as f64
+}
+
+#[test]
+fn recall_every_metric_serial_and_parallel() {
+    for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine, Metric::L1] {
+        for threads in [1, 4] {
+            let r = recall::<f32>(metric, threads, 3000, 24);
+            // Inner product is not a metric; HNSW's triangle-inequality intuition holds less.
+            let floor = if metric == Metric::InnerProduct { 0.97 } else { 0.99 };
+            eprintln!("{metric:?} threads={threads}: recall {r}");
+            assert!(r >= floor, "{metric:?} threads={threads}: recall {r}");
+        }
+    }
+}
+
+#[test]
+fn recall_half_precision() {
+    let r = recall::<f16>(Metric::L2, 2, 3000, 24);
+    assert!(r >= 0.99, "recall {r}");
+}
+
+#[test]
+fn levels_are_geometric_and_deterministic() {
+    let p = Params { m: 16, ef_construction: 64, metric: Metric::L2, max_level: 16, seed: 1 };
+    let n = 200_000u64;
+    let upper = (0..n).filter(|&i| p.level_of(i) >= 1).count() as f64 / n as f64;
+    // P(level >= 1) = 1/M.
+    assert!((upper - 1.0 / 16.0).abs() < 0.005, "{upper}");
+    assert_eq!(p.level_of(12345), p.level_of(12345));
+}
+
+#[test]
+fn cancel_stops_the_build() {
+    let params = Params { m: 8, ef_construction: 32, metric: Metric::L2, max_level: 16, seed: 3 };
+    let mut g = Graph::<f32>::new(8, params);
+    for v in clustered(2000, 8, 4, 1) {
+        g.push(&v);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let cancel = AtomicBool::new(true);
+    assert_eq!(g.build(&pool, &AtomicUsize::new(0), &cancel), Err(Cancelled));
+}
+
+#[test]
+fn neighbour_lists_respect_capacity_and_point_to_valid_nodes() {
+    let params = Params { m: 4, ef_construction: 16, metric: Metric::L2, max_level: 16, seed: 5 };
+    let mut g = Graph::<f32>::new(4, params);
+    for v in clustered(1500, 4, 3, 2) {
+        g.push(&v);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
+    for id in 0..g.len() as u32 {
+        for l in 0..=g.level(id) {
+            let ns = g.neighbors(id, l);
+            assert!(ns.len() <= params.max_links(l));
+            assert!(!ns.is_empty(), "node {id} isolated on layer {l}");
+            for n in ns {
+                assert!((n as usize) < g.len() && n != id && g.level(n) >= l);
+            }
+        }
+    }
+}

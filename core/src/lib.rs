@@ -1,0 +1,12 @@
+//! Postgres-free core of hnsw_ext.
+//!
+//! Nothing in this crate knows about pages, buffers or pgrx: it is plain Rust that the extension
+//! crate (and its tests and benchmarks) call directly.
+//!
+//! - [`distance`]: distance kernels with runtime SIMD dispatch (AVX-512F, AVX2+FMA, F16C);
+//! - [`metric`]: the index metrics and the element types a graph stores;
+//! - [`graph`]: HNSW search, neighbour selection and the parallel in-memory build.
+
+pub mod distance;
+pub mod graph;
+pub mod metric;

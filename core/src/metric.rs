@@ -1,0 +1,148 @@
+//! Index metrics and the element types a graph can store.
+//!
+//! A graph orders by a *proxy* of the SQL distance that is cheaper and monotone in it:
+//! squared L2 for `<->`, `-dot` for `<#>`, `1 - dot` of unit vectors for `<=>` (cosine indexes
+//! store normalized vectors and normalize the query), and L1 for `<+>`.
+
+use half::f16;
+
+use crate::distance::kernels;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Metric {
+    L2 = 1,
+    InnerProduct = 2,
+    Cosine = 3,
+    L1 = 4,
+}
+
+impl Metric {
+    pub fn from_u8(v: u8) -> Option<Metric> {
+        match v {
+            1 => Some(Metric::L2),
+            2 => Some(Metric::InnerProduct),
+            3 => Some(Metric::Cosine),
+            4 => Some(Metric::L1),
+            _ => None,
+        }
+    }
+
+    /// Whether vectors are stored (and queries taken) at unit length.
+    pub fn normalizes(self) -> bool {
+        self == Metric::Cosine
+    }
+}
+
+/// Scale `v` to unit length in place. Returns false (and leaves `v` alone) for a zero vector,
+/// which has no direction and cannot take part in a cosine index.
+pub fn normalize(v: &mut [f32]) -> bool {
+    let norm = (kernels().norm_squared)(v).sqrt();
+    if !(norm > 0.0) || !norm.is_finite() {
+        return false;
+    }
+    // Divide in f64 so that the stored unit vector is as close to exact as f32 allows.
+    let norm = norm as f64;
+    for x in v.iter_mut() {
+        *x = (*x as f64 / norm) as f32;
+    }
+    true
+}
+
+/// An element type a graph can store: `f32` for `vector`, `f16` for `halfvec`. Queries are
+/// always `f32` (a halfvec query is widened once per scan).
+pub trait VectorElem: Copy + Default + Send + Sync + 'static {
+    /// Bytes per element on disk.
+    const SIZE: usize;
+    /// Distance proxy between two stored vectors.
+    fn distance(metric: Metric, a: &[Self], b: &[Self]) -> f32;
+    /// Distance proxy between an `f32` query and a stored vector.
+    fn distance_to(metric: Metric, q: &[f32], x: &[Self]) -> f32;
+    fn from_f32(src: &[f32], dst: &mut [Self]);
+    fn to_f32(src: &[Self], dst: &mut [f32]);
+}
+
+impl VectorElem for f32 {
+    const SIZE: usize = 4;
+    #[inline]
+    fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+        Self::distance_to(metric, a, b)
+    }
+    #[inline]
+    fn distance_to(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
+        let k = kernels();
+        match metric {
+            Metric::L2 => (k.l2_squared)(q, x),
+            Metric::InnerProduct => -(k.dot)(q, x),
+            Metric::Cosine => 1.0 - (k.dot)(q, x),
+            Metric::L1 => (k.l1)(q, x),
+        }
+    }
+    fn from_f32(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn to_f32(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl VectorElem for f16 {
+    const SIZE: usize = 2;
+    #[inline]
+    fn distance(metric: Metric, a: &[f16], b: &[f16]) -> f32 {
+        let k = kernels();
+        match metric {
+            Metric::L2 => (k.l2_squared_f16)(a, b),
+            Metric::InnerProduct => -(k.dot_f16)(a, b),
+            Metric::Cosine => 1.0 - (k.dot_f16)(a, b),
+            Metric::L1 => (k.l1_f16)(a, b),
+        }
+    }
+    #[inline]
+    fn distance_to(metric: Metric, q: &[f32], x: &[f16]) -> f32 {
+        let k = kernels();
+        match metric {
+            Metric::L2 => (k.l2_squared_f32_f16)(q, x),
+            Metric::InnerProduct => -(k.dot_f32_f16)(q, x),
+            Metric::Cosine => 1.0 - (k.dot_f32_f16)(q, x),
+            Metric::L1 => (k.l1_f32_f16)(q, x),
+        }
+    }
+    fn from_f32(src: &[f32], dst: &mut [f16]) {
+        (kernels().f32_to_f16)(src, dst);
+    }
+    fn to_f32(src: &[f16], dst: &mut [f32]) {
+        (kernels().f16_to_f32)(src, dst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxies_are_monotone_in_the_sql_distances() {
+        let q = [0.6f32, 0.8, 0.0];
+        let near = [0.0f32, 1.0, 0.0];
+        let far = [0.0f32, 0.0, 1.0];
+        for m in [Metric::L2, Metric::InnerProduct, Metric::Cosine, Metric::L1] {
+            assert!(f32::distance_to(m, &q, &near) < f32::distance_to(m, &q, &far), "{m:?}");
+            let (qh, nh, fh): (Vec<f16>, Vec<f16>, Vec<f16>) = (
+                q.iter().map(|&x| f16::from_f32(x)).collect(),
+                near.iter().map(|&x| f16::from_f32(x)).collect(),
+                far.iter().map(|&x| f16::from_f32(x)).collect(),
+            );
+            assert!(f16::distance(m, &qh, &nh) < f16::distance(m, &qh, &fh), "{m:?}");
+            assert!(f16::distance_to(m, &q, &nh) < f16::distance_to(m, &q, &fh), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn normalize_rejects_zero_and_scales_to_unit() {
+        let mut z = [0.0f32; 4];
+        assert!(!normalize(&mut z));
+        let mut v = [3.0f32, 4.0];
+        assert!(normalize(&mut v));
+        assert!((v[0] - 0.6).abs() < 1e-7 && (v[1] - 0.8).abs() < 1e-7);
+    }
+}
