@@ -79,9 +79,9 @@ pg_start() {
     as_root su postgres -c "grep -q \"^include_if_exists = 'hnsw_ext.conf'\" '$dir/postgresql.conf' || echo \"include_if_exists = 'hnsw_ext.conf'\" >> '$dir/postgresql.conf'"
     # A restart picks up a freshly installed .so and the settings above.
     if as_root su postgres -c "$PG_BIN/pg_ctl -D '$dir' status" >/dev/null 2>&1; then
-        as_root su postgres -c "$PG_BIN/pg_ctl -D '$dir' -w -m fast restart -l '$dir/server.log'" >/dev/null
+        as_root su postgres -c "unset RUST_BACKTRACE; $PG_BIN/pg_ctl -D '$dir' -w -m fast restart -l '$dir/server.log'" >/dev/null
     else
-        as_root su postgres -c "$PG_BIN/pg_ctl -D '$dir' -w start -l '$dir/server.log'" >/dev/null
+        as_root su postgres -c "unset RUST_BACKTRACE; $PG_BIN/pg_ctl -D '$dir' -w start -l '$dir/server.log'" >/dev/null
     fi
 }
 

@@ -38,8 +38,8 @@ pub fn array_to_vec<E: Element, const K: u8>(arr: ArrayArg<K>, typmod: i32) -> V
     check_dim::<E>(elems.len() as i64);
     check_expected_dim(typmod, elems.len());
     let elemtype = arr.elemtype();
-    // Convert every element before checking any, as pgvector does, so that an input with both a
-    // NaN and an out-of-range value reports the same error.
+    // Convert every element before checking any, as pgvector does: an out-of-range element is
+    // reported even when a NaN comes before it.
     let mut out = VecOut::<E>::from_f32_checked(elems.into_iter().map(|d| datum_to_f32(d, elemtype)));
     out.as_mut_slice().iter().for_each(|x| check_element(*x));
     out

@@ -213,14 +213,15 @@ pub fn cmp<E: Element>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> Ordering {
 // Aggregates: the state is a float8[] of {count, sum_1, ..., sum_dim}, so partial states from
 // parallel workers can be added by `vector_combine`.
 
-fn check_state(state: &[f64], func: &str) {
+/// `func` is the SQL function's name without its type prefix (`accum` for `halfvec_accum`).
+fn check_state<E: Element>(state: &[f64], func: &str) {
     if state.is_empty() {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{func}: expected state array"));
+        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{}_{func}: expected state array", E::TYPE_NAME));
     }
 }
 
 pub fn accum<E: Element>(state: &[f64], v: &VecArg<'_, E>) -> Vec<f64> {
-    check_state(state, &format!("{}_accum", E::TYPE_NAME));
+    check_state::<E>(state, "accum");
     let xs = v.as_slice();
     let n = state[0] + 1.0;
     // The initial state '{0}' has no sums yet; any other state fixes the dimensions.
@@ -244,8 +245,9 @@ pub fn accum<E: Element>(state: &[f64], v: &VecArg<'_, E>) -> Vec<f64> {
 }
 
 pub fn combine(a: &[f64], b: &[f64]) -> Vec<f64> {
-    check_state(a, "vector_combine");
-    check_state(b, "vector_combine");
+    // One combine function serves both types, under the name vector_combine.
+    check_state::<f32>(a, "combine");
+    check_state::<f32>(b, "combine");
     if a[0] == 0.0 {
         return b.to_vec();
     }
@@ -267,7 +269,7 @@ pub fn combine(a: &[f64], b: &[f64]) -> Vec<f64> {
 
 /// Mean of the accumulated vectors; NULL for no rows.
 pub fn avg<E: Element>(state: &[f64]) -> Option<VecOut<E>> {
-    check_state(state, &format!("{}_avg", E::TYPE_NAME));
+    check_state::<E>(state, "avg");
     let n = state[0];
     if n == 0.0 {
         return None;
