@@ -5,7 +5,9 @@
 //! argument (`-- l2_squared/`) to run a subset.
 //!
 //! The vectors are small enough to stay in L1/L2, as the current query and a neighbour list's
-//! vectors do during an HNSW search, so this measures the kernels rather than memory.
+//! vectors do during an HNSW search, so this measures the kernels rather than memory. The
+//! `scalar` table is the plain sequential-loop baseline (see `distance/scalar.rs` for why it is
+//! not unrolled), so `scalar / avx2` and `scalar / avx512` are the SIMD speedups.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use half::f16;

@@ -45,13 +45,18 @@ impl Params {
         1.0 / (self.m.max(2) as f64).ln()
     }
 
-    /// The level of node `index`: floor(-ln(U) * mL), U uniform in (0, 1].
+    /// The level of node `index`, drawn from the seeded generator.
     pub fn level_of(&self, index: u64) -> usize {
-        let r = splitmix64(self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        // 53 random bits, shifted into (0, 1] so ln never sees 0.
-        let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        ((-u.ln() * self.level_multiplier()) as usize).min(self.max_level)
+        random_level(splitmix64(self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)), self.m, self.max_level)
     }
+}
+
+/// floor(-ln(U) * mL) for U uniform in (0, 1] taken from the random bits `r`, capped at
+/// `max_level`.
+pub fn random_level(r: u64, m: usize, max_level: usize) -> usize {
+    // 53 random bits, shifted into (0, 1] so ln never sees 0.
+    let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    ((-u.ln() / (m.max(2) as f64).ln()) as usize).min(max_level)
 }
 
 /// A small, well-mixed hash: levels need independence, not cryptographic quality.

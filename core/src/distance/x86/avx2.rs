@@ -1,4 +1,4 @@
-//! AVX2 + FMA + F16C kernels: 8 f32 lanes, four accumulators per reduction, masked tails.
+//! AVX2 + FMA + F16C kernels: 8 f32 lanes, eight accumulators per reduction, masked tails.
 //!
 //! `super::avx2_kernels` checks all three features before handing out [`KERNELS`].
 
@@ -72,17 +72,25 @@ mod imp {
         unsafe { _mm256_maskload_ps(s.as_ptr(), mask) }
     }
 
-    /// Like `tail_f32` for f16, through a zeroed stack buffer (there is no 16-bit masked load
-    /// in AVX2); at most 7 elements once per call.
+    /// Like `tail_f32` for f16. AVX2 has no 16-bit masked load, so whole f16 pairs come in
+    /// through a masked 32-bit load and an odd last element is blended in from a broadcast.
+    /// (Going through a stack buffer instead costs a store-forwarding stall per call.)
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn tail_f16(s: &[f16]) -> __m256 {
-        let mut buf = [0u16; LANES];
-        for (d, x) in buf.iter_mut().zip(s) {
-            *d = x.to_bits();
+        let m = s.len().min(LANES);
+        let pairs = (m / 2) as i32;
+        let mask = _mm_cmpgt_epi32(_mm_set1_epi32(pairs), _mm_setr_epi32(0, 1, 2, 3));
+        // SAFETY: the mask enables only the first m / 2 dwords, i.e. f16 elements 0 .. 2 * (m / 2)
+        // <= s.len(); vpmaskmovd does not access (or fault on) masked-off dwords.
+        let mut h = unsafe { _mm_maskload_epi32(s.as_ptr().cast::<i32>(), mask) };
+        if m % 2 == 1 {
+            let last = _mm_set1_epi16(s[m - 1].to_bits() as i16);
+            let lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+            let at = _mm_cmpeq_epi16(lane, _mm_set1_epi16((m - 1) as i16));
+            h = _mm_blendv_epi8(h, last, at);
         }
-        // SAFETY: `buf` is 8 u16 = 16 readable bytes; loadu has no alignment requirement.
-        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(buf.as_ptr().cast::<__m128i>()) })
+        _mm256_cvtph_ps(h)
     }
 
     /// Sums all lanes of all accumulators; N must be a power of two. Adding pairwise keeps the

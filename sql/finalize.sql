@@ -1,6 +1,8 @@
--- The vector and halfvec types, their casts, operators, aggregates and btree operator classes.
--- Runs after pgrx has created every function (see src/lib.rs). The SQL surface mirrors
--- pgvector 0.8 so that existing schemas, queries and client libraries work unchanged.
+-- Everything that needs all functions to exist: the vector and halfvec types, their casts,
+-- operators, aggregates and btree operator classes, then the hnsw access method and its
+-- operator classes. Runs after pgrx has created every function (see src/lib.rs). The SQL
+-- surface mirrors pgvector 0.8 so that existing schemas, queries and client libraries work
+-- unchanged.
 
 CREATE TYPE vector (
     INPUT     = vector_in,
@@ -205,3 +207,50 @@ CREATE OPERATOR CLASS halfvec_ops
     OPERATOR 4 >= ,
     OPERATOR 5 > ,
     FUNCTION 1 halfvec_cmp(halfvec, halfvec);
+
+-- ---------------------------------------------------------------------------
+-- The hnsw access method and its operator classes. Support function 1 is the SQL distance of
+-- the ordering operator; the access method reads the metric from it (src/am/opclass.rs).
+
+CREATE ACCESS METHOD hnsw TYPE INDEX HANDLER hnsw_handler;
+COMMENT ON ACCESS METHOD hnsw IS 'hnsw index access method';
+
+CREATE OPERATOR CLASS vector_l2_ops
+    FOR TYPE vector USING hnsw AS
+    OPERATOR 1 <-> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 l2_distance(vector, vector);
+
+CREATE OPERATOR CLASS vector_ip_ops
+    FOR TYPE vector USING hnsw AS
+    OPERATOR 1 <#> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 vector_negative_inner_product(vector, vector);
+
+CREATE OPERATOR CLASS vector_cosine_ops
+    FOR TYPE vector USING hnsw AS
+    OPERATOR 1 <=> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 cosine_distance(vector, vector);
+
+CREATE OPERATOR CLASS vector_l1_ops
+    FOR TYPE vector USING hnsw AS
+    OPERATOR 1 <+> (vector, vector) FOR ORDER BY float_ops,
+    FUNCTION 1 l1_distance(vector, vector);
+
+CREATE OPERATOR CLASS halfvec_l2_ops
+    FOR TYPE halfvec USING hnsw AS
+    OPERATOR 1 <-> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 l2_distance(halfvec, halfvec);
+
+CREATE OPERATOR CLASS halfvec_ip_ops
+    FOR TYPE halfvec USING hnsw AS
+    OPERATOR 1 <#> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 halfvec_negative_inner_product(halfvec, halfvec);
+
+CREATE OPERATOR CLASS halfvec_cosine_ops
+    FOR TYPE halfvec USING hnsw AS
+    OPERATOR 1 <=> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 cosine_distance(halfvec, halfvec);
+
+CREATE OPERATOR CLASS halfvec_l1_ops
+    FOR TYPE halfvec USING hnsw AS
+    OPERATOR 1 <+> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 l1_distance(halfvec, halfvec);

@@ -1,0 +1,371 @@
+//! Index builds (`ambuild`, `ambuildempty`).
+//!
+//! The backend's thread reads the heap into an in-memory graph ([`hnsw_core::graph::Graph`]),
+//! links it on a rayon pool of `max_parallel_maintenance_workers + 1` threads (bounded by the
+//! cores) while it checks for interrupts and reports progress, then writes all pages in one
+//! sequential pass and WAL-logs them with `log_newpage_range`. The pool threads touch only Rust
+//! memory: no palloc, elog, buffer or interrupt call happens off the backend's thread.
+//!
+//! When the graph would outgrow `maintenance_work_mem`, what has been read so far is linked and
+//! written, a NOTICE says so, and the remaining rows go through the on-disk insert path.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use half::f16;
+use hnsw_core::graph::{Graph, Params};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::graph::{prepare_stored, Elem};
+use super::insert::insert_vector;
+use super::opclass::{self, Kind};
+use super::options;
+use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
+use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
+use crate::storage::page::{page_capacity, ItemRef, MAX_ITEMS, PAGE_DATA};
+use crate::storage::tuple::{encode_vector, from_tid, node_tuple_size, vector_tuple_size, NodeTupleMut};
+use crate::types::raise;
+
+/// Build phases shown in pg_stat_progress_create_index.
+pub const PHASE_LOAD: i64 = 2;
+pub const PHASE_LINK: i64 = 3;
+pub const PHASE_WRITE: i64 = 4;
+/// Highest level an element may get (a node tuple of that level must fit a page; see
+/// [`max_level`]). With m = 2, reaching 32 takes 2^32 draws.
+const LEVEL_CAP: usize = 32;
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildphasename(phase: i64) -> *mut core::ffi::c_char {
+    let name: &'static core::ffi::CStr = match phase {
+        1 => c"initializing",
+        PHASE_LOAD => c"loading tuples",
+        PHASE_LINK => c"building graph",
+        PHASE_WRITE => c"writing index pages",
+        _ => return core::ptr::null_mut(),
+    };
+    name.as_ptr().cast_mut()
+}
+
+fn progress(param: u32, value: i64) {
+    // SAFETY: progress reporting on the backend's own thread; a no-op outside CREATE INDEX.
+    unsafe { pg_sys::pgstat_progress_update_param(param as i32, value) };
+}
+
+/// The highest level whose node tuple still fits a page, capped at [`LEVEL_CAP`].
+pub fn max_level(m: usize) -> usize {
+    (0..=LEVEL_CAP).take_while(|&l| node_tuple_size(m, l) + 4 <= page_capacity()).last().unwrap_or(0)
+}
+
+fn base_meta(kind: &Kind, m: usize, efc: usize, dims: u32) -> Meta {
+    Meta {
+        version: FORMAT_VERSION,
+        dims,
+        m: m as u16,
+        ef_construction: efc as u16,
+        metric: kind.metric as u8,
+        elem: kind.elem,
+        max_level: max_level(m) as u8,
+        entry_vector: ItemRef::INVALID,
+        entry_node: ItemRef::INVALID,
+        entry_level: 0,
+        insert_page: 0,
+    }
+}
+
+struct BuildState<E: Elem> {
+    index: pg_sys::Relation,
+    kind: Kind,
+    m: usize,
+    efc: usize,
+    dims: u32,
+    graph: Option<Graph<E>>,
+    tids: Vec<ItemRef>,
+    mem_limit: usize,
+    /// The graph was written; remaining rows are inserted on disk.
+    on_disk: bool,
+    indexed: f64,
+    threads: usize,
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuild(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+) -> *mut pg_sys::IndexBuildResult {
+    let kind = opclass::resolve(index);
+    let (m, efc) = options::index_options(index);
+    if let Some(d) = kind.typmod_dims {
+        kind.check_dims(d as usize);
+    }
+    let (heap_tuples, index_tuples) = match kind.elem {
+        ELEM_F16 => build::<f16>(heap, index, index_info, kind, m, efc),
+        _ => build::<f32>(heap, index, index_info, kind, m, efc),
+    };
+    if relation_needs_wal(index) {
+        // SAFETY: the index is ours, exclusively, for the whole build.
+        unsafe {
+            let nblocks = pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+            pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, 0, nblocks, true);
+        }
+    }
+    // SAFETY: palloc0 of the result struct Postgres expects back.
+    unsafe {
+        let result = pg_sys::palloc0(core::mem::size_of::<pg_sys::IndexBuildResult>()).cast::<pg_sys::IndexBuildResult>();
+        (*result).heap_tuples = heap_tuples;
+        (*result).index_tuples = index_tuples;
+        result
+    }
+}
+
+fn build<E: Elem>(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+    kind: Kind,
+    m: usize,
+    efc: usize,
+) -> (f64, f64) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // SAFETY: plain reads of GUC variables on the backend's thread.
+    let (workers, mwm_kb) = unsafe { (pg_sys::max_parallel_maintenance_workers, pg_sys::maintenance_work_mem) };
+    let mut state = BuildState::<E> {
+        index,
+        kind,
+        m,
+        efc,
+        dims: kind.typmod_dims.unwrap_or(0),
+        graph: None,
+        tids: Vec::new(),
+        mem_limit: mwm_kb as usize * 1024,
+        on_disk: false,
+        indexed: 0.0,
+        threads: (workers.max(0) as usize + 1).min(cores).max(1),
+    };
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+    // SAFETY: the standard heap scan for index builds; the callback gets `state` back.
+    let reltuples = unsafe {
+        pg_sys::table_index_build_scan(
+            heap,
+            index,
+            index_info,
+            true,
+            true,
+            Some(build_callback::<E>),
+            (&mut state as *mut BuildState<E>).cast(),
+            core::ptr::null_mut(),
+        )
+    };
+    if !state.on_disk {
+        flush(&mut state);
+    }
+    (reltuples, state.indexed)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn build_callback<E: Elem>(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut core::ffi::c_void,
+) {
+    // SAFETY: `state` is the BuildState passed to table_index_build_scan; one key column.
+    let (st, datum, null, tid) = unsafe { (&mut *(state as *mut BuildState<E>), *values, *isnull, from_tid(&*tid)) };
+    if null {
+        return;
+    }
+    let Some(v) = prepare_stored::<E>(datum, &st.kind, st.dims) else { return };
+    st.indexed += 1.0;
+    if st.on_disk {
+        insert_vector(st.index, &v, tid, Logging::Build);
+        return;
+    }
+    if st.dims == 0 {
+        st.dims = v.len() as u32;
+    }
+    let graph = st.graph.get_or_insert_with(|| {
+        let params = Params { m: st.m, ef_construction: st.efc, metric: st.kind.metric, max_level: max_level(st.m), seed: 0x5EED };
+        Graph::new(v.len(), params)
+    });
+    graph.push(&v);
+    st.tids.push(tid);
+    if graph.len() * Graph::<E>::bytes_per_node(v.len(), st.m) > st.mem_limit {
+        ereport!(
+            NOTICE,
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!("hnsw graph no longer fits into maintenance_work_mem after {} tuples", graph.len()),
+            "Building will take significantly more time. Increase maintenance_work_mem to speed up builds."
+        );
+        flush(st);
+    }
+}
+
+/// Link the graph read so far and write it out; afterwards rows are inserted on disk.
+fn flush<E: Elem>(st: &mut BuildState<E>) {
+    let meta = base_meta(&st.kind, st.m, st.efc, st.dims);
+    match st.graph.take() {
+        None => write_empty(st.index, &meta),
+        Some(graph) => {
+            link(&graph, st.threads);
+            write_graph(st.index, &graph, &st.tids, meta);
+        }
+    }
+    st.tids = Vec::new();
+    st.on_disk = true;
+}
+
+/// Sets the flag when dropped: stops the pool if the backend's thread unwinds (an ERROR from
+/// CHECK_FOR_INTERRUPTS) while the pool is still working.
+struct CancelOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Link every node on the pool, while this thread checks interrupts and reports progress.
+fn link<E: Elem>(graph: &Graph<E>, threads: usize) {
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LINK);
+    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, graph.len() as i64);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("hnsw-build-{i}"))
+        .build()
+        .unwrap_or_else(|e| raise(PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES, format!("could not start build threads: {e}")));
+    let done = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| {
+        let backend = std::thread::current();
+        let (pool, done, cancel) = (&pool, &done, &cancel);
+        let worker = s.spawn(move || {
+            let r = graph.build(pool, done, cancel);
+            backend.unpark();
+            r
+        });
+        let _stop = CancelOnDrop(cancel);
+        while !worker.is_finished() {
+            check_for_interrupts!();
+            progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, done.load(Ordering::Relaxed) as i64);
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        worker.join()
+    });
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => raise(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, "hnsw build cancelled"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn write_empty(index: pg_sys::Relation, meta: &Meta) {
+    let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    meta.init_page(index, &buf, Logging::Build);
+}
+
+/// Write meta, vector and node pages in one pass (layout in the `storage` module docs).
+fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemRef], mut meta: Meta) {
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+    let n = graph.len();
+    let (dims, m) = (graph.dim(), meta.m as usize);
+    let vsize = vector_tuple_size::<E>(dims);
+    let per_page = (page_capacity() / (vsize + 4)).min(MAX_ITEMS);
+    let vector_pages = n.div_ceil(per_page) as u32;
+    let vref = |i: usize| ItemRef::new(1 + (i / per_page) as u32, 1 + (i % per_page) as u16);
+
+    // Node tuples packed after the vector pages.
+    let mut nrefs = Vec::with_capacity(n);
+    let (mut block, mut used, mut items) = (1 + vector_pages, 0usize, 0usize);
+    for i in 0..n {
+        let size = node_tuple_size(m, graph.level(i as u32)) + 4;
+        if items == MAX_ITEMS || used + size > page_capacity() {
+            block += 1;
+            used = 0;
+            items = 0;
+        }
+        used += size;
+        items += 1;
+        nrefs.push(ItemRef::new(block, items as u16));
+    }
+    if let Some((ep, level)) = graph.entry() {
+        meta.entry_vector = vref(ep as usize);
+        meta.entry_node = nrefs[ep as usize];
+        meta.entry_level = level as u8;
+    }
+    meta.insert_page = if n > 0 { block } else { 0 };
+    write_empty(index, &meta);
+
+    let mut tuple = Vec::new();
+    let mut next = 0usize;
+    while next < n {
+        let buf = new_page(index, 1 + (next / per_page) as u32);
+        let mut wal = Wal::start(index, &buf, Logging::Build, true);
+        let mut page = wal.page();
+        page.init(PAGE_DATA);
+        while next < n && vref(next).block == buf.block() {
+            encode_vector(graph.vector(next as u32), nrefs[next], 0, &mut tuple);
+            expect_offset(page.add_item(&tuple), vref(next));
+            next += 1;
+        }
+        drop(page);
+        wal.finish();
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, next as i64 / 2);
+        check_for_interrupts!();
+    }
+    let mut refs = Vec::new();
+    let mut next = 0usize;
+    while next < n {
+        let buf = new_page(index, nrefs[next].block);
+        let mut wal = Wal::start(index, &buf, Logging::Build, true);
+        let mut page = wal.page();
+        page.init(PAGE_DATA);
+        while next < n && nrefs[next].block == buf.block() {
+            let id = next as u32;
+            let level = graph.level(id);
+            let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(next), tids[next]);
+            for layer in 0..=level {
+                refs.clear();
+                refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
+                node.set_neighbors(layer, &refs);
+            }
+            expect_offset(page.add_item(&tuple), nrefs[next]);
+            next += 1;
+        }
+        drop(page);
+        wal.finish();
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, (n + next) as i64 / 2);
+        check_for_interrupts!();
+    }
+}
+
+fn new_page(index: pg_sys::Relation, expected: u32) -> Buffer {
+    let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    if buf.block() != expected {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("hnsw build expected to write block {expected}, got {}", buf.block()),
+        );
+    }
+    buf
+}
+
+fn expect_offset(got: Option<u16>, want: ItemRef) {
+    if got != Some(want.offset) {
+        raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw build page layout mismatch");
+    }
+}
+
+/// The init fork of an unlogged index: an empty meta page, WAL-logged whole.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
+    let kind = opclass::resolve(index);
+    let (m, efc) = options::index_options(index);
+    let meta = base_meta(&kind, m, efc, kind.typmod_dims.unwrap_or(0));
+    let buf = Buffer::extend(index, pg_sys::ForkNumber::INIT_FORKNUM);
+    meta.init_page(index, &buf, Logging::Build);
+    // SAFETY: the buffer is pinned and exclusively locked; init forks are always WAL-logged.
+    unsafe { pg_sys::log_newpage_buffer(buf.id(), true) };
+}

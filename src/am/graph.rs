@@ -1,0 +1,159 @@
+//! The graph as stored in pages, walked by scans and inserts through the core's
+//! [`Walk`] trait, and the preparation of vectors for it (dimension checks, normalization).
+
+use hnsw_core::graph::{Candidate, Visited, Walk};
+use hnsw_core::metric::{normalize, VectorElem};
+use pgrx::pg_sys;
+
+use super::opclass::Kind;
+use crate::storage::buffer::{Buffer, Lock};
+use crate::storage::page::ItemRef;
+use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED};
+use crate::storage::Meta;
+use crate::types::{check_expected_dim, Element, VecArg};
+
+/// Element types an index can store, with both their SQL and their graph behaviour.
+pub trait Elem: VectorElem + Element {}
+impl<T: VectorElem + Element> Elem for T {}
+
+/// A measured element: where its tuples are, and whether a scan may return it.
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    pub vector: ItemRef,
+    pub node: ItemRef,
+    pub deleted: bool,
+    /// Index of its vector copy in the walk's arena (inserts), or `u32::MAX`.
+    pub slot: u32,
+}
+
+/// A vector ready to store: checked against the index's dimensions, normalized for cosine.
+/// `None` for a zero vector in a cosine index, which has no direction and is not indexed.
+pub fn prepare_stored<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<E>> {
+    // SAFETY: the datum is a non-null value of the indexed column, whose type is E's.
+    let v = unsafe { VecArg::<E>::from_datum_unchecked(datum) };
+    let xs = v.as_slice();
+    kind.check_dims(xs.len());
+    if dims != 0 {
+        check_expected_dim(dims as i32, xs.len());
+    }
+    if !kind.metric.normalizes() {
+        return Some(xs.to_vec());
+    }
+    let mut f = vec![0.0f32; xs.len()];
+    <E as Element>::slice_to_f32(xs, &mut f);
+    if !normalize(&mut f) {
+        return None;
+    }
+    let mut out = vec![E::default(); xs.len()];
+    <E as VectorElem>::from_f32(&f, &mut out);
+    Some(out)
+}
+
+/// A query vector as f32, normalized for cosine; `None` when it has no direction.
+pub fn prepare_query<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
+    // SAFETY: the datum is a non-null value of the ORDER BY operator's right-hand type, which
+    // is the indexed type for every hnsw operator class.
+    let v = unsafe { VecArg::<E>::from_datum_unchecked(datum) };
+    if dims != 0 {
+        crate::types::check_same_dims::<E>(dims as usize, v.dim());
+    }
+    let mut f = vec![0.0f32; v.dim()];
+    <E as Element>::slice_to_f32(v.as_slice(), &mut f);
+    if kind.metric.normalizes() && !normalize(&mut f) {
+        return None;
+    }
+    Some(f)
+}
+
+/// Graph access for one search. `dist` measures the query against a stored vector.
+pub struct DiskWalk<'a, E: Elem, F: Fn(&[E]) -> f32> {
+    pub rel: pg_sys::Relation,
+    pub m: usize,
+    pub dims: usize,
+    pub dist: F,
+    pub visited: &'a mut Visited,
+    /// When set (inserts), every measured vector is copied here, for the neighbour heuristic.
+    pub arena: Option<&'a mut Vec<E>>,
+    refs: Vec<ItemRef>,
+}
+
+impl<'a, E: Elem, F: Fn(&[E]) -> f32> DiskWalk<'a, E, F> {
+    pub fn new(rel: pg_sys::Relation, meta: &Meta, dist: F, visited: &'a mut Visited, arena: Option<&'a mut Vec<E>>) -> Self {
+        DiskWalk { rel, m: meta.m as usize, dims: meta.dims as usize, dist, visited, arena, refs: Vec::new() }
+    }
+
+    fn measure_on(&mut self, buf: &Buffer, r: ItemRef) -> Candidate<Node> {
+        let item = buf.page().item(r.offset).unwrap_or_else(|| dangling(r));
+        let t = VectorTuple::parse(item);
+        let values = t.values::<E>(self.dims);
+        let d = (self.dist)(values);
+        let slot = match self.arena.as_deref_mut() {
+            Some(arena) => {
+                arena.extend_from_slice(values);
+                (arena.len() / self.dims - 1) as u32
+            }
+            None => u32::MAX,
+        };
+        Candidate::new(d, Node { vector: r, node: t.node(), deleted: t.flags() & FLAG_DELETED != 0, slot })
+    }
+
+    /// Measure one element by its vector ref (entry points).
+    pub fn measure(&mut self, r: ItemRef) -> Candidate<Node> {
+        let buf = Buffer::read(self.rel, r.block, Lock::Share);
+        self.measure_on(&buf, r)
+    }
+
+    /// A vector copied into the arena by an insert's walk.
+    pub fn arena_vector(&self, slot: u32) -> &[E] {
+        let arena = self.arena.as_deref().expect("walk has no arena");
+        &arena[slot as usize * self.dims..(slot as usize + 1) * self.dims]
+    }
+}
+
+fn dangling(r: ItemRef) -> ! {
+    crate::types::raise(
+        pgrx::prelude::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!("hnsw index has a link to missing item ({},{})", r.block, r.offset),
+    )
+}
+
+impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<'_, E, F> {
+    type Item = Node;
+
+    fn restart(&mut self, entries: &[Candidate<Node>]) {
+        self.visited.clear();
+        for e in entries {
+            self.visited.insert(e.item.vector.visited_key());
+        }
+    }
+
+    fn expand(&mut self, item: &Node, layer: usize, out: &mut Vec<Candidate<Node>>) {
+        self.refs.clear();
+        {
+            let buf = Buffer::read(self.rel, item.node.block, Lock::Share);
+            let data = buf.page().item(item.node.offset).unwrap_or_else(|| dangling(item.node));
+            for r in NodeTuple::parse(data, self.m).neighbors(layer) {
+                if r.is_valid() && self.visited.insert(r.visited_key()) {
+                    self.refs.push(r);
+                }
+            }
+        }
+        // Neighbours that share a page share one buffer lock.
+        self.refs.sort_unstable_by_key(|r| r.block);
+        let refs = core::mem::take(&mut self.refs);
+        let mut i = 0;
+        while i < refs.len() {
+            let buf = Buffer::read(self.rel, refs[i].block, Lock::Share);
+            while i < refs.len() && refs[i].block == buf.block() {
+                out.push(self.measure_on(&buf, refs[i]));
+                i += 1;
+            }
+        }
+        self.refs = refs;
+    }
+
+    #[inline]
+    fn is_result(&self, item: &Node) -> bool {
+        !item.deleted
+    }
+}

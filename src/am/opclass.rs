@@ -1,0 +1,107 @@
+//! What an index orders by: its metric and element type, read from its operator class.
+//!
+//! Support function 1 of every hnsw operator class is the SQL distance function of its ordering
+//! operator (`l2_distance`, `vector_negative_inner_product`, `cosine_distance`, `l1_distance`
+//! and their halfvec overloads); the opclass input type says `vector` or `halfvec`.
+
+use core::ffi::CStr;
+
+use hnsw_core::metric::Metric;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::storage::meta::{ELEM_F16, ELEM_F32};
+use crate::types::raise;
+
+/// Indexed dimensions: a vector tuple must fit in one page.
+pub const MAX_DIMS_F32: usize = 2000;
+pub const MAX_DIMS_F16: usize = 4000;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Kind {
+    pub metric: Metric,
+    pub elem: u8,
+    /// Dimensions from the column's typmod, if it has one.
+    pub typmod_dims: Option<u32>,
+}
+
+impl Kind {
+    pub fn max_dims(&self) -> usize {
+        if self.elem == ELEM_F16 {
+            MAX_DIMS_F16
+        } else {
+            MAX_DIMS_F32
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        if self.elem == ELEM_F16 {
+            "halfvec"
+        } else {
+            "vector"
+        }
+    }
+
+    /// `ERROR` if `dims` cannot be indexed.
+    pub fn check_dims(&self, dims: usize) {
+        if dims > self.max_dims() {
+            raise(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("column cannot have more than {} dimensions for hnsw index", self.max_dims()),
+            );
+        }
+    }
+}
+
+/// Unqualified name of a type or function OID (format_type_be may schema-qualify it).
+fn unqualified(name: *mut core::ffi::c_char) -> String {
+    if name.is_null() {
+        return String::new();
+    }
+    // SAFETY: a palloc'd NUL-terminated string from the catalog lookups below.
+    let s = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+    s.rsplit('.').next().unwrap_or("").trim_matches('"').to_string()
+}
+
+/// [`resolve`], cached in the relcache entry (`rd_amcache`, freed with it on invalidation), so
+/// per-row inserts and per-query scans skip the catalog lookups.
+pub fn cached(index: pg_sys::Relation) -> Kind {
+    // SAFETY: rd_amcache is ours: null, or a Kind we allocated in rd_indexcxt below.
+    unsafe {
+        if (*index).rd_amcache.is_null() {
+            let kind = resolve(index);
+            let p = pg_sys::MemoryContextAlloc((*index).rd_indexcxt, core::mem::size_of::<Kind>()).cast::<Kind>();
+            p.write(kind);
+            (*index).rd_amcache = p.cast();
+        }
+        *((*index).rd_amcache as *const Kind)
+    }
+}
+
+pub fn resolve(index: pg_sys::Relation) -> Kind {
+    // SAFETY: `index` is an open index relation with one key column; rd_opcintype and the
+    // tuple descriptor are valid while it is open, and index_getprocid reads its opclass.
+    let (type_oid, typmod, proc) = unsafe {
+        let att = (*(*index).rd_att).attrs.as_slice(1)[0];
+        (*(*index).rd_opcintype, att.atttypmod, pg_sys::index_getprocid(index, 1, 1))
+    };
+    // SAFETY: both lookups take OIDs from the catalog and return palloc'd names.
+    let (type_name, func_name) = unsafe { (unqualified(pg_sys::format_type_be(type_oid)), unqualified(pg_sys::get_func_name(proc))) };
+    let elem = match type_name.as_str() {
+        "vector" => ELEM_F32,
+        "halfvec" => ELEM_F16,
+        other => raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("hnsw cannot index type {other}")),
+    };
+    let metric = match func_name.as_str() {
+        "l2_distance" | "vector_l2_squared_distance" | "halfvec_l2_squared_distance" => Metric::L2,
+        "vector_negative_inner_product" | "halfvec_negative_inner_product" | "inner_product" => Metric::InnerProduct,
+        "cosine_distance" => Metric::Cosine,
+        "l1_distance" => Metric::L1,
+        other => raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("hnsw operator class support function {other} is not a known distance"),
+        ),
+    };
+    let typmod_dims = (typmod > 0).then_some(typmod as u32);
+    Kind { metric, elem, typmod_dims }
+}

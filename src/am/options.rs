@@ -1,0 +1,118 @@
+//! Index options (`WITH (m = 16, ef_construction = 64)`) and the `hnsw.*` settings.
+
+use core::ffi::CStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::types::raise;
+
+pub const DEFAULT_M: i32 = 16;
+pub const MIN_M: i32 = 2;
+pub const MAX_M: i32 = 100;
+pub const DEFAULT_EF_CONSTRUCTION: i32 = 64;
+pub const MIN_EF_CONSTRUCTION: i32 = 4;
+pub const MAX_EF_CONSTRUCTION: i32 = 1000;
+
+/// `hnsw.ef_search`: beam width of index scans.
+pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+
+/// The reloption kind Postgres assigned to us at load time.
+static RELOPT_KIND: AtomicU32 = AtomicU32::new(0);
+
+/// What `build_reloptions` fills (a varlena: the length word comes first).
+#[repr(C)]
+struct RelOptions {
+    vl_len: i32,
+    m: i32,
+    ef_construction: i32,
+}
+
+/// Register settings and reloptions; called from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"hnsw.ef_search",
+        c"Sets the size of the dynamic candidate list for search",
+        c"Larger values give higher recall and slower queries. Valid range is 1..1000.",
+        &EF_SEARCH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    // SAFETY: called once from _PG_init, on the backend's thread, before any index is opened.
+    unsafe {
+        let kind = pg_sys::add_reloption_kind();
+        RELOPT_KIND.store(kind, Ordering::Relaxed);
+        pg_sys::add_int_reloption(
+            kind,
+            c"m".as_ptr(),
+            c"Max number of connections".as_ptr(),
+            DEFAULT_M,
+            MIN_M,
+            MAX_M,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
+        pg_sys::add_int_reloption(
+            kind,
+            c"ef_construction".as_ptr(),
+            c"Size of the dynamic candidate list for construction".as_ptr(),
+            DEFAULT_EF_CONSTRUCTION,
+            MIN_EF_CONSTRUCTION,
+            MAX_EF_CONSTRUCTION,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
+    let elt = |name: &'static CStr, offset: usize| pg_sys::relopt_parse_elt {
+        optname: name.as_ptr(),
+        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+        offset: offset as i32,
+    };
+    let tab = [
+        elt(c"m", core::mem::offset_of!(RelOptions, m)),
+        elt(c"ef_construction", core::mem::offset_of!(RelOptions, ef_construction)),
+    ];
+    // SAFETY: the table describes RelOptions; build_reloptions parses (and with `validate`,
+    // checks ranges of) the options into a palloc'd struct of that size.
+    unsafe {
+        pg_sys::build_reloptions(
+            reloptions,
+            validate,
+            RELOPT_KIND.load(Ordering::Relaxed),
+            core::mem::size_of::<RelOptions>(),
+            tab.as_ptr(),
+            tab.len() as i32,
+        )
+        .cast()
+    }
+}
+
+/// (m, ef_construction) of an index, validated against each other.
+pub fn index_options(index: pg_sys::Relation) -> (usize, usize) {
+    // SAFETY: rd_options is null or the struct amoptions built for this relation.
+    let (m, efc) = unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        if opts.is_null() {
+            (DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
+        } else {
+            ((*opts).m, (*opts).ef_construction)
+        }
+    };
+    if efc < 2 * m {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "ef_construction must be greater than or equal to 2 * m",
+        );
+    }
+    (m as usize, efc as usize)
+}
+
+pub fn ef_search() -> usize {
+    EF_SEARCH.get().max(1) as usize
+}

@@ -1,0 +1,204 @@
+//! RAII guards for buffers and WAL records.
+//!
+//! A [`Buffer`] is pinned and locked from construction to drop, and a [`Wal`] record is aborted
+//! unless finished. Rust unwinds through both on every path out of a function — including an
+//! `ERROR` raised inside a Postgres call, which pgrx turns into a panic before Postgres' own
+//! abort processing runs — so no path leaves a buffer locked or pinned, or a half-built
+//! GenericXLog record registered.
+
+use pgrx::pg_sys;
+
+use super::page::{Page, PageMut};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lock {
+    Share,
+    Exclusive,
+}
+
+pub struct Buffer {
+    id: pg_sys::Buffer,
+}
+
+/// InvalidSubTransactionId (not exported by pgrx).
+const INVALID_SUBXID: pg_sys::SubTransactionId = 0;
+
+/// `RelationNeedsWAL()`: permanent relations, unless created in this transaction under
+/// wal_level=minimal.
+pub fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
+    // SAFETY: `rel` is an open relation; rd_rel is valid while it is open.
+    unsafe {
+        (*(*rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as core::ffi::c_char
+            && (pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_REPLICA as i32
+                || ((*rel).rd_createSubid == INVALID_SUBXID
+                    && (*rel).rd_firstRelfilenodeSubid == INVALID_SUBXID))
+    }
+}
+
+impl Buffer {
+    /// Pin and lock block `block` of the main fork.
+    pub fn read(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
+        Self::read_fork(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, lock)
+    }
+
+    pub fn read_fork(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, lock: Lock) -> Buffer {
+        // SAFETY: `rel` is open and locked by our caller; ReadBufferExtended pins the block or
+        // raises an ERROR (no pin then). A pin guard exists before LockBuffer, so an ERROR there
+        // still releases the pin.
+        let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+        // Pinned but not locked yet: track the pin alone until the lock is held.
+        let pinned = PinOnly(id);
+        // SAFETY: `id` is pinned by us.
+        unsafe { pg_sys::LockBuffer(id, lock_mode(lock)) };
+        core::mem::forget(pinned);
+        Buffer { id }
+    }
+
+    /// Add a new, exclusively locked, zeroed page at the end of `fork`.
+    pub fn extend(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> Buffer {
+        let _ext = ExtensionLock::acquire(rel);
+        // SAFETY: holding the relation extension lock, P_NEW appends one zeroed page and pins it.
+        let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+        let pinned = PinOnly(id);
+        // SAFETY: pinned by us; nobody else knows this page yet, so the lock is immediate.
+        unsafe { pg_sys::LockBuffer(id, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32) };
+        core::mem::forget(pinned);
+        Buffer { id }
+    }
+
+    pub fn id(&self) -> pg_sys::Buffer {
+        self.id
+    }
+
+    pub fn block(&self) -> u32 {
+        // SAFETY: the buffer is pinned.
+        unsafe { pg_sys::BufferGetBlockNumber(self.id) }
+    }
+
+    pub fn page(&self) -> Page<'_> {
+        // SAFETY: pinned and locked for as long as `self` lives.
+        unsafe { Page::from_ptr(pg_sys::BufferGetPage(self.id).cast()) }
+    }
+
+    /// Write access without WAL, for `ambuild` (which logs the whole relation at the end) and
+    /// for init forks (logged whole by the caller).
+    ///
+    /// # Safety
+    /// The buffer must be exclusively locked, and the caller must WAL-log or mark the change
+    /// as `ambuild` does.
+    pub unsafe fn page_mut_unlogged(&mut self) -> PageMut<'_> {
+        // SAFETY: per the function's contract.
+        unsafe { PageMut::from_ptr(pg_sys::BufferGetPage(self.id).cast()) }
+    }
+
+    pub fn mark_dirty(&self) {
+        // SAFETY: pinned and exclusively locked (callers only dirty pages they wrote).
+        unsafe { pg_sys::MarkBufferDirty(self.id) };
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: we hold a pin and a lock on `id`, taken in the constructor.
+        unsafe { pg_sys::UnlockReleaseBuffer(self.id) };
+    }
+}
+
+fn lock_mode(lock: Lock) -> i32 {
+    match lock {
+        Lock::Share => pg_sys::BUFFER_LOCK_SHARE as i32,
+        Lock::Exclusive => pg_sys::BUFFER_LOCK_EXCLUSIVE as i32,
+    }
+}
+
+/// A pin not yet locked: released if locking raises an ERROR.
+struct PinOnly(pg_sys::Buffer);
+
+impl Drop for PinOnly {
+    fn drop(&mut self) {
+        // SAFETY: we hold the pin, and no lock.
+        unsafe { pg_sys::ReleaseBuffer(self.0) };
+    }
+}
+
+/// The relation extension lock, released on drop.
+struct ExtensionLock(pg_sys::Relation);
+
+impl ExtensionLock {
+    fn acquire(rel: pg_sys::Relation) -> ExtensionLock {
+        // SAFETY: `rel` is open; the lock is released in drop.
+        unsafe { pg_sys::LockRelationForExtension(rel, pg_sys::ExclusiveLock as i32) };
+        ExtensionLock(rel)
+    }
+}
+
+impl Drop for ExtensionLock {
+    fn drop(&mut self) {
+        // SAFETY: acquired in `acquire`.
+        unsafe { pg_sys::UnlockRelationForExtension(self.0, pg_sys::ExclusiveLock as i32) };
+    }
+}
+
+/// How a change reaches disk safely.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Logging {
+    /// GenericXLog record (a no-op log for relations that need no WAL).
+    Wal,
+    /// Inside ambuild: pages are dirtied directly; `log_newpage_range` logs them afterwards.
+    Build,
+}
+
+/// One change to one page: GenericXLog when logging, direct otherwise. Aborted on drop unless
+/// [`Wal::finish`] ran.
+pub struct Wal<'b> {
+    state: *mut pg_sys::GenericXLogState,
+    buffer: &'b Buffer,
+    page: *mut u8,
+}
+
+impl<'b> Wal<'b> {
+    /// Start changing `buffer` (exclusively locked). `full_image` logs the whole page, for pages
+    /// being initialized.
+    pub fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {
+        if logging == Logging::Build {
+            // SAFETY: the buffer is exclusively locked; ambuild logs the relation at the end.
+            let page = unsafe { pg_sys::BufferGetPage(buffer.id).cast() };
+            return Wal { state: core::ptr::null_mut(), buffer, page };
+        }
+        // SAFETY: GenericXLogStart allocates state for `rel`; if registering raises an ERROR,
+        // the guard below aborts the state.
+        let state = unsafe { pg_sys::GenericXLogStart(rel) };
+        let mut w = Wal { state, buffer, page: core::ptr::null_mut() };
+        let flags = if full_image { pg_sys::GENERIC_XLOG_FULL_IMAGE as i32 } else { 0 };
+        // SAFETY: the buffer is pinned and exclusively locked by its guard, which outlives us.
+        w.page = unsafe { pg_sys::GenericXLogRegisterBuffer(state, buffer.id, flags) }.cast();
+        w
+    }
+
+    /// The page to modify: GenericXLog's working copy, or the buffer itself when building.
+    pub fn page(&mut self) -> PageMut<'_> {
+        // SAFETY: the copy (or the locked buffer) is ours until finish/abort.
+        unsafe { PageMut::from_ptr(self.page) }
+    }
+
+    pub fn finish(mut self) {
+        if self.state.is_null() {
+            self.buffer.mark_dirty();
+        } else {
+            let state = core::mem::replace(&mut self.state, core::ptr::null_mut());
+            // SAFETY: `state` is a live GenericXLog record; finish applies the copies to the
+            // buffers, marks them dirty and writes the WAL record.
+            unsafe { pg_sys::GenericXLogFinish(state) };
+        }
+        self.page = core::ptr::null_mut();
+    }
+}
+
+impl Drop for Wal<'_> {
+    fn drop(&mut self) {
+        if !self.state.is_null() {
+            // SAFETY: unfinished record: abort discards the copies, the buffer is untouched.
+            unsafe { pg_sys::GenericXLogAbort(self.state) };
+        }
+    }
+}

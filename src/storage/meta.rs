@@ -1,0 +1,121 @@
+//! The meta page (block 0): what every scan and insert needs before touching the graph.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::buffer::{Buffer, Lock, Logging, Wal};
+use super::page::{ItemRef, PAGE_META};
+use crate::types::raise;
+
+pub const META_BLOCK: u32 = 0;
+pub const MAGIC: u32 = 0x574E_5348; // "HSNW"
+/// On-disk format version; see the module docs of `storage`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Element storage of the vector tuples.
+pub const ELEM_F32: u8 = 1;
+pub const ELEM_F16: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Meta {
+    pub version: u32,
+    /// 0 until the first vector arrives in an index built without a typmod.
+    pub dims: u32,
+    pub m: u16,
+    pub ef_construction: u16,
+    pub metric: u8,
+    pub elem: u8,
+    /// Highest level an element may get in this index.
+    pub max_level: u8,
+    /// Entry point: its vector and node tuples and its level; invalid refs when empty.
+    pub entry_vector: ItemRef,
+    pub entry_node: ItemRef,
+    pub entry_level: u8,
+    /// Last page known to have had room: where inserts try first.
+    pub insert_page: u32,
+}
+
+const LEN: usize = 40;
+
+impl Meta {
+    pub fn has_entry(&self) -> bool {
+        self.entry_node.is_valid()
+    }
+
+    fn encode(&self) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&self.version.to_le_bytes());
+        b[8..12].copy_from_slice(&self.dims.to_le_bytes());
+        b[12..14].copy_from_slice(&self.m.to_le_bytes());
+        b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
+        b[16] = self.metric;
+        b[17] = self.elem;
+        b[18] = self.max_level;
+        b[19] = self.entry_level;
+        self.entry_vector.write(&mut b[20..26]);
+        self.entry_node.write(&mut b[26..32]);
+        b[32..36].copy_from_slice(&self.insert_page.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Meta {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        if u32_at(0) != MAGIC {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw index meta page has a bad magic number");
+        }
+        let version = u32_at(4);
+        if version != FORMAT_VERSION {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("hnsw index format version {version} is not supported by this build (expected {FORMAT_VERSION}); REINDEX it"),
+            );
+        }
+        Meta {
+            version,
+            dims: u32_at(8),
+            m: u16_at(12),
+            ef_construction: u16_at(14),
+            metric: b[16],
+            elem: b[17],
+            max_level: b[18],
+            entry_level: b[19],
+            entry_vector: ItemRef::read(&b[20..26]),
+            entry_node: ItemRef::read(&b[26..32]),
+            insert_page: u32_at(32),
+        }
+    }
+
+    /// Read the meta page under a share lock.
+    pub fn read(rel: pg_sys::Relation) -> Meta {
+        let buf = Buffer::read(rel, META_BLOCK, Lock::Share);
+        let page = buf.page();
+        page.expect_kind(PAGE_META);
+        Meta::decode(page.contents(LEN))
+    }
+
+    /// Format `buf` (exclusively locked, new) as the meta page.
+    pub fn init_page(&self, rel: pg_sys::Relation, buf: &Buffer, logging: Logging) {
+        let mut wal = Wal::start(rel, buf, logging, true);
+        {
+            let mut page = wal.page();
+            page.init(PAGE_META);
+            page.contents_mut(LEN).copy_from_slice(&self.encode());
+        }
+        wal.finish();
+    }
+
+    /// Re-read under an exclusive lock, let `change` edit it, and write it back if it says so.
+    pub fn update(rel: pg_sys::Relation, logging: Logging, change: impl FnOnce(&mut Meta) -> bool) -> Meta {
+        let buf = Buffer::read(rel, META_BLOCK, Lock::Exclusive);
+        buf.page().expect_kind(PAGE_META);
+        let mut meta = Meta::decode(buf.page().contents(LEN));
+        if change(&mut meta) {
+            let mut wal = Wal::start(rel, &buf, logging, false);
+            wal.page().contents_mut(LEN).copy_from_slice(&meta.encode());
+            wal.finish();
+        }
+        meta
+    }
+}
