@@ -209,8 +209,17 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
     match st.graph.take() {
         None => write_empty(st.index, &meta),
         Some(graph) => {
+            let t = std::time::Instant::now();
             link(&graph, st.threads);
+            let linked = t.elapsed();
             write_graph(st.index, &graph, &st.tids, meta);
+            debug1!(
+                "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}",
+                graph.len(),
+                st.threads,
+                linked,
+                t.elapsed() - linked
+            );
         }
     }
     st.tids = Vec::new();

@@ -6,9 +6,9 @@ use hnsw_core::metric::{normalize, VectorElem};
 use pgrx::pg_sys;
 
 use super::opclass::Kind;
-use crate::storage::buffer::{Buffer, Lock};
-use crate::storage::page::ItemRef;
-use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED};
+use crate::storage::buffer::{Buffer, Lock, Pin};
+use crate::storage::page::{ItemRef, Page};
+use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
 use crate::types::{check_expected_dim, Element, VecArg};
 
@@ -82,8 +82,8 @@ impl<'a, E: Elem, F: Fn(&[E]) -> f32> DiskWalk<'a, E, F> {
         DiskWalk { rel, m: meta.m as usize, dims: meta.dims as usize, dist, visited, arena, refs: Vec::new() }
     }
 
-    fn measure_on(&mut self, buf: &Buffer, r: ItemRef) -> Candidate<Node> {
-        let item = buf.page().item(r.offset).unwrap_or_else(|| dangling(r));
+    fn measure_on(&mut self, page: Page<'_>, r: ItemRef) -> Candidate<Node> {
+        let item = page.item(r.offset).unwrap_or_else(|| dangling(r));
         let t = VectorTuple::parse(item);
         let values = t.values::<E>(self.dims);
         let d = (self.dist)(values);
@@ -99,8 +99,8 @@ impl<'a, E: Elem, F: Fn(&[E]) -> f32> DiskWalk<'a, E, F> {
 
     /// Measure one element by its vector ref (entry points).
     pub fn measure(&mut self, r: ItemRef) -> Candidate<Node> {
-        let buf = Buffer::read(self.rel, r.block, Lock::Share);
-        self.measure_on(&buf, r)
+        let buf = Buffer::read_recent(self.rel, r.block, Lock::Share);
+        self.measure_on(buf.page(), r)
     }
 
     /// A vector copied into the arena by an insert's walk.
@@ -108,6 +108,52 @@ impl<'a, E: Elem, F: Fn(&[E]) -> f32> DiskWalk<'a, E, F> {
         let arena = self.arena.as_deref().expect("walk has no arena");
         &arena[slot as usize * self.dims..(slot as usize + 1) * self.dims]
     }
+}
+
+/// Pins held at once while measuring a node's neighbours.
+const PIN_BATCH: usize = 8;
+
+/// Hint the cache about item `offset`'s line pointer on a pinned page.
+#[inline(always)]
+fn prefetch_line_pointer(page: *const u8, offset: u16) {
+    prefetch(page.wrapping_add(LINE_POINTERS + (offset as usize).saturating_sub(1) * 4));
+}
+
+/// Hint the cache about the tuple item `offset` points at. The line pointer is read without
+/// the content lock, which is fine for a hint: the address is only prefetched, never
+/// dereferenced, and line pointers of existing items never change anyway.
+#[inline(always)]
+fn prefetch_tuple(page: *const u8, offset: u16, bytes: usize) {
+    let lp = page.wrapping_add(LINE_POINTERS + (offset as usize).saturating_sub(1) * 4);
+    // SAFETY: `lp` lies inside a pinned page (offset <= MAX_ITEMS); a volatile read of a u32
+    // there cannot fault, and a torn value only makes the hint useless.
+    let raw = unsafe { core::ptr::read_volatile(lp as *const u32) };
+    let off = (raw & 0x7FFF) as usize;
+    if off == 0 || off + bytes > crate::storage::page::BLCKSZ {
+        return;
+    }
+    let start = page.wrapping_add(off);
+    let mut line = 0;
+    while line < bytes.min(PREFETCH_BYTES) {
+        prefetch(start.wrapping_add(line));
+        line += 64;
+    }
+}
+
+/// How much of a vector tuple to prefetch; the hardware streams the rest once the first lines
+/// arrive.
+const PREFETCH_BYTES: usize = 8192;
+const LINE_POINTERS: usize = core::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
+
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 fn dangling(r: ItemRef) -> ! {
@@ -130,7 +176,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<'_, E, F> {
     fn expand(&mut self, item: &Node, layer: usize, out: &mut Vec<Candidate<Node>>) {
         self.refs.clear();
         {
-            let buf = Buffer::read(self.rel, item.node.block, Lock::Share);
+            let buf = Buffer::read_recent(self.rel, item.node.block, Lock::Share);
             let data = buf.page().item(item.node.offset).unwrap_or_else(|| dangling(item.node));
             for r in NodeTuple::parse(data, self.m).neighbors(layer) {
                 if r.is_valid() && self.visited.insert(r.visited_key()) {
@@ -138,17 +184,39 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<'_, E, F> {
                 }
             }
         }
-        // Neighbours that share a page share one buffer lock.
-        self.refs.sort_unstable_by_key(|r| r.block);
+        // Neighbours sit on pages scattered over shared buffers, so each costs cache misses on
+        // its page's line pointers, its tuple and its vector. Pin a batch first and ask for
+        // those lines ahead, so the misses overlap instead of queueing one behind the other.
+        // Batches of 8 keep the pins within the backend's fast private refcount slots.
+        self.refs.sort_unstable_by_key(|r| (r.block, r.offset));
         let refs = core::mem::take(&mut self.refs);
-        let mut i = 0;
-        while i < refs.len() {
-            let buf = Buffer::read(self.rel, refs[i].block, Lock::Share);
-            while i < refs.len() && refs[i].block == buf.block() {
-                out.push(self.measure_on(&buf, refs[i]));
-                i += 1;
+        let tuple_bytes = VECTOR_HEADER + self.dims * E::SIZE;
+        let mut pins: Vec<Pin> = Vec::with_capacity(PIN_BATCH);
+        for batch in refs.chunk_by(|a, b| a.block == b.block).collect::<Vec<_>>().chunks(PIN_BATCH) {
+            pins.clear();
+            for group in batch {
+                Buffer::prefetch_recent(self.rel, group[0].block);
+            }
+            for group in batch {
+                let pin = Buffer::pin_recent(self.rel, group[0].block);
+                for r in group.iter() {
+                    prefetch_line_pointer(pin.page_addr(), r.offset);
+                }
+                pins.push(pin);
+            }
+            for (pin, group) in pins.iter().zip(batch) {
+                for r in group.iter() {
+                    prefetch_tuple(pin.page_addr(), r.offset, tuple_bytes);
+                }
+            }
+            for (pin, group) in pins.iter().zip(batch) {
+                let lock = pin.share();
+                for r in group.iter() {
+                    out.push(self.measure_on(lock.page(), *r));
+                }
             }
         }
+        drop(pins);
         self.refs = refs;
     }
 

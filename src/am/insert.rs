@@ -145,6 +145,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
         select_neighbors(
             &found,
             cap,
+            true,
             |a: &Node, b: &Node| E::distance(metric, walk.arena_vector(a.slot), walk.arena_vector(b.slot)),
             &mut selected[layer],
         );
@@ -327,7 +328,7 @@ impl<E: Elem> Connect<'_, E> {
         let scratch = &self.scratch;
         let vec_of = |i: usize| &scratch[members[i].1 * dims..(members[i].1 + 1) * dims];
         let mut kept = Vec::with_capacity(cap);
-        select_neighbors(&cands, cap, |a, b| E::distance(self.metric, vec_of(*a), vec_of(*b)), &mut kept);
+        select_neighbors(&cands, cap, true, |a, b| E::distance(self.metric, vec_of(*a), vec_of(*b)), &mut kept);
         if !kept.iter().any(|c| members[c.item].0 == new) {
             return None;
         }

@@ -6,6 +6,8 @@
 //! abort processing runs — so no path leaves a buffer locked or pinned, or a half-built
 //! GenericXLog record registered.
 
+use std::cell::RefCell;
+
 use pgrx::pg_sys;
 
 use super::page::{Page, PageMut};
@@ -47,6 +49,69 @@ impl Buffer {
         // still releases the pin.
         let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
         // Pinned but not locked yet: track the pin alone until the lock is held.
+        let pinned = PinOnly(id);
+        // SAFETY: `id` is pinned by us.
+        unsafe { pg_sys::LockBuffer(id, lock_mode(lock)) };
+        core::mem::forget(pinned);
+        Buffer { id }
+    }
+
+    /// Hint the cache about the shared buffer that held `block` last time, so that a following
+    /// [`Buffer::pin_recent`] finds its descriptor (which it locks and pins) already cached.
+    #[inline]
+    pub fn prefetch_recent(rel: pg_sys::Relation, block: u32) {
+        // SAFETY: `rel` is open.
+        let node = unsafe { (*rel).rd_node };
+        let hint = RECENT.with(|r| r.borrow().get(node, block));
+        if hint > 0 {
+            // SAFETY: only an address is computed (never dereferenced): the descriptor array
+            // has one padded entry per shared buffer, and hint is a shared buffer number.
+            let desc = unsafe { pg_sys::BufferDescriptors.add(hint as usize - 1) };
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: prefetch is a hint that never faults.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(desc.cast());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = desc;
+        }
+    }
+
+    /// Pin (without locking) a block for a search, using the same hints as
+    /// [`Buffer::read_recent`]; lock it later with [`Pin::share`].
+    pub fn pin_recent(rel: pg_sys::Relation, block: u32) -> Pin {
+        // SAFETY: `rel` is open; rd_node identifies its current relfilenode.
+        let node = unsafe { (*rel).rd_node };
+        let hint = RECENT.with(|r| r.borrow().get(node, block));
+        // SAFETY: ReadRecentBuffer only pins `hint` if it is valid and holds exactly this block
+        // of this relfilenode; otherwise it pins nothing and returns false.
+        if hint != 0 && unsafe { pg_sys::ReadRecentBuffer(node, pg_sys::ForkNumber::MAIN_FORKNUM, block, hint) } {
+            return Pin(hint);
+        }
+        // SAFETY: as in read_fork.
+        let id = unsafe { pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+        RECENT.with(|r| r.borrow_mut().set(node, block, id));
+        Pin(id)
+    }
+
+    /// [`Buffer::read`] for the hot paths of searches: remembers which shared buffer held each
+    /// block and re-pins it with `ReadRecentBuffer`, which checks the buffer still holds the
+    /// block and skips the buffer-mapping hash lookup and its partition lock. A stale hint
+    /// costs one failed check and falls back to the normal lookup.
+    pub fn read_recent(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
+        // SAFETY: `rel` is open; rd_node identifies its current relfilenode.
+        let node = unsafe { (*rel).rd_node };
+        let hint = RECENT.with(|r| r.borrow().get(node, block));
+        // SAFETY: ReadRecentBuffer only pins `hint` if it is valid and holds exactly this block
+        // of this relfilenode; otherwise it pins nothing and returns false.
+        let id = if hint != 0 && unsafe { pg_sys::ReadRecentBuffer(node, pg_sys::ForkNumber::MAIN_FORKNUM, block, hint) } {
+            hint
+        } else {
+            // SAFETY: as in read_fork.
+            let id = unsafe { pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+            RECENT.with(|r| r.borrow_mut().set(node, block, id));
+            id
+        };
         let pinned = PinOnly(id);
         // SAFETY: `id` is pinned by us.
         unsafe { pg_sys::LockBuffer(id, lock_mode(lock)) };
@@ -104,10 +169,94 @@ impl Drop for Buffer {
     }
 }
 
+/// Block -> shared buffer hints of the index this backend searched last.
+struct RecentBuffers {
+    node: pg_sys::RelFileNode,
+    slots: Vec<pg_sys::Buffer>,
+}
+
+thread_local! {
+    static RECENT: RefCell<RecentBuffers> = RefCell::new(RecentBuffers { node: pg_sys::RelFileNode::default(), slots: Vec::new() });
+}
+
+fn same_node(a: &pg_sys::RelFileNode, b: &pg_sys::RelFileNode) -> bool {
+    a.relNode == b.relNode && a.dbNode == b.dbNode && a.spcNode == b.spcNode
+}
+
+impl RecentBuffers {
+    fn get(&self, node: pg_sys::RelFileNode, block: u32) -> pg_sys::Buffer {
+        if same_node(&self.node, &node) {
+            self.slots.get(block as usize).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    fn set(&mut self, node: pg_sys::RelFileNode, block: u32, id: pg_sys::Buffer) {
+        if !same_node(&self.node, &node) {
+            self.node = node;
+            self.slots.clear();
+        }
+        let i = block as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, 0);
+        }
+        self.slots[i] = id;
+    }
+}
+
 fn lock_mode(lock: Lock) -> i32 {
     match lock {
         Lock::Share => pg_sys::BUFFER_LOCK_SHARE as i32,
         Lock::Exclusive => pg_sys::BUFFER_LOCK_EXCLUSIVE as i32,
+    }
+}
+
+/// A pinned, unlocked buffer. Its page address is stable while pinned, but its contents may
+/// only be read under [`Pin::share`].
+pub struct Pin(pg_sys::Buffer);
+
+impl Pin {
+    pub fn block(&self) -> u32 {
+        // SAFETY: the buffer is pinned.
+        unsafe { pg_sys::BufferGetBlockNumber(self.0) }
+    }
+
+    /// Address of the page, for prefetch hints only.
+    pub fn page_addr(&self) -> *const u8 {
+        // SAFETY: a pinned buffer's page address does not change.
+        unsafe { pg_sys::BufferGetPage(self.0).cast() }
+    }
+
+    /// Share-lock the page for reading; unlocked when the guard drops.
+    pub fn share(&self) -> SharedLock<'_> {
+        // SAFETY: the buffer is pinned by us and not locked by us.
+        unsafe { pg_sys::LockBuffer(self.0, pg_sys::BUFFER_LOCK_SHARE as i32) };
+        SharedLock(self)
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        // SAFETY: we hold the pin (and no lock: SharedLock borrows the Pin, so it is gone).
+        unsafe { pg_sys::ReleaseBuffer(self.0) };
+    }
+}
+
+/// A share lock on a pinned buffer.
+pub struct SharedLock<'a>(&'a Pin);
+
+impl SharedLock<'_> {
+    pub fn page(&self) -> Page<'_> {
+        // SAFETY: pinned and share-locked for as long as `self` lives.
+        unsafe { Page::from_ptr(pg_sys::BufferGetPage(self.0 .0).cast()) }
+    }
+}
+
+impl Drop for SharedLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we locked it in Pin::share.
+        unsafe { pg_sys::LockBuffer(self.0 .0, pg_sys::BUFFER_LOCK_UNLOCK as i32) };
     }
 }
 

@@ -8,11 +8,12 @@
 //! does not depend on the thread count or insertion order.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use rayon::prelude::*;
 
-use super::heuristic::select_neighbors;
+use super::heuristic::{insert_link, select_links, Link};
+use super::links::LinkStore;
 use super::search::{greedy_closest, search_layer, Candidate, SearchScratch, Walk};
 use super::visited::Visited;
 use crate::metric::{Metric, VectorElem};
@@ -71,16 +72,12 @@ pub fn splitmix64(mut x: u64) -> u64 {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Cancelled;
 
-/// Neighbour lists of one node: for each layer `l` in `0..=level`, a count followed by
-/// `max_links(l)` slots.
-type Links = Box<[u32]>;
-
 pub struct Graph<E: VectorElem> {
     params: Params,
     dim: usize,
     vectors: Vec<E>,
     levels: Vec<u8>,
-    links: Vec<Mutex<Links>>,
+    links: LinkStore,
     /// (entry node, its level); `None` while the graph is empty.
     entry: RwLock<Option<(u32, usize)>>,
     /// Serializes inserts that raise the top level.
@@ -94,7 +91,8 @@ struct Scratch {
     search: SearchScratch<u32>,
     found: Vec<Candidate<u32>>,
     entries: Vec<Candidate<u32>>,
-    selected: Vec<Candidate<u32>>,
+    selected: Vec<Link>,
+    list: Vec<Link>,
     buf: Vec<Candidate<u32>>,
 }
 
@@ -107,15 +105,10 @@ impl Scratch {
             found: Vec::new(),
             entries: Vec::new(),
             selected: Vec::new(),
+            list: Vec::new(),
             buf: Vec::new(),
         }
     }
-}
-
-fn lock(m: &Mutex<Links>) -> MutexGuard<'_, Links> {
-    // A panic elsewhere cannot leave a list half-written (writes are whole-slice copies), so a
-    // poisoned lock is still safe to use; the panic itself propagates through rayon.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<E: VectorElem> Graph<E> {
@@ -125,7 +118,7 @@ impl<E: VectorElem> Graph<E> {
             dim,
             vectors: Vec::new(),
             levels: Vec::new(),
-            links: Vec::new(),
+            links: LinkStore::new(params.max_links(0)),
             entry: RwLock::new(None),
             grow: Mutex::new(()),
         }
@@ -133,11 +126,12 @@ impl<E: VectorElem> Graph<E> {
 
     /// Estimated heap bytes per node, for maintenance_work_mem accounting.
     pub fn bytes_per_node(dim: usize, m: usize) -> usize {
-        let layer0 = (2 * m + 1) * 4;
-        // A node has 1/(m-1) upper layers on average, each (m+1) slots.
-        let upper = (m + 1) * 4 / (m.max(2) - 1) + 1;
-        // Mutex + Box pointer + malloc header, and the level byte.
-        let overhead = 8 + 16 + 16 + 1;
+        // Layer 0: state word and 2m ids, plus 2m (distance, pruner) pairs.
+        let layer0 = (2 * m + 1) * 4 + 2 * m * 8;
+        // A node has 1/(m-1) upper layers on average, each a Vec of up to m+1 links.
+        let upper = (24 + 16 + (m + 1) * core::mem::size_of::<Link>()) / (m.max(2) - 1) + 1;
+        // The per-node Vec of upper lists, and the level byte.
+        let overhead = 24 + 1;
         dim * E::SIZE + layer0 + upper + overhead
     }
 
@@ -164,8 +158,7 @@ impl<E: VectorElem> Graph<E> {
         let level = self.params.level_of(id as u64);
         self.vectors.extend_from_slice(v);
         self.levels.push(level as u8);
-        let slots: usize = (0..=level).map(|l| 1 + self.params.max_links(l)).sum();
-        self.links.push(Mutex::new(vec![0u32; slots].into_boxed_slice()));
+        self.links.push(level);
         id as u32
     }
 
@@ -183,16 +176,11 @@ impl<E: VectorElem> Graph<E> {
         *self.entry.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn layer_range(&self, layer: usize) -> core::ops::Range<usize> {
-        let start: usize = (0..layer).map(|l| 1 + self.params.max_links(l)).sum();
-        start..start + 1 + self.params.max_links(layer)
-    }
-
-    /// Copy of `id`'s neighbours on `layer`.
+    /// Copy of `id`'s neighbours on `layer`, nearest first.
     pub fn neighbors(&self, id: u32, layer: usize) -> Vec<u32> {
-        let links = lock(&self.links[id as usize]);
-        let slot = &links[self.layer_range(layer)];
-        slot[1..1 + slot[0] as usize].to_vec()
+        let mut out = Vec::new();
+        self.links.lock(id).for_each(layer, |n| out.push(n));
+        out
     }
 
     #[inline]
@@ -251,10 +239,29 @@ impl<E: VectorElem> Graph<E> {
         s.entries.push(cur);
         for l in (0..=level.min(top)).rev() {
             search_layer(&mut walk, &s.entries, self.params.ef_construction, l, &mut s.search, &mut s.found);
-            select_neighbors(&s.found, self.params.max_links(l), |a, b| self.dist(*a, *b), &mut s.selected);
-            self.add_links(q, l, &s.selected);
-            for c in &s.selected {
-                self.add_links(c.item, l, &[Candidate::new(c.dist, q)]);
+            // Another thread may have found `q` already and linked it (it is reachable from
+            // the upper layers): keep those links.
+            s.found.retain(|c| c.item != q);
+            select_links(&s.found, self.params.max_links(l), |a, b| self.dist(a, b), &mut s.selected);
+            let cap = self.params.max_links(l);
+            {
+                let mut g = self.links.lock(q);
+                g.load(l, &mut s.list);
+                if s.list.is_empty() {
+                    g.store(l, &s.selected);
+                } else {
+                    for link in &s.selected {
+                        insert_link(&mut s.list, cap, link.id, link.dist, |a, b| self.dist(a, b));
+                    }
+                    g.store(l, &s.list);
+                }
+            }
+            for link in &s.selected {
+                let mut g = self.links.lock(link.id);
+                g.load(l, &mut s.list);
+                if insert_link(&mut s.list, cap, q, link.dist, |a, b| self.dist(a, b)) {
+                    g.store(l, &s.list);
+                }
             }
             // The paper's "ep <- W": the whole result set seeds the next layer.
             core::mem::swap(&mut s.entries, &mut s.found);
@@ -262,41 +269,6 @@ impl<E: VectorElem> Graph<E> {
         if level > top {
             *self.entry.write().unwrap_or_else(|e| e.into_inner()) = Some((q, level));
         }
-    }
-
-    /// Add `new` (measured from `base`) to `base`'s list on `layer`; when the list is full,
-    /// re-select with the heuristic over old and new links together.
-    fn add_links(&self, base: u32, layer: usize, new: &[Candidate<u32>]) {
-        let cap = self.params.max_links(layer);
-        let range = self.layer_range(layer);
-        let mut guard = lock(&self.links[base as usize]);
-        let slot = &mut guard[range];
-        let mut count = slot[0] as usize;
-        let mut overflow = Vec::new();
-        for c in new {
-            if c.item == base || slot[1..1 + count].contains(&c.item) {
-                continue;
-            }
-            if count < cap {
-                slot[1 + count] = c.item;
-                count += 1;
-            } else {
-                overflow.push(*c);
-            }
-        }
-        if !overflow.is_empty() {
-            let mut all: Vec<Candidate<u32>> =
-                slot[1..1 + count].iter().map(|&n| Candidate::new(self.dist(base, n), n)).collect();
-            all.extend(overflow);
-            all.sort_by(|a, b| a.dist.total_cmp(&b.dist));
-            let mut kept = Vec::with_capacity(cap);
-            select_neighbors(&all, cap, |a, b| self.dist(*a, *b), &mut kept);
-            count = kept.len();
-            for (dst, c) in slot[1..].iter_mut().zip(&kept) {
-                *dst = c.item;
-            }
-        }
-        slot[0] = count as u32;
     }
 
     /// The `k` nearest nodes to `query` (normalized by the caller for cosine).
@@ -337,13 +309,12 @@ impl<E: VectorElem, F: Fn(&[E]) -> f32> Walk for MemWalk<'_, E, F> {
     fn expand(&mut self, item: &u32, layer: usize, out: &mut Vec<Candidate<u32>>) {
         self.ids.clear();
         {
-            let links = lock(&self.graph.links[*item as usize]);
-            let slot = &links[self.graph.layer_range(layer)];
-            for &n in &slot[1..1 + slot[0] as usize] {
-                if self.visited.insert(n as u64) {
-                    self.ids.push(n);
+            let (visited, ids) = (&mut *self.visited, &mut *self.ids);
+            self.graph.links.lock(*item).for_each(layer, |n| {
+                if visited.insert(n as u64) {
+                    ids.push(n);
                 }
-            }
+            });
         }
         for (i, &n) in self.ids.iter().enumerate() {
             if let Some(&next) = self.ids.get(i + 1) {

@@ -2,11 +2,12 @@
 //!
 //! - [`search`]: the layer search over any [`search::Walk`] (memory or pages);
 //! - [`heuristic`]: neighbour selection;
-//! - [`build`]: the in-memory graph that index builds fill in parallel;
+//! - [`build`]: the in-memory graph that index builds fill in parallel, its lists in [`links`];
 //! - [`visited`]: the visited set shared by both.
 
 pub mod build;
 pub mod heuristic;
+pub mod links;
 pub mod search;
 pub mod visited;
 

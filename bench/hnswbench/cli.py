@@ -1,0 +1,432 @@
+"""Command line and orchestration of one benchmark run (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from . import __version__, datasets, db, groundtruth, report, workload
+
+DEFAULT_DSN = "host=127.0.0.1 port=5499 user=postgres dbname=postgres"
+DEFAULT_EF = "10,20,40,80,120,200,400"
+FORCE_INDEX = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
+QUICK = {"rows": 10_000, "ef": "10,20,40,100,200", "clients": "1,2", "filter": "0.1", "warmup": 20}
+GT_K = 100
+
+DESCRIPTION = """\
+Benchmark the hnsw index of hnsw_ext (and, side by side, pgvector or any extension with the same
+SQL interface) on PostgreSQL: build time and index size, then recall@k / QPS / latency over a
+sweep of hnsw.ef_search, with 1 and N clients, optionally with a filter.
+
+What one run does, per extension (each in a database of its own, hnsw_bench_<ext> by default,
+created on the server of --dsn; CREATE EXTENSION IF NOT EXISTS <ext> inside it):
+  1. loads the data set into  items (id int primary key, embedding vector(dim) [, catN int ...])
+     with binary COPY, then VACUUM ANALYZE                          (progress bar, load time)
+  2. CREATE INDEX ... USING hnsw (embedding <opclass>) WITH (m, ef_construction) after
+     SET max_parallel_maintenance_workers = --workers               (progress bar from
+     pg_stat_progress_create_index polled on a second connection; build time, index size)
+  3. for each filter (none, then each --filter), each ef_search and each client count runs
+     SELECT id FROM items [WHERE catN = 0] ORDER BY embedding <op> $1::vector LIMIT k
+     for every query (text parameter, psycopg, after a warm-up) and records recall@k,
+     QPS, p50/p95/p99 latency and rows returned per query.
+Exact ground truth (top-100, and per filter the top-100 among matching rows) is computed with
+numpy and cached under --cache-dir, keyed by data content hash, metric and filter. Recall counts
+ties as ann-benchmarks does: a returned row is a hit if its exact distance is <= the k-th true
+distance (+1e-6 relative).
+"""
+
+EPILOG = """\
+data sets:
+  minilm         MiniLM-384 sentence embeddings, 100k base / 2000 queries, cosine
+                 (../shared/data/minilm-384-*.npy, shipped top-100 used when the base is whole)
+  fashion-mnist  fashion-mnist-784, 60k base / 10k queries, L2 (Debian package
+                 dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/*-idx3-ubyte.gz)
+  custom         your own --base and --queries files (.npy, .fvecs, .bvecs), --metric
+
+output (--out PREFIX):
+  PREFIX.jsonl   one JSON object per line: a "run" record (data set, configuration, host),
+                 per extension a "build" record (server settings, load/build time, index size)
+                 and "query" records (one per filter x ef_search x clients), then "compare"
+                 records (ours / theirs ratios) and a final "summary"
+  PREFIX.png     recall@k (x) against QPS (y, log), one line per extension/filter/clients
+
+examples:
+  python3 bench/hnsw_bench.py --dataset minilm --quick --out bench/out/quick
+  python3 bench/hnsw_bench.py --dataset minilm --compare vector --clients 1,4 --out bench/out/minilm
+  python3 bench/hnsw_bench.py --dataset fashion-mnist --m 16 --ef-construction 64 --workers 1 \\
+      --filter 0.1,0.01,0.001 --out bench/out/fmnist
+  python3 bench/hnsw_bench.py --dataset custom --base my.fvecs --queries q.fvecs --metric ip \\
+      --set hnsw.iterative_scan=relaxed_order --filter 0.01 --out bench/out/mine
+"""
+
+
+def int_list(text: str) -> list[int]:
+    """'10,20,40' -> [10, 20, 40]."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def selectivity_list(text: str) -> list[float]:
+    """'0.1,1%,0.001' -> [0.1, 0.01, 0.001]; each must be 1/N for an integer N >= 2."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
+        if not 0 < value < 1 or abs(1 / value - round(1 / value)) > 1e-6 * (1 / value):
+            raise argparse.ArgumentTypeError(f"filter selectivity must be 1/N for an integer N >= 2, got {part!r}")
+        out.append(value)
+    return out
+
+
+def setting(text: str) -> tuple[str, str]:
+    """'name=value' -> (name, value)."""
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", name.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every option is documented in --help)."""
+    p = argparse.ArgumentParser(prog="hnsw_bench.py", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=datasets.BUILTIN, default="minilm", help="data set (default minilm)")
+    d.add_argument("--base", help="custom: base vectors file (.npy, .fvecs, .bvecs)")
+    d.add_argument("--queries", help="custom: query vectors file (.npy, .fvecs, .bvecs)")
+    d.add_argument("--metric", choices=datasets.METRICS,
+                   help="distance: l2 (<->), cosine (<=>), ip (<#>), l1 (<+>); default: the data set's own "
+                        "(cosine for minilm, l2 for fashion-mnist and custom)")
+    d.add_argument("--rows", type=int, help="use only the first N base rows (default all; --quick: 10000)")
+    d.add_argument("--nq", type=int, default=500, help="number of queries run per setting (default 500)")
+    d.add_argument("--k", type=int, default=10, help="LIMIT k and recall@k (default 10, at most 100)")
+    d.add_argument("--data-dir", type=Path, default=datasets.DEFAULT_DATA_DIR,
+                   help=f"directory of the MiniLM files (default {datasets.DEFAULT_DATA_DIR})")
+    d.add_argument("--fashion-dir", type=Path, default=datasets.DEFAULT_FASHION_DIR,
+                   help=f"directory of the fashion-mnist idx files (default {datasets.DEFAULT_FASHION_DIR})")
+    d.add_argument("--cache-dir", type=Path,
+                   default=Path(os.environ.get("HNSW_BENCH_CACHE",
+                                               Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                                               / "hnsw_ext_bench")),
+                   help="ground truth cache (default $HNSW_BENCH_CACHE or ~/.cache/hnsw_ext_bench)")
+
+    s = p.add_argument_group("server")
+    s.add_argument("--dsn", default=os.environ.get("HNSW_BENCH_DSN", DEFAULT_DSN),
+                   help=f"libpq connection string of the server (default $HNSW_BENCH_DSN or '{DEFAULT_DSN}'); "
+                        "its database is only used to create the benchmark databases")
+    s.add_argument("--ext", default="hnsw_ext", help="extension under test (default hnsw_ext)")
+    s.add_argument("--compare", default="",
+                   help="other extension(s) to run the same benchmark on, comma-separated (e.g. vector for "
+                        "pgvector, which must be installed on the server); ratios are ours (--ext) / theirs")
+    s.add_argument("--db", help="database name instead of hnsw_bench_<ext>; with --compare it must contain {ext}")
+    s.add_argument("--drop", action="store_true", help="drop the benchmark database(s) at the end")
+    s.add_argument("--reuse", action="store_true",
+                   help="keep a table (and index) left by an earlier run when data and parameters match; "
+                        "its recorded load/build figures are reported again (marked reused)")
+    s.add_argument("--type", choices=("vector", "halfvec"), default="vector", help="column type (default vector)")
+    s.add_argument("--set", action="append", type=setting, default=[], metavar="NAME=VALUE",
+                   help="extra session setting for the build and query sessions, repeatable "
+                        "(e.g. hnsw.iterative_scan=relaxed_order, maintenance_work_mem=2GB)")
+
+    i = p.add_argument_group("index and queries")
+    i.add_argument("--m", type=int, default=16, help="hnsw m (default 16)")
+    i.add_argument("--ef-construction", type=int, default=64, help="hnsw ef_construction (default 64)")
+    i.add_argument("--workers", type=int, default=1,
+                   help="SET max_parallel_maintenance_workers for the build (default 1 = leader + 1 worker)")
+    i.add_argument("--ef", type=int_list, help=f"hnsw.ef_search values (default {DEFAULT_EF}; --quick: {QUICK['ef']})")
+    i.add_argument("--clients", type=int_list,
+                   help=f"client counts; each client is a thread with its own connection (default 1,4; "
+                        f"--quick: {QUICK['clients']})")
+    i.add_argument("--filter", type=selectivity_list,
+                   help="filter selectivities, each 1/N (e.g. 0.1,0.01,0.001 or 1%%): adds column catN = id %% N "
+                        f"and runs the sweep again with WHERE catN = 0 (default none; --quick: {QUICK['filter']})")
+    i.add_argument("--force-index", action=argparse.BooleanOptionalAction, default=None,
+                   help="SET enable_seqscan, enable_bitmapscan and enable_sort to off in the query sessions so the "
+                        "planner uses the hnsw index even where it estimates a sequential scan + sort as cheaper "
+                        "(small tables, large ef_search, selective filters). Default off (the planner decides; "
+                        "every record says whether the index was used); --quick turns it on")
+    i.add_argument("--warmup", type=int, help="untimed queries per client before each timed setting (default 50; "
+                                              f"--quick: {QUICK['warmup']})")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="output prefix: writes PREFIX.jsonl and PREFIX.png "
+                                 "(default bench/out/<dataset>-<time>)")
+    o.add_argument("--quick", action="store_true",
+                   help=f"small run for tests: {QUICK['rows']} rows, ef {QUICK['ef']}, clients {QUICK['clients']}, "
+                        f"filter {QUICK['filter']}, --force-index (explicit options still win); < 2 minutes on 2 cores")
+    return p
+
+
+@dataclass
+class Config:
+    """Resolved settings of a run."""
+
+    args: argparse.Namespace
+    ef: list[int]
+    clients: list[int]
+    filters: list[float]
+    warmup: int
+    rows: int | None
+    exts: list[str]
+    out: Path
+    force_index: bool = False
+    session: dict = field(default_factory=dict)
+
+    @property
+    def moduli(self) -> list[int]:
+        """Filter moduli N (selectivity 1/N)."""
+        return [round(1 / f) for f in self.filters]
+
+    def dbname(self, ext: str) -> str:
+        """Benchmark database of an extension."""
+        if self.args.db:
+            return self.args.db.replace("{ext}", ext)
+        return "hnsw_bench_" + re.sub(r"[^a-z0-9_]", "_", ext.lower())
+
+
+def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config:
+    """Apply --quick defaults, check combinations, and derive the output prefix."""
+    quick = args.quick
+    exts = [args.ext] + [e.strip() for e in args.compare.split(",") if e.strip()]
+    if len(set(exts)) != len(exts):
+        parser.error("--compare repeats an extension")
+    if args.db and len(exts) > 1 and "{ext}" not in args.db:
+        parser.error("with --compare, --db must contain {ext} (one database per extension)")
+    if not 1 <= args.k <= GT_K:
+        parser.error(f"--k must be between 1 and {GT_K}")
+    if args.nq <= 0:
+        parser.error("--nq must be positive")
+    ef = args.ef or int_list(QUICK["ef"] if quick else DEFAULT_EF)
+    clients = args.clients or int_list(QUICK["clients"] if quick else "1,4")
+    filters = args.filter if args.filter is not None else (selectivity_list(QUICK["filter"]) if quick else [])
+    warmup = args.warmup if args.warmup is not None else (QUICK["warmup"] if quick else 50)
+    rows = args.rows if args.rows is not None else (QUICK["rows"] if quick else None)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(re.sub(r"\.(jsonl|png)$", "", args.out)) if args.out else Path(__file__).resolve().parents[1] / "out" / (
+        f"{args.dataset}{'-quick' if quick else ''}-{stamp}")
+    force = args.force_index if args.force_index is not None else quick
+    session = {**(FORCE_INDEX if force else {}), **dict(args.set)}
+    return Config(args=args, ef=sorted(set(ef)), clients=sorted(set(clients)), filters=sorted(set(filters), reverse=True),
+                  warmup=warmup, rows=rows, exts=exts, out=out, force_index=force, session=session)
+
+
+@dataclass
+class PreparedData:
+    """The data set with its ground truth (unfiltered and per filter modulus)."""
+
+    ds: datasets.Dataset
+    base_hash: str
+    query_hash: str
+    gt: groundtruth.GroundTruth
+    gt_source: str
+    filtered: dict  # modulus -> GroundTruth
+    texts: list[str]
+
+
+def prepare_data(cfg: Config) -> PreparedData:
+    """Load the data set, compute (or fetch from cache) all ground truth, format query texts."""
+    a = cfg.args
+    t0 = time.perf_counter()
+    ds = datasets.load_dataset(a.dataset, rows=cfg.rows, n_queries=a.nq, metric=a.metric, data_dir=a.data_dir,
+                               fashion_dir=a.fashion_dir, base_file=a.base, query_file=a.queries)
+    print(f"data: {ds.name}, {ds.base.shape[0]} rows x {ds.dim} dims, {ds.queries.shape[0]} queries, "
+          f"metric {ds.metric}  ({time.perf_counter() - t0:.1f}s)")
+    if a.type == "halfvec" and np.abs(ds.base).max() > 65504:
+        raise db.BenchError("values exceed the halfvec range")
+    cache = groundtruth.GroundTruthCache(cfg.args.cache_dir)
+    base_hash, query_hash = groundtruth.array_digest(ds.base), groundtruth.array_digest(ds.queries)
+    gt, how = groundtruth.compute_ground_truth(ds, GT_K, cache, base_hash, query_hash)
+    print(f"ground truth: top-{gt.k} ({how})")
+    filtered = {}
+    for mod in cfg.moduli:
+        filtered[mod], cached = groundtruth.compute_filtered_ground_truth(ds, GT_K, mod, cache, base_hash, query_hash)
+        print(f"filtered ground truth 1/{mod}: {filtered[mod].candidates} matching rows "
+              f"({'cache' if cached else 'computed'})")
+    texts = [workload.vector_text(q) for q in ds.queries]
+    return PreparedData(ds, base_hash, query_hash, gt, how, filtered, texts)
+
+
+def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
+    """The first JSON record: what was run, on what, with which options."""
+    a = cfg.args
+    return {
+        "type": "run", "run_id": run_id, "tool_version": __version__,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:], "quick": bool(a.quick),
+        "dataset": {**data.ds.describe(), "base_hash": data.base_hash, "query_hash": data.query_hash,
+                    "ground_truth": data.gt_source},
+        "config": {"exts": cfg.exts, "type": a.type, "m": a.m, "ef_construction": a.ef_construction,
+                   "workers": a.workers, "ef_search": cfg.ef, "clients": cfg.clients, "filters": cfg.filters,
+                   "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup, "session": cfg.session,
+                   "dsn": db.redact(a.dsn)},
+        "host": {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                 "python": platform.python_version(), "numpy": np.__version__, "psycopg": psycopg.__version__},
+    }
+
+
+def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, conninfo: str) -> dict:
+    """Create and fill the table, build the index (or reuse both); returns the build figures."""
+    a, ds = cfg.args, data.ds
+    n = ds.base.shape[0]
+    table_fp = {"data": data.base_hash, "rows": n, "dim": ds.dim, "type": a.type, "filters": sorted(cfg.moduli)}
+    index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": a.m,
+                "ef_construction": a.ef_construction, "workers": a.workers, "build_session": dict(a.set)}
+    old_table, old_index = db.get_comment(conn, db.TABLE), db.get_comment(conn, db.INDEX)
+    reuse_table = a.reuse and old_table and old_table.get("fingerprint") == table_fp
+    reuse_index = reuse_table and old_index and old_index.get("fingerprint") == index_fp
+    if reuse_table:
+        load = old_table["load"]
+        print(f"reusing table {db.TABLE} (loaded in {load['load_s']:.1f}s earlier)")
+    else:
+        db.apply_settings(conn, dict(a.set))
+        db.create_table(conn, ds.dim, a.type, cfg.moduli)
+        load_s = db.copy_rows(conn, ds.base, a.type, cfg.moduli)
+        t0 = time.perf_counter()
+        conn.execute(f"VACUUM ANALYZE {db.TABLE}")
+        load = {"load_s": load_s, "vacuum_analyze_s": time.perf_counter() - t0}
+        db.set_comment(conn, "TABLE", db.TABLE, {"fingerprint": table_fp, "load": load})
+        print(f"loaded {n} rows in {load_s:.2f}s (VACUUM ANALYZE {load['vacuum_analyze_s']:.2f}s)")
+    if reuse_index:
+        build = old_index["build"]
+        print(f"reusing index {db.INDEX} (built in {build['build_s']:.1f}s earlier)")
+    else:
+        db.apply_settings(conn, dict(a.set))
+        res = db.build_index(conninfo, conn, a.type, ds.metric, a.m, a.ef_construction, a.workers, n)
+        build = {"build_s": res.seconds, "build_phases": res.phases, "parallel_workers_seen": res.parallel_workers_seen,
+                 "progress_reported": res.progress_reported, "build_last_progress": res.last_progress}
+        db.set_comment(conn, "INDEX", db.INDEX, {"fingerprint": index_fp, "build": build})
+        conn.execute("RESET ALL")
+    index_bytes = db.relation_size(conn, db.INDEX)
+    print(f"index built in {build['build_s']:.2f}s: {index_bytes / 2**20:.1f} MiB, {index_bytes / n:.0f} bytes/vector"
+          + ("" if build.get("progress_reported", True) else "  (no pg_stat_progress_create_index rows seen)"))
+    return {**load, **build, "reused": bool(reuse_index), "reused_table": bool(reuse_table),
+            "index_bytes": index_bytes, "table_bytes": db.relation_size(conn, db.TABLE),
+            "bytes_per_vector": index_bytes / n, "rows": n, "dim": ds.dim, **index_fp}
+
+
+def sweep(cfg: Config, data: PreparedData, ext: str, conninfo: str, common: dict, writer: report.JsonlWriter) -> None:
+    """All query settings of one extension: filter x ef_search x clients, one record each.
+
+    Each record also says whether EXPLAIN shows the hnsw index for that setting and how many
+    sequential scans of the table (and hnsw index scans, where the access method counts them)
+    the statistics saw during the run: the planner may prefer a sequential scan + sort (exact, so
+    recall 1.0) for small tables, large ef_search or selective filters; a warning says so.
+    """
+    a, ds = cfg.args, data.ds
+    print(f"{'filter':>8} {'ef':>5} {'cl':>3} {'recall@' + str(a.k):>9} {'QPS':>9} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'p99 ms':>8} {'rows/q':>7}  plan")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # One untimed pass over all queries at the largest ef_search brings the index into cache.
+        stmt = workload.query_statement(a.type, ds.metric, a.k)
+        workload.run_workload(conninfo, stmt, data.texts, {**cfg.session, "hnsw.ef_search": max(cfg.ef)}, 1, 0)
+        for mod in [None] + cfg.moduli:
+            stmt = workload.query_statement(a.type, ds.metric, a.k, mod)
+            gt = data.gt if mod is None else data.filtered[mod]
+            for ef in cfg.ef:
+                session = {**cfg.session, "hnsw.ef_search": ef}
+                db.apply_settings(conn, session)
+                uses_index, plan = workload.explain(conn, stmt, data.texts[0])
+                conn.execute("RESET ALL")
+                for clients in cfg.clients:
+                    before = db.scan_counts(conn)
+                    res = workload.run_workload(conninfo, stmt, data.texts, session, clients, cfg.warmup)
+                    after = db.scan_counts(conn)
+                    seq_scans, idx_scans = (after[k] - before[k] for k in ("seq_scan", "idx_scan"))
+                    indexed = uses_index and seq_scans == 0
+                    rec = groundtruth.recall(ds.base, ds.queries, ds.metric, res.answers, gt, a.k)
+                    record = writer.write({
+                        "type": "query", **common, "filter": None if mod is None else 1 / mod,
+                        "filter_rows": gt.candidates, "ef_search": ef, "clients": clients, "k": a.k,
+                        "queries": len(res.latencies), **rec, "qps": res.qps, **res.latency_ms(),
+                        "wall_s": res.wall_s, "plan_uses_index": uses_index, "plan": plan,
+                        "seq_scans": seq_scans, "index_scans": idx_scans, "session": session,
+                    })
+                    flag = "hnsw index" if indexed else f"NOT INDEX ({seq_scans} seq scans)"
+                    print(f"{'-' if mod is None else f'1/{mod}':>8} {ef:>5} {clients:>3} {record['recall']:>9.4f} "
+                          f"{record['qps']:>9.1f} {record['p50_ms']:>8.2f} {record['p95_ms']:>8.2f} "
+                          f"{record['p99_ms']:>8.2f} {record['rows_per_query']:>7.2f}  {flag}")
+                    if not indexed:
+                        print(f"WARNING: ef_search={ef} filter={mod and f'1/{mod}'}: the hnsw index was not used for "
+                              f"every query (plan: {plan}; {seq_scans} sequential scans of {db.TABLE}); "
+                              "see --force-index", file=sys.stderr)
+                    for key in ("duplicate_answers", "invalid_id_answers"):
+                        if record[key]:
+                            print(f"WARNING: {record[key]} answers with {key.split('_answers')[0].replace('_', ' ')} ids",
+                                  file=sys.stderr)
+
+
+def bench_extension(cfg: Config, data: PreparedData, ext: str, run_id: str, writer: report.JsonlWriter) -> None:
+    """Database, extension, load, build and sweep for one extension."""
+    dsn = cfg.args.dsn
+    dbname = cfg.dbname(ext)
+    created = db.ensure_database(dsn, dbname, ext)
+    conninfo = db.db_conninfo(dsn, dbname)
+    print(f"\n=== {ext}: database {dbname}{' (created)' if created else ''}")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        version = db.ensure_extension(conn, ext, cfg.args.type, data.ds.metric)
+        settings = db.server_settings(conn, cfg.args.type)
+        print(f"{ext} {version}; server " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+        build = load_and_build(cfg, data, conn, conninfo)
+    common = {"run_id": run_id, "dataset": data.ds.name, "ext": ext}
+    writer.write({"type": "build", **common, "ext_version": version, "database": dbname, "settings": settings, **build})
+    sweep(cfg, data, ext, conninfo, common, writer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the process exit status (0 ok, 1 an extension failed, 2 setup error)."""
+    parser = build_parser()
+    cfg = resolve(parser.parse_args(argv), parser)
+    started = time.perf_counter()
+    run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    try:
+        data = prepare_data(cfg)
+    except (OSError, ValueError, db.BenchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    writer = report.JsonlWriter(Path(f"{cfg.out}.jsonl"))
+    writer.write(run_record(cfg, data, run_id))
+    failed = []
+    for ext in cfg.exts:
+        try:
+            bench_extension(cfg, data, ext, run_id, writer)
+        except (psycopg.Error, db.BenchError) as e:
+            msg = f"{type(e).__name__}: {e}".strip()
+            print(f"error with {ext}: {msg}", file=sys.stderr)
+            writer.write({"type": "error", "run_id": run_id, "dataset": data.ds.name, "ext": ext, "message": msg})
+            failed.append(ext)
+    print()
+    for other in cfg.exts[1:]:
+        if cfg.exts[0] in failed or other in failed:
+            continue
+        rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **report.compare(writer.records, cfg.exts[0], other)})
+        print(report.format_compare(rec))
+    png = Path(f"{cfg.out}.png")
+    a = cfg.args
+    title = (f"{data.ds.name} ({data.ds.base.shape[0]} x {data.ds.dim}, {data.ds.metric}), {a.type}, "
+             f"m={a.m} ef_construction={a.ef_construction}, {len(data.texts)} queries, k={a.k}")
+    report.plot(writer.records, png, title, a.k)
+    if cfg.args.drop:
+        for ext in cfg.exts:
+            db.drop_database(a.dsn, cfg.dbname(ext))
+    elapsed = time.perf_counter() - started
+    writer.write({"type": "summary", "run_id": run_id, "dataset": data.ds.name, "elapsed_s": elapsed,
+                  "failed": failed, "jsonl": str(writer.path), "png": str(png)})
+    writer.close()
+    print(f"wrote {writer.path} and {png} in {elapsed:.1f}s")
+    return 1 if failed else 0

@@ -1,0 +1,190 @@
+"""Output: JSON lines, QPS-at-recall interpolation, ours/theirs ratios and the recall/QPS plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+#: Recall levels at which QPS is compared between extensions.
+RECALL_TARGETS = (0.95, 0.99)
+
+
+def _jsonable(value):
+    """numpy scalars/arrays and paths turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class JsonlWriter:
+    """Appends one JSON object per line to a file (flushed after every record) and keeps them."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w", encoding="utf-8")
+        self.records: list[dict] = []
+
+    def write(self, record: dict) -> dict:
+        """Write ``record`` (numpy values converted) and return the converted record."""
+        rec = _jsonable(record)
+        self._f.write(json.dumps(rec, sort_keys=False) + "\n")
+        self._f.flush()
+        self.records.append(rec)
+        return rec
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
+
+
+def curve_key(rec: dict) -> tuple:
+    """(ext, filter, clients): one recall/QPS curve per key."""
+    return rec["ext"], rec["filter"], rec["clients"]
+
+
+def curves(records: list[dict]) -> dict:
+    """Query records grouped into curves: key -> [(ef_search, recall, qps)] sorted by ef_search."""
+    out = defaultdict(list)
+    for r in records:
+        if r.get("type") == "query" and r.get("recall") is not None:
+            out[curve_key(r)].append((r["ef_search"], r["recall"], r["qps"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def qps_at_recall(points: list[tuple[float, float]], target: float) -> tuple[float | None, str]:
+    """QPS at ``target`` recall on a curve of (recall, qps) points.
+
+    Uses the Pareto envelope (best QPS among points with at least a given recall) and interpolates
+    log(QPS) linearly in recall between the two envelope points around the target. Returns
+    (qps, how) with how one of "interpolated", "lower bound" (every point is above the target, so
+    the fastest point's QPS is a floor) or "not reached" (qps None).
+    """
+    pts = sorted((r, q) for r, q in points if r is not None and q and q > 0)
+    if not pts or pts[-1][0] < target:
+        return None, "not reached"
+    env, best = [], 0.0
+    for r, q in reversed(pts):
+        best = max(best, q)
+        env.append((r, best))
+    env.reverse()
+    hi = next(i for i, (r, _) in enumerate(env) if r >= target)
+    if hi == 0:
+        return env[0][1], "exact" if env[0][0] == target else "lower bound"
+    (r0, q0), (r1, q1) = env[hi - 1], env[hi]
+    if r1 == target or r1 == r0:
+        return q1, "interpolated"
+    t = (target - r0) / (r1 - r0)
+    return math.exp(math.log(q0) + t * (math.log(q1) - math.log(q0))), "interpolated"
+
+
+def _ratio(a, b):
+    """a / b, or None when either is missing or b is zero."""
+    return a / b if a is not None and b else None
+
+
+def compare(records: list[dict], ours: str, theirs: str) -> dict:
+    """The ours/theirs comparison record: build, size and QPS-at-recall ratios."""
+    builds = {r["ext"]: r for r in records if r.get("type") == "build"}
+    b_ours, b_theirs = builds.get(ours, {}), builds.get(theirs, {})
+    cv = curves(records)
+    qps = []
+    for (ext, flt, clients), pts in sorted(cv.items(), key=lambda kv: (str(kv[0][1]), kv[0][2])):
+        if ext != ours or (theirs, flt, clients) not in cv:
+            continue
+        other = cv[(theirs, flt, clients)]
+        for target in RECALL_TARGETS:
+            q1, how1 = qps_at_recall([(r, q) for _, r, q in pts], target)
+            q2, how2 = qps_at_recall([(r, q) for _, r, q in other], target)
+            qps.append({"filter": flt, "clients": clients, "recall": target, "ours_qps": q1, "theirs_qps": q2,
+                        "ours_how": how1, "theirs_how": how2, "ratio": _ratio(q1, q2)})
+    return {
+        "type": "compare",
+        "ours": ours,
+        "theirs": theirs,
+        "build_time_ratio": _ratio(b_ours.get("build_s"), b_theirs.get("build_s")),
+        "index_size_ratio": _ratio(b_ours.get("index_bytes"), b_theirs.get("index_bytes")),
+        "load_time_ratio": _ratio(b_ours.get("load_s"), b_theirs.get("load_s")),
+        "qps_at_recall": qps,
+    }
+
+
+def format_compare(rec: dict) -> str:
+    """Human-readable lines for a compare record."""
+    def f(x, spec=".2f"):
+        return "n/a" if x is None else format(x, spec)
+
+    lines = [f"{rec['ours']} / {rec['theirs']}:  build time {f(rec['build_time_ratio'])}x  "
+             f"index size {f(rec['index_size_ratio'])}x  load time {f(rec['load_time_ratio'])}x"]
+    for q in rec["qps_at_recall"]:
+        flt = "no filter" if q["filter"] is None else f"filter {q['filter']:g}"
+        note = "" if q["ours_how"] == q["theirs_how"] == "interpolated" else f"  ({q['ours_how']} / {q['theirs_how']})"
+        lines.append(f"  QPS at recall {q['recall']:.2f}, {flt}, {q['clients']} client(s): "
+                     f"{f(q['ours_qps'], '.0f')} / {f(q['theirs_qps'], '.0f')} = {f(q['ratio'])}x{note}")
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], path: Path, title: str, k: int) -> None:
+    """Recall@k (x) against QPS (y, log) per extension/filter/clients, like ann-benchmarks.
+
+    One panel for unfiltered runs and, when there are filtered runs, a second one for them.
+    Points of the first client count are labelled with their ef_search.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cv = curves(records)
+    filtered = any(flt is not None for (_, flt, _) in cv)
+    fig, axes = plt.subplots(1, 2 if filtered else 1, figsize=(14 if filtered else 8, 6), squeeze=False)
+    groups = sorted({(ext, flt) for ext, flt, _ in cv}, key=lambda g: (g[0], -1 if g[1] is None else -g[1]))
+    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
+    clients = sorted({c for _, _, c in cv})
+    styles = {c: s for c, s in zip(clients, ["-", "--", ":", "-."] * 4)}
+    markers = {c: s for c, s in zip(clients, ["o", "s", "^", "D"] * 4)}
+    for (ext, flt, c), pts in sorted(cv.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
+        ax = axes[0][1 if (filtered and flt is not None) else 0]
+        efs, recalls, qps = zip(*pts)
+        label = f"{ext}" + ("" if flt is None else f" filter {flt * 100:g}%") + f", {c} client{'s' if c > 1 else ''}"
+        ax.plot(recalls, qps, linestyle=styles[c], marker=markers[c], color=colours[(ext, flt)], label=label,
+                markersize=4)
+        if c == clients[0]:
+            for ef, r, q in pts:
+                ax.annotate(str(ef), (r, q), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                            color=colours[(ext, flt)])
+    from matplotlib.ticker import LogFormatter
+
+    for i, ax in enumerate(axes[0]):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        ax.set_xlabel(f"recall@{k}")
+        ax.set_ylabel("queries per second (log)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title("filtered" if i == 1 else "no filter", fontsize=10)
+        lo, _ = ax.get_xlim()
+        ax.set_xlim(max(0.0, min(lo, 0.8)), 1.005)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
