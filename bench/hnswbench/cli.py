@@ -222,8 +222,8 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config
         f"{args.dataset}{'-quick' if quick else ''}-{stamp}")
     force = args.force_index if args.force_index is not None else quick
     session = {**(FORCE_INDEX if force else {}), **dict(args.set)}
-    return Config(args=args, ef=sorted(set(ef)), clients=sorted(set(clients)), filters=sorted(set(filters), reverse=True),
-                  warmup=warmup, rows=rows, exts=exts, out=out, force_index=force, session=session)
+    return Config(args=args, ef=sorted(set(ef)), clients=sorted(set(clients)),
+                  filters=sorted(set(filters), reverse=True), warmup=warmup, rows=rows, exts=exts, out=out, force_index=force, session=session)
 
 
 @dataclass
@@ -247,8 +247,12 @@ def prepare_data(cfg: Config) -> PreparedData:
                                fashion_dir=a.fashion_dir, base_file=a.base, query_file=a.queries)
     print(f"data: {ds.name}, {ds.base.shape[0]} rows x {ds.dim} dims, {ds.queries.shape[0]} queries, "
           f"metric {ds.metric}  ({time.perf_counter() - t0:.1f}s)")
-    if a.type == "halfvec" and np.abs(ds.base).max() > 65504:
-        raise db.BenchError("values exceed the halfvec range")
+    if a.type == "halfvec":
+        # The server stores (and casts query texts to) float16: compute everything on those values.
+        if max(np.abs(ds.base).max(), np.abs(ds.queries).max()) > 65504:
+            raise db.BenchError("values exceed the halfvec range")
+        ds.base = ds.base.astype(np.float16).astype(np.float32)
+        ds.queries = ds.queries.astype(np.float16).astype(np.float32)
     cache = groundtruth.GroundTruthCache(cfg.args.cache_dir)
     base_hash, query_hash = groundtruth.array_digest(ds.base), groundtruth.array_digest(ds.queries)
     gt, how = groundtruth.compute_ground_truth(ds, GT_K, cache, base_hash, query_hash)
@@ -273,8 +277,8 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
                     "ground_truth": data.gt_source},
         "config": {"exts": cfg.exts, "type": a.type, "m": a.m, "ef_construction": a.ef_construction,
                    "workers": a.workers, "ef_search": cfg.ef, "clients": cfg.clients, "filters": cfg.filters,
-                   "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup, "session": cfg.session,
-                   "dsn": db.redact(a.dsn)},
+                   "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
+                   "session": cfg.session, "dsn": db.redact(a.dsn)},
         "host": {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
                  "python": platform.python_version(), "numpy": np.__version__, "psycopg": psycopg.__version__},
     }
@@ -294,6 +298,9 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
         load = old_table["load"]
         print(f"reusing table {db.TABLE} (loaded in {load['load_s']:.1f}s earlier)")
     else:
+        if old_table is None and db.relation_exists(conn, db.TABLE):
+            raise db.BenchError(f"database {conn.info.dbname!r} has a table {db.TABLE!r} that this tool did not "
+                                "create; not dropping it (choose another --db)")
         db.apply_settings(conn, dict(a.set))
         db.create_table(conn, ds.dim, a.type, cfg.moduli)
         load_s = db.copy_rows(conn, ds.base, a.type, cfg.moduli)
@@ -313,10 +320,12 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
         db.set_comment(conn, "INDEX", db.INDEX, {"fingerprint": index_fp, "build": build})
         conn.execute("RESET ALL")
     index_bytes = db.relation_size(conn, db.INDEX)
-    print(f"index built in {build['build_s']:.2f}s: {index_bytes / 2**20:.1f} MiB, {index_bytes / n:.0f} bytes/vector"
+    print(f"index built in {build['build_s']:.2f}s{' (earlier)' if reuse_index else ''}: "
+          f"{index_bytes / 2**20:.1f} MiB, {index_bytes / n:.0f} bytes/vector"
           + ("" if build.get("progress_reported", True) else "  (no pg_stat_progress_create_index rows seen)"))
     return {**load, **build, "reused": bool(reuse_index), "reused_table": bool(reuse_table),
             "index_bytes": index_bytes, "table_bytes": db.relation_size(conn, db.TABLE),
+            "table_total_bytes": db.table_size(conn, db.TABLE),
             "bytes_per_vector": index_bytes / n, "rows": n, "dim": ds.dim, **index_fp}
 
 
@@ -367,8 +376,8 @@ def sweep(cfg: Config, data: PreparedData, ext: str, conninfo: str, common: dict
                               "see --force-index", file=sys.stderr)
                     for key in ("duplicate_answers", "invalid_id_answers"):
                         if record[key]:
-                            print(f"WARNING: {record[key]} answers with {key.split('_answers')[0].replace('_', ' ')} ids",
-                                  file=sys.stderr)
+                            what = key.removesuffix("_answers").replace("_", " ")
+                            print(f"WARNING: {record[key]} answers with {what} ids", file=sys.stderr)
 
 
 def bench_extension(cfg: Config, data: PreparedData, ext: str, run_id: str, writer: report.JsonlWriter) -> None:
@@ -414,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     for other in cfg.exts[1:]:
         if cfg.exts[0] in failed or other in failed:
             continue
-        rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **report.compare(writer.records, cfg.exts[0], other)})
+        ratios = report.compare(writer.records, cfg.exts[0], other)
+        rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios})
         print(report.format_compare(rec))
     png = Path(f"{cfg.out}.png")
     a = cfg.args

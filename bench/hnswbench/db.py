@@ -186,7 +186,8 @@ def copy_rows(conn: psycopg.Connection, base: np.ndarray, vtype: str, moduli: li
     dtype = _copy_record_dtype(dim, vtype, moduli)
     elem_size = 4 if vtype == "vector" else 2
     cols = [sql.Identifier("id"), sql.Identifier("embedding")] + [sql.Identifier(filter_column(m)) for m in moduli]
-    stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(sql.Identifier(TABLE), sql.SQL(", ").join(cols))
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
+        sql.Identifier(TABLE), sql.SQL(", ").join(cols))
     bar = ProgressBar("load (COPY)", total=n, unit="rows")
     start = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur, cur.copy(stmt) as copy:
@@ -214,13 +215,24 @@ def relation_size(conn: psycopg.Connection, name: str) -> int:
     return int(conn.execute("SELECT pg_relation_size(%s::regclass)", (name,)).fetchone()[0])
 
 
+def table_size(conn: psycopg.Connection, name: str) -> int:
+    """``pg_table_size`` of a table in bytes: heap, TOAST (where vectors of > ~500 dims live), maps."""
+    return int(conn.execute("SELECT pg_table_size(%s::regclass)", (name,)).fetchone()[0])
+
+
+def relation_exists(conn: psycopg.Connection, name: str) -> bool:
+    """Whether a table or index of that name is visible."""
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+
 def get_comment(conn: psycopg.Connection, name: str) -> dict | None:
-    """The JSON stored as COMMENT on a relation, or None (missing relation, no or foreign comment)."""
+    """The JSON this tool stored as COMMENT on a relation, or None (missing relation, other comment)."""
     row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (name,)).fetchone()
     try:
-        return json.loads(row[0]) if row and row[0] else None
+        value = json.loads(row[0]) if row and row[0] else None
     except ValueError:
         return None
+    return value if isinstance(value, dict) and "fingerprint" in value else None
 
 
 def set_comment(conn: psycopg.Connection, kind: str, name: str, payload: dict) -> None:

@@ -189,7 +189,8 @@ class GroundTruthCache:
         return gt, False
 
 
-def compute_ground_truth(ds, k: int, cache: GroundTruthCache, base_hash: str, query_hash: str) -> tuple[GroundTruth, str]:
+def compute_ground_truth(ds, k: int, cache: GroundTruthCache, base_hash: str,
+                         query_hash: str) -> tuple[GroundTruth, str]:
     """Unfiltered ground truth of a :class:`~hnswbench.datasets.Dataset`; returns (gt, how).
 
     ``how`` says where it came from: "cache", "provided" (shipped list, checked against a brute

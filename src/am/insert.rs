@@ -23,15 +23,14 @@ use super::graph::{prepare_stored, DiskWalk, Elem, Node};
 use super::opclass::{self, Kind};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
-use crate::storage::page::{ItemRef, PAGE_DATA};
+use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::tuple::{
-    encode_vector, layer_capacity, node_tuple_size, vector_tuple_size, NodeTuple, NodeTupleMut, VectorTuple,
+    encode_vector, layer_capacity, node_tuple_size, set_vector_node, vector_tuple_size, NodeTuple, NodeTupleMut,
+    VectorTuple,
 };
 
 /// Heavyweight page lock (on the meta block number) serializing inserts into an empty index.
 const FIRST_INSERT_LOCK: u32 = 0;
-/// Attempts at an optimistic neighbour-list update before giving the link up.
-const CONNECT_ATTEMPTS: usize = 4;
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn aminsert(
@@ -174,8 +173,10 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
     }
 }
 
-/// Write an element's two tuples side by side: on the insert page if they fit, else on a new
-/// page, which becomes the insert page.
+/// Write an element's two tuples: side by side on one page when they fit together (one lock,
+/// one WAL record), else — vectors near the dimension limit fill a page alone — the vector on
+/// a page of its own and the node tuple where there is room, then the vector pointed at it.
+/// Until that last step the vector is unreachable: no neighbour links to it yet.
 fn place<E: Elem>(
     index: pg_sys::Relation,
     meta: &Meta,
@@ -186,19 +187,66 @@ fn place<E: Elem>(
     logging: Logging,
 ) -> (ItemRef, ItemRef) {
     let m = meta.m as usize;
-    let sizes = [vector_tuple_size::<E>(vector.len()), node_tuple_size(m, level)];
+    let (vsize, nsize) = (vector_tuple_size::<E>(vector.len()), node_tuple_size(m, level));
+    let node_tuple = |vref: ItemRef, out: &mut Vec<u8>| {
+        let mut node = NodeTupleMut::init(out, m, level, vref, tid);
+        for (layer, list) in lists.iter().enumerate() {
+            node.set_neighbors(layer, list);
+        }
+    };
+    if maxalign(vsize) + maxalign(nsize) + 2 * ITEM_ID_SIZE <= page_capacity() {
+        let first = append(index, meta, &[vsize, nsize], logging, |block, first, out| {
+            let (vref, nref) = (ItemRef::new(block, first), ItemRef::new(block, first + 1));
+            encode_vector(vector, nref, 0, &mut out[0]);
+            node_tuple(vref, &mut out[1]);
+        });
+        return (first, ItemRef::new(first.block, first.offset + 1));
+    }
+    let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    let vref = ItemRef::new(buf.block(), 1);
+    let mut tuple = Vec::new();
+    encode_vector(vector, ItemRef::INVALID, 0, &mut tuple);
+    write_items(index, &buf, true, &[tuple], logging);
+    drop(buf);
+    let nref = append(index, meta, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
+    let buf = Buffer::read(index, vref.block, Lock::Exclusive);
+    let mut wal = Wal::start(index, &buf, logging, false);
+    {
+        let mut page = wal.page();
+        let data = page.item_mut(vref.offset).expect("vector tuple written above");
+        set_vector_node(data, nref);
+    }
+    wal.finish();
+    (vref, nref)
+}
+
+/// Append items of the given sizes on the insert page if they fit there, else on a new page
+/// that becomes the insert page. `fill(block, first_offset, tuples)` encodes them once their
+/// addresses are known. Returns the address of the first.
+fn append(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    sizes: &[usize],
+    logging: Logging,
+    fill: impl FnOnce(u32, u16, &mut [Vec<u8>]),
+) -> ItemRef {
+    let mut tuples = vec![Vec::new(); sizes.len()];
     // SAFETY: the index is open and locked by the caller.
     let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
     if meta.insert_page > 0 && meta.insert_page < nblocks {
         let buf = Buffer::read(index, meta.insert_page, Lock::Exclusive);
         let page = buf.page();
-        if !page.is_new() && page.opaque().kind == PAGE_DATA && page.fits(&sizes) {
-            return write_element(index, &buf, false, vector, m, level, lists, tid, logging);
+        if !page.is_new() && page.opaque().kind == PAGE_DATA && page.fits(sizes) {
+            let first = page.max_offset() + 1;
+            fill(buf.block(), first, &mut tuples);
+            write_items(index, &buf, false, &tuples, logging);
+            return ItemRef::new(buf.block(), first);
         }
     }
     let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
-    let refs = write_element(index, &buf, true, vector, m, level, lists, tid, logging);
     let block = buf.block();
+    fill(block, 1, &mut tuples);
+    write_items(index, &buf, true, &tuples, logging);
     drop(buf);
     Meta::update(index, logging, |meta| {
         if meta.insert_page < block {
@@ -208,45 +256,25 @@ fn place<E: Elem>(
             false
         }
     });
-    refs
+    ItemRef::new(block, 1)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_element<E: Elem>(
-    index: pg_sys::Relation,
-    buf: &Buffer,
-    new_page: bool,
-    vector: &[E],
-    m: usize,
-    level: usize,
-    lists: &[Vec<ItemRef>],
-    tid: ItemRef,
-    logging: Logging,
-) -> (ItemRef, ItemRef) {
-    let block = buf.block();
-    let first = if new_page { 1 } else { buf.page().max_offset() + 1 };
-    let (vref, nref) = (ItemRef::new(block, first), ItemRef::new(block, first + 1));
-    let mut vt = Vec::new();
-    encode_vector(vector, nref, 0, &mut vt);
-    let mut nt = Vec::new();
-    {
-        let mut node = NodeTupleMut::init(&mut nt, m, level, vref, tid);
-        for (layer, list) in lists.iter().enumerate() {
-            node.set_neighbors(layer, list);
-        }
-    }
+/// Add `tuples` to an exclusively locked page (formatting it first if new), in one record.
+fn write_items(index: pg_sys::Relation, buf: &Buffer, new_page: bool, tuples: &[Vec<u8>], logging: Logging) {
     let mut wal = Wal::start(index, buf, logging, new_page);
     {
         let mut page = wal.page();
         if new_page {
             page.init(PAGE_DATA);
         }
-        if page.add_item(&vt) != Some(vref.offset) || page.add_item(&nt) != Some(nref.offset) {
-            crate::types::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw: element did not fit the page chosen for it");
+        let first = page.as_page().max_offset() + 1;
+        for (i, t) in tuples.iter().enumerate() {
+            if page.add_item(t) != Some(first + i as u16) {
+                crate::types::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw: element did not fit the page chosen for it");
+            }
         }
     }
     wal.finish();
-    (vref, nref)
 }
 
 /// Adds back-links from the new element's neighbours to it.
@@ -265,7 +293,10 @@ impl<E: Elem> Connect<'_, E> {
     /// Make `e` (whose vector is `e_vec`) link to the new element `new` at distance `d`.
     fn link(&mut self, e: Node, e_vec: &[E], d: f32, new: ItemRef, layer: usize) {
         let cap = layer_capacity(self.m, layer);
-        for _ in 0..CONNECT_ATTEMPTS {
+        // A retry happens only when another backend changed this list meanwhile, so some
+        // backend always makes progress; interrupts are honoured while retrying.
+        loop {
+            check_for_interrupts!();
             let (version, list) = {
                 let buf = Buffer::read(self.index, e.node.block, Lock::Share);
                 let Some(data) = buf.page().item(e.node.offset) else { return };

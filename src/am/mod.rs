@@ -2,6 +2,7 @@
 //! layer and core algorithms. One file per callback family, as in pgvector's hnsw*.c.
 
 pub mod build;
+pub mod check;
 pub mod cost;
 pub mod graph;
 pub mod insert;
@@ -9,6 +10,9 @@ pub mod opclass;
 pub mod options;
 pub mod scan;
 pub mod vacuum;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;

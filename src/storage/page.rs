@@ -22,6 +22,8 @@ pub const PAGE_MAGIC: u16 = 0x4857;
 
 const PAGE_HEADER: usize = core::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
 const ITEM_ID: usize = core::mem::size_of::<pg_sys::ItemIdData>();
+/// Bytes of one line pointer.
+pub const ITEM_ID_SIZE: usize = ITEM_ID;
 
 /// Special space of every page.
 #[repr(C)]

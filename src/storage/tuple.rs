@@ -95,6 +95,14 @@ impl<'a> VectorTuple<'a> {
     }
 }
 
+/// Point a vector tuple at its node tuple (written after it, for page-sized vectors).
+pub fn set_vector_node(data: &mut [u8], node: ItemRef) {
+    if data.len() < VECTOR_HEADER || data[0] != KIND_VECTOR {
+        corrupt("expected a vector tuple");
+    }
+    node.write(&mut data[2..8]);
+}
+
 /// Set or clear flags of a vector tuple in place.
 pub fn set_vector_flags(data: &mut [u8], flags: u8) {
     if data.len() < VECTOR_HEADER || data[0] != KIND_VECTOR {

@@ -1,0 +1,103 @@
+"""Index build behaviour that needs a second connection or real data: progress reporting,
+cancellation, and builds that outgrow maintenance_work_mem."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from test_recall import DSN, distances, load, read_idx, recall
+
+DB = "hnsw_build_test"
+DATA = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def dsn():
+    with psycopg.connect(DSN, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB}")
+        c.execute(f"CREATE DATABASE {DB}")
+    url = f"{DSN} dbname={DB}"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE EXTENSION hnsw_ext")
+    yield url
+    with psycopg.connect(DSN, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def big_table(dsn):
+    """60k fashion-mnist rows: a build long enough to watch and to cancel."""
+    base = read_idx(f"{DATA}/train-images-idx3-ubyte.gz", 60_000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE big (id int PRIMARY KEY, v vector(784))")
+        load(conn, "big", "vector", base)
+        conn.execute("VACUUM ANALYZE big")
+    return base
+
+
+def test_progress_is_reported(dsn, big_table):
+    seen = []
+    done = threading.Event()
+
+    def watch():
+        with psycopg.connect(dsn, autocommit=True) as c:
+            while not done.is_set():
+                for row in c.execute(
+                    "SELECT phase, tuples_total, tuples_done FROM pg_stat_progress_create_index"
+                ):
+                    seen.append(row)
+                time.sleep(0.05)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE INDEX big_idx ON big USING hnsw (v vector_l2_ops)")
+            conn.execute("DROP INDEX big_idx")
+    finally:
+        done.set()
+        t.join()
+    phases = {p for p, _, _ in seen}
+    assert "building index: building graph" in phases, phases
+    linking = [(total, n) for p, total, n in seen if p == "building index: building graph"]
+    assert all(total == 60_000 for total, _ in linking), linking
+    assert len({n for _, n in linking}) > 1, "tuples_done never moved while linking"
+
+
+def test_cancel_stops_a_build_promptly(dsn, big_table):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '1500ms'")
+        start = time.time()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("CREATE INDEX big_cancelled ON big USING hnsw (v vector_l2_ops)")
+        elapsed = time.time() - start
+        assert elapsed < 4.0, f"cancel took {elapsed:.1f}s"
+        conn.execute("RESET statement_timeout")
+        # The failed build left nothing behind, and the backend still works.
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'big_cancelled'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 60_000
+
+
+def test_build_beyond_maintenance_work_mem(dsn):
+    """With too little memory for the graph the build says so and finishes on disk, and the
+    index is as good as an in-memory build."""
+    base = read_idx(f"{DATA}/train-images-idx3-ubyte.gz", 5_000)
+    queries = read_idx(f"{DATA}/t10k-images-idx3-ubyte.gz", 50)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE small_mem (id int PRIMARY KEY, v vector(784))")
+        load(conn, "small_mem", "vector", base)
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("SET maintenance_work_mem = '1MB'")
+        conn.execute("CREATE INDEX ON small_mem USING hnsw (v vector_l2_ops)")
+        assert any("no longer fits into maintenance_work_mem" in n for n in notices), notices
+        assert conn.execute("SELECT count(*) FROM (SELECT id FROM small_mem ORDER BY v <-> %s LIMIT 10) s", (queries[0],)).fetchone()[0] == 10
+        r = recall(conn, "small_mem", "vector", "<->", "l2", base, queries)
+        assert r >= 0.99, r

@@ -1,0 +1,222 @@
+//! `hnsw_index_check(regclass)`: walks every page of an hnsw index and verifies the on-disk
+//! graph — meta page, tuple formats, that the two tuples of each element point at each other,
+//! that every link points at a live vector tuple of an element on that layer, and the entry
+//! point — and returns a readable report. Read-only; takes share locks one page at a time.
+
+use std::collections::HashMap;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgRelation};
+
+use crate::storage::buffer::{Buffer, Lock};
+use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
+use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_VECTOR, VECTOR_HEADER};
+use crate::types::raise;
+
+/// What a check found.
+#[derive(Default, Debug)]
+pub struct Report {
+    pub pages: u32,
+    pub elements: u64,
+    pub deleted: u64,
+    pub heap_tids: u64,
+    pub links: u64,
+    pub max_level: usize,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    fn problem(&mut self, p: String) {
+        // Enough to diagnose; a badly broken index should not produce a gigabyte of text.
+        if self.problems.len() < 100 {
+            self.problems.push(p);
+        }
+    }
+
+    pub fn text(&self, name: &str) -> String {
+        let mut s = format!(
+            "hnsw index {name}: {} pages, {} elements ({} deleted), {} heap TIDs, {} links, top level {}\n",
+            self.pages, self.elements, self.deleted, self.heap_tids, self.links, self.max_level
+        );
+        if self.problems.is_empty() {
+            s.push_str("OK");
+        } else {
+            s.push_str(&format!("{} PROBLEM(S):\n", self.problems.len()));
+            for p in &self.problems {
+                s.push_str("  ");
+                s.push_str(p);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+struct Element {
+    node: ItemRef,
+    level: usize,
+    deleted: bool,
+    links: Vec<(usize, ItemRef)>,
+}
+
+pub fn check(index: pg_sys::Relation) -> Report {
+    let mut r = Report::default();
+    let meta = Meta::read(index);
+    let m = meta.m as usize;
+    // SAFETY: the index is open and locked by the caller.
+    let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
+    r.pages = nblocks;
+    // vector ref -> node ref it names; node ref -> element
+    let mut vectors: HashMap<ItemRef, (ItemRef, bool)> = HashMap::new();
+    let mut elements: HashMap<ItemRef, (ItemRef, Element)> = HashMap::new();
+    for block in 0..nblocks {
+        check_for_interrupts!();
+        let buf = Buffer::read(index, block, Lock::Share);
+        let page = buf.page();
+        if page.is_new() {
+            continue;
+        }
+        let kind = page.opaque().kind;
+        if block == 0 {
+            if kind != PAGE_META {
+                r.problem("block 0 is not a meta page".into());
+            }
+            continue;
+        }
+        if kind != PAGE_DATA {
+            r.problem(format!("block {block}: unexpected page kind {kind}"));
+            continue;
+        }
+        if page.max_offset() as usize > MAX_ITEMS {
+            r.problem(format!("block {block}: {} items, more than {MAX_ITEMS}", page.max_offset()));
+        }
+        for off in 1..=page.max_offset() {
+            let at = ItemRef::new(block, off);
+            let Some(data) = page.item(off) else {
+                r.problem(format!("({block},{off}): unused line pointer"));
+                continue;
+            };
+            match data.first() {
+                Some(&KIND_VECTOR) => {
+                    let t = VectorTuple::parse(data);
+                    let elem_size = if meta.elem == ELEM_F16 { 2 } else { 4 };
+                    if data.len() < VECTOR_HEADER + meta.dims as usize * elem_size {
+                        r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
+                    }
+                    vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
+                }
+                Some(&KIND_NODE) => {
+                    let t = NodeTuple::parse(data, m);
+                    let links = (0..=t.level()).flat_map(|l| t.neighbors(l).map(move |n| (l, n))).collect();
+                    r.heap_tids += t.heap_tid_count() as u64;
+                    if t.heap_tid_count() == 0 && !t.is_deleted() {
+                        r.problem(format!("({block},{off}): live element without heap TIDs"));
+                    }
+                    elements.insert(at, (t.vector(), Element { node: at, level: t.level(), deleted: t.is_deleted(), links }));
+                }
+                other => r.problem(format!("({block},{off}): unknown tuple kind {other:?}")),
+            }
+        }
+    }
+    // Level of the element each vector belongs to, for the layer invariant.
+    let mut level_of_vector: HashMap<ItemRef, usize> = HashMap::new();
+    for (vref, e) in elements.values() {
+        r.elements += 1;
+        r.deleted += e.deleted as u64;
+        r.max_level = r.max_level.max(e.level);
+        match vectors.get(vref) {
+            None => r.problem(format!("({},{}): vector ref ({},{}) is not a vector tuple", e.node.block, e.node.offset, vref.block, vref.offset)),
+            Some((back, deleted)) => {
+                if *back != e.node {
+                    r.problem(format!("({},{}): its vector tuple points at another node", e.node.block, e.node.offset));
+                }
+                if *deleted != e.deleted {
+                    r.problem(format!("({},{}): deleted flags of node and vector disagree", e.node.block, e.node.offset));
+                }
+            }
+        }
+        level_of_vector.insert(*vref, e.level);
+    }
+    for (vref, (node, _)) in &vectors {
+        if node.is_valid() && !elements.contains_key(node) {
+            r.problem(format!("vector ({},{}) names a missing node", vref.block, vref.offset));
+        }
+    }
+    for (_, e) in elements.values() {
+        let (mut layer0, mut layer0_live) = (0, 0);
+        for &(layer, n) in &e.links {
+            r.links += 1;
+            match level_of_vector.get(&n) {
+                None => r.problem(format!(
+                    "({},{}) layer {layer}: link to ({},{}) which is no element",
+                    e.node.block, e.node.offset, n.block, n.offset
+                )),
+                Some(&lvl) if lvl < layer => r.problem(format!(
+                    "({},{}) layer {layer}: link to ({},{}) whose level is only {lvl}",
+                    e.node.block, e.node.offset, n.block, n.offset
+                )),
+                Some(_) if layer == 0 => {
+                    layer0 += 1;
+                    layer0_live += !vectors[&n].1 as usize;
+                }
+                Some(_) => {}
+            }
+        }
+        if !e.deleted && layer0 > 0 && layer0_live == 0 {
+            r.problem(format!("({},{}): live element links only to deleted elements", e.node.block, e.node.offset));
+        }
+    }
+    if meta.has_entry() {
+        match elements.get(&meta.entry_node) {
+            None => r.problem("meta entry point is not a node tuple".into()),
+            Some((vref, e)) => {
+                if *vref != meta.entry_vector {
+                    r.problem("meta entry point's vector ref disagrees with its node".into());
+                }
+                if e.level != meta.entry_level as usize {
+                    r.problem(format!("entry point level {} but meta says {}", e.level, meta.entry_level));
+                }
+                if e.level < r.max_level {
+                    r.problem(format!("entry point level {} below the top level {}", e.level, r.max_level));
+                }
+            }
+        }
+    } else if r.elements > 0 {
+        r.problem("elements but no entry point".into());
+    }
+    r
+}
+
+/// A `regclass` argument, as its OID.
+pub struct RegClass(pub pg_sys::Oid);
+
+impl_sql_translatable!(RegClass, arg_only = "regclass");
+
+impl FromDatum for RegClass {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        (!is_null).then(|| RegClass(pg_sys::Oid::from(datum.value() as u32)))
+    }
+}
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: pgrx calls this only for a non-null regclass argument.
+        unsafe { arg.unbox_arg_using_from_datum() }.expect("regclass argument is null")
+    }
+}
+
+/// Verify an hnsw index and describe it; the last line is `OK` or the problems found.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn hnsw_index_check(index: RegClass) -> String {
+    // SAFETY: with_lock opens the relation by OID (ERROR if there is none) and keeps it open
+    // and locked until `rel` drops.
+    let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // SAFETY: the relation is open and locked for the duration of this call; the AM lookup
+    // raises an ERROR if hnsw is missing, which cannot happen while this extension exists.
+    let (relam, hnsw_am) = unsafe { ((*(*rel.as_ptr()).rd_rel).relam, pg_sys::get_index_am_oid(c"hnsw".as_ptr(), false)) };
+    if !rel.is_index() || relam != hnsw_am {
+        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
+    }
+    check(rel.as_ptr()).text(rel.name())
+}
