@@ -50,7 +50,18 @@ install_pgrx() {
 
 install_extension() {
     log "building and installing hnsw_ext (release)"
-    (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+    (cd "$ROOT" && cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null)
+    # `install` writes a new file and renames it over the old one: a running server keeps the
+    # library it has mapped, where copying in place (what `cargo pgrx install` does) would
+    # change the pages under it and crash its backends.
+    local pkg="$ROOT/target/release/hnsw_ext-pg15"
+    local lib share
+    lib="$("$PG_CONFIG" --pkglibdir)"
+    share="$("$PG_CONFIG" --sharedir)/extension"
+    as_root install -m 755 "$pkg$lib/hnsw_ext.so" "$lib/hnsw_ext.so"
+    for f in "$pkg$share"/hnsw_ext*; do
+        as_root install -m 644 "$f" "$share/$(basename "$f")"
+    done
 }
 
 install_all() {

@@ -105,7 +105,8 @@ def compare(records: list[dict], ours: str, theirs: str) -> dict:
     b_ours, b_theirs = builds.get(ours, {}), builds.get(theirs, {})
     cv = curves(records)
     qps = []
-    for (ext, flt, clients), pts in sorted(cv.items(), key=lambda kv: (str(kv[0][1]), kv[0][2])):
+    no_filter_first = lambda kv: (kv[0][1] is not None, -(kv[0][1] or 0), kv[0][2])  # noqa: E731
+    for (ext, flt, clients), pts in sorted(cv.items(), key=no_filter_first):
         if ext != ours or (theirs, flt, clients) not in cv:
             continue
         other = cv[(theirs, flt, clients)]
@@ -127,16 +128,19 @@ def compare(records: list[dict], ours: str, theirs: str) -> dict:
 
 def format_compare(rec: dict) -> str:
     """Human-readable lines for a compare record."""
-    def f(x, spec=".2f"):
-        return "n/a" if x is None else format(x, spec)
+    def f(x, spec=".2f", suffix=""):
+        return "n/a" if x is None else format(x, spec) + suffix
 
-    lines = [f"{rec['ours']} / {rec['theirs']}:  build time {f(rec['build_time_ratio'])}x  "
-             f"index size {f(rec['index_size_ratio'])}x  load time {f(rec['load_time_ratio'])}x"]
+    lines = [f"{rec['ours']} / {rec['theirs']}:  build time {f(rec['build_time_ratio'], suffix='x')}  "
+             f"index size {f(rec['index_size_ratio'], suffix='x')}  load time {f(rec['load_time_ratio'], suffix='x')}"]
     for q in rec["qps_at_recall"]:
         flt = "no filter" if q["filter"] is None else f"filter {q['filter']:g}"
+        head = f"  QPS at recall {q['recall']:.2f}, {flt}, {q['clients']} client(s): "
+        if q["ours_how"] == q["theirs_how"] == "not reached":
+            lines.append(head + "not reached by either")
+            continue
         note = "" if q["ours_how"] == q["theirs_how"] == "interpolated" else f"  ({q['ours_how']} / {q['theirs_how']})"
-        lines.append(f"  QPS at recall {q['recall']:.2f}, {flt}, {q['clients']} client(s): "
-                     f"{f(q['ours_qps'], '.0f')} / {f(q['theirs_qps'], '.0f')} = {f(q['ratio'])}x{note}")
+        lines.append(head + f"{f(q['ours_qps'], '.0f')} / {f(q['theirs_qps'], '.0f')} = {f(q['ratio'], suffix='x')}{note}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ use super::opclass::{self, Kind};
 use super::options;
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
-use crate::storage::page::{page_capacity, ItemRef, MAX_ITEMS, PAGE_DATA};
+use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::tuple::{encode_vector, from_tid, node_tuple_size, vector_tuple_size, NodeTupleMut};
 use crate::types::raise;
 
@@ -275,77 +275,96 @@ fn write_empty(index: pg_sys::Relation, meta: &Meta) {
     meta.init_page(index, &buf, Logging::Build);
 }
 
-/// Write meta, vector and node pages in one pass (layout in the `storage` module docs).
+/// Write meta and data pages in one sequential pass (layout in the `storage` module docs).
+///
+/// Vectors fill pages in order; node tuples go first into the room those pages have left
+/// (a 784-d float4 vector page keeps a quarter of its space free, enough for seven node
+/// tuples), then onto pages of their own.
 fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemRef], mut meta: Meta) {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let n = graph.len();
     let (dims, m) = (graph.dim(), meta.m as usize);
-    let vsize = vector_tuple_size::<E>(dims);
-    let per_page = (page_capacity() / (vsize + 4)).min(MAX_ITEMS);
+    let vsize = vector_tuple_size::<E>(dims) + ITEM_ID_SIZE;
+    let per_page = (page_capacity() / vsize).min(MAX_ITEMS);
     let vector_pages = n.div_ceil(per_page) as u32;
     let vref = |i: usize| ItemRef::new(1 + (i / per_page) as u32, 1 + (i % per_page) as u16);
+    let vectors_on = |block: u32| per_page.min(n.saturating_sub((block as usize - 1) * per_page));
+    // (bytes free, items) of a page before any node tuple goes on it.
+    let room = |block: u32| {
+        let v = if block <= vector_pages { vectors_on(block) } else { 0 };
+        (page_capacity() - v * vsize, v)
+    };
 
-    // Node tuples packed after the vector pages.
-    let mut nrefs = Vec::with_capacity(n);
-    let (mut block, mut used, mut items) = (1 + vector_pages, 0usize, 0usize);
+    // Two cursors: the room left on vector pages, and node-only pages after them. A node that
+    // does not fit the current room moves the cursor on to the next vector page; one bigger
+    // than any vector page's room goes to a node page.
+    let mut nrefs = vec![ItemRef::INVALID; n];
+    let leftover = room(1).0;
+    let (mut vblock, mut nblock) = (1u32, vector_pages + 1);
+    let (mut vfree, mut vitems) = room(vblock);
+    let (mut nfree, mut nitems) = room(nblock);
     for i in 0..n {
-        let size = node_tuple_size(m, graph.level(i as u32)) + 4;
-        if items == MAX_ITEMS || used + size > page_capacity() {
-            block += 1;
-            used = 0;
-            items = 0;
+        let size = node_tuple_size(m, graph.level(i as u32)) + ITEM_ID_SIZE;
+        if size <= leftover && vblock <= vector_pages && (vitems == MAX_ITEMS || vfree < size) {
+            vblock += 1;
+            (vfree, vitems) = room(vblock);
         }
-        used += size;
-        items += 1;
-        nrefs.push(ItemRef::new(block, items as u16));
+        if vblock <= vector_pages && vfree >= size && vitems < MAX_ITEMS {
+            vfree -= size;
+            vitems += 1;
+            nrefs[i] = ItemRef::new(vblock, vitems as u16);
+            continue;
+        }
+        if nitems == MAX_ITEMS || nfree < size {
+            nblock += 1;
+            (nfree, nitems) = room(nblock);
+        }
+        nfree -= size;
+        nitems += 1;
+        nrefs[i] = ItemRef::new(nblock, nitems as u16);
     }
+    // Nodes in page order, for the writer.
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by_key(|&i| (nrefs[i as usize].block, nrefs[i as usize].offset));
+    let block = if nitems > 0 { nblock } else { vector_pages };
+    let last = block.max(vector_pages);
     if let Some((ep, level)) = graph.entry() {
         meta.entry_vector = vref(ep as usize);
         meta.entry_node = nrefs[ep as usize];
         meta.entry_level = level as u8;
     }
-    meta.insert_page = if n > 0 { block } else { 0 };
+    meta.insert_page = if n > 0 { last } else { 0 };
     write_empty(index, &meta);
 
-    let mut tuple = Vec::new();
+    let (mut tuple, mut refs) = (Vec::new(), Vec::new());
     let mut next = 0usize;
-    while next < n {
-        let buf = new_page(index, 1 + (next / per_page) as u32);
+    for block in 1..=last {
+        let buf = new_page(index, block);
         let mut wal = Wal::start(index, &buf, Logging::Build, true);
         let mut page = wal.page();
         page.init(PAGE_DATA);
-        while next < n && vref(next).block == buf.block() {
-            encode_vector(graph.vector(next as u32), nrefs[next], 0, &mut tuple);
-            expect_offset(page.add_item(&tuple), vref(next));
-            next += 1;
+        if block <= vector_pages {
+            let first = (block as usize - 1) * per_page;
+            for i in first..first + vectors_on(block) {
+                encode_vector(graph.vector(i as u32), nrefs[i], 0, &mut tuple);
+                expect_offset(page.add_item(&tuple), vref(i));
+            }
         }
-        drop(page);
-        wal.finish();
-        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, next as i64 / 2);
-        check_for_interrupts!();
-    }
-    let mut refs = Vec::new();
-    let mut next = 0usize;
-    while next < n {
-        let buf = new_page(index, nrefs[next].block);
-        let mut wal = Wal::start(index, &buf, Logging::Build, true);
-        let mut page = wal.page();
-        page.init(PAGE_DATA);
-        while next < n && nrefs[next].block == buf.block() {
-            let id = next as u32;
+        while next < n && nrefs[order[next] as usize].block == block {
+            let id = order[next];
             let level = graph.level(id);
-            let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(next), tids[next]);
+            let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize]);
             for layer in 0..=level {
                 refs.clear();
                 refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
                 node.set_neighbors(layer, &refs);
             }
-            expect_offset(page.add_item(&tuple), nrefs[next]);
+            expect_offset(page.add_item(&tuple), nrefs[id as usize]);
             next += 1;
         }
         drop(page);
         wal.finish();
-        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, (n + next) as i64 / 2);
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / last as i64);
         check_for_interrupts!();
     }
 }

@@ -164,6 +164,7 @@ pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
 
 /// Run the search (or set up a physical walk) for the current ORDER BY value.
 fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, visited: &mut Option<Visited>) -> Mode {
+    count_index_scan(index);
     let meta = Meta::read(index);
     // SAFETY: orderByData has numberOfOrderBys keys, copied in by amrescan.
     let key = unsafe {
@@ -192,6 +193,19 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, visit
         _ => search::<f32>(index, &meta, &query, options::ef_search(), v),
     };
     Mode::Ordered { results, next: 0, m: meta.m as usize }
+}
+
+/// `pgstat_count_index_scan()`: the scan shows in pg_stat_user_indexes.idx_scan.
+fn count_index_scan(index: pg_sys::Relation) {
+    // SAFETY: the index is open; this is the macro's logic on the relation's stats fields.
+    unsafe {
+        if (*index).pgstat_info.is_null() && (*index).pgstat_enabled {
+            pg_sys::pgstat_assoc_relation(index);
+        }
+        if !(*index).pgstat_info.is_null() {
+            (*(*index).pgstat_info).t_counts.t_numscans += 1;
+        }
+    }
 }
 
 /// Greedy descent from the entry point to layer 1, then a beam search of width `ef` on

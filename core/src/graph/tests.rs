@@ -126,3 +126,41 @@ fn neighbour_lists_respect_capacity_and_point_to_valid_nodes() {
         }
     }
 }
+
+/// Every node must be reachable on layer 0 from the entry point: an unreachable node is a row
+/// no search can return. Checked for serial and parallel builds, on data with near-duplicates.
+#[test]
+fn every_node_is_reachable() {
+    for threads in [1, 2, 4] {
+        for seed in 0..8u64 {
+            let params = Params { m: 16, ef_construction: 64, metric: Metric::L2, max_level: 16, seed };
+            let mut g = Graph::<f32>::new(16, params);
+            for v in clustered(5000, 16, 50, seed + 10) {
+                g.push(&v);
+            }
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
+            let (ep, _) = g.entry().unwrap();
+            let mut seen = vec![false; g.len()];
+            let mut stack = vec![ep];
+            seen[ep as usize] = true;
+            while let Some(n) = stack.pop() {
+                for m in g.neighbors(n, 0) {
+                    if !seen[m as usize] {
+                        seen[m as usize] = true;
+                        stack.push(m);
+                    }
+                }
+            }
+            let lost: Vec<u32> = (0..g.len() as u32).filter(|&i| !seen[i as usize]).collect();
+            let why: Vec<String> = lost
+                .iter()
+                .map(|&q| {
+                    let inbound = (0..g.len() as u32).filter(|&e| g.neighbors(e, 0).contains(&q)).count();
+                    format!("{q}: level {} out {:?} inbound {inbound}", g.level(q), g.neighbors(q, 0))
+                })
+                .collect();
+            assert!(lost.is_empty(), "threads {threads} seed {seed}: unreachable nodes {why:?}");
+        }
+    }
+}
