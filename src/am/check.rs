@@ -199,6 +199,7 @@ impl FromDatum for RegClass {
     }
 }
 
+// SAFETY: a regclass datum is an OID passed by value; FromDatum reads exactly that.
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         // SAFETY: pgrx calls this only for a non-null regclass argument.

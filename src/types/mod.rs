@@ -247,6 +247,8 @@ impl<'a, E: Element> FromDatum for VecArg<'a, E> {
     }
 }
 
+// SAFETY: the argument is read through FromDatum, which detoasts a varlena of the declared
+// SQL type (vector or halfvec, matching E).
 unsafe impl<'fcx, E: Element> ArgAbi<'fcx> for VecArg<'fcx, E> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
@@ -306,6 +308,7 @@ impl<E: Element> VecOut<E> {
     }
 }
 
+// SAFETY: the datum returned is a palloc'd varlena of the SQL type the function declares.
 unsafe impl<E: Element> BoxRet for VecOut<E> {
     unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
         // SAFETY: the pointer is a palloc'd varlena of the function's declared return type.
@@ -323,6 +326,7 @@ pub struct HalfvecSame(pub pg_sys::Datum);
 
 macro_rules! same_datum_ret {
     ($($t:ty),*) => {$(
+        // SAFETY: the datum returned is an argument of the same SQL type, passed back unchanged.
         unsafe impl BoxRet for $t {
             unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
                 // SAFETY: the datum came from an argument of the same type as the return type.

@@ -12,6 +12,7 @@ macro_rules! raw_ret {
     ($(#[$doc:meta] $name:ident($ptr:ty) => $sql:literal;)*) => {$(
         #[$doc]
         pub struct $name(pub $ptr);
+        // SAFETY: the pointer returned is palloc'd data of the SQL type named in the mapping.
         unsafe impl BoxRet for $name {
             unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
                 // SAFETY: the pointer was palloc'd in the function's memory context and holds a
@@ -66,6 +67,8 @@ impl<const K: u8> FromDatum for ArrayArg<K> {
     }
 }
 
+// SAFETY: the argument is read through FromDatum, which detoasts an array datum of the declared
+// SQL array type.
 unsafe impl<'fcx, const K: u8> ArgAbi<'fcx> for ArrayArg<K> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
