@@ -20,6 +20,9 @@ pub mod ops;
 pub mod raw;
 pub mod vector;
 
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
