@@ -8,6 +8,7 @@ Entry point: ``python3 bench/hnsw_bench.py --help``. The package is split by con
 * :mod:`hnswbench.db`        - databases, extension setup, binary COPY, index build with progress
 * :mod:`hnswbench.workload`  - the query loop (1 or N clients), latency statistics, EXPLAIN check
 * :mod:`hnswbench.report`    - JSON lines, QPS-at-recall interpolation, ratios, the PNG plot
+* :mod:`hnswbench.reference` - recorded figures of another extension (--reference FILE.json)
 * :mod:`hnswbench.cli`       - argument parsing and the orchestration of one run
 """
 

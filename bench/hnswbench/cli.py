@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from . import __version__, datasets, db, groundtruth, report, workload
+from . import __version__, datasets, db, groundtruth, reference, report, workload
 
 DEFAULT_DSN = "host=127.0.0.1 port=5499 user=postgres dbname=postgres"
 DEFAULT_EF = "10,20,40,80,120,200,400"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 FORCE_INDEX = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
 QUICK = {"rows": 10_000, "ef": "10,20,40,100,200", "clients": "1,2", "filter": "0.1", "warmup": 20}
 GT_K = 100
@@ -41,6 +42,12 @@ created on the server of --dsn; CREATE EXTENSION IF NOT EXISTS <ext> inside it):
      SELECT id FROM items [WHERE catN = 0] ORDER BY embedding <op> $1::vector LIMIT k
      for every query (text parameter, psycopg, after a warm-up) and records recall@k,
      QPS, p50/p95/p99 latency and rows returned per query.
+Without the other extension on the server, --reference FILE.json compares against figures
+recorded earlier instead (bench/reference/pgvector-0.8.6.json: pgvector 0.8.6 on minilm and
+fashion-mnist, 100k / 60k rows, k=10, 1 client): same ratio printout, a "reference" JSON record,
+and a dashed grey line in the plot. Only figures for the run's data set (same rows, dim, metric, k)
+are used.
+
 Exact ground truth (top-100, and per filter the top-100 among matching rows) is computed with
 numpy and cached under --cache-dir, keyed by data content hash, metric and filter. Recall counts
 ties as ann-benchmarks does: a returned row is a hit if its exact distance is <= the k-th true
@@ -58,13 +65,17 @@ data sets:
 output (--out PREFIX):
   PREFIX.jsonl   one JSON object per line: a "run" record (data set, configuration, host),
                  per extension a "build" record (server settings, load/build time, index size)
-                 and "query" records (one per filter x ef_search x clients), then "compare"
+                 and "query" records (one per filter x ef_search x clients), then per --reference
+                 a "reference" record (the recorded figures used, their source), then "compare"
                  records (ours / theirs ratios) and a final "summary"
-  PREFIX.png     recall@k (x) against QPS (y, log), one line per extension/filter/clients
+  PREFIX.png     recall@k (x) against QPS (y, log), one line per extension/filter/clients;
+                 recorded references as dashed grey lines
 
 examples:
   python3 bench/hnsw_bench.py --dataset minilm --quick --out bench/out/quick
   python3 bench/hnsw_bench.py --dataset minilm --compare vector --clients 1,4 --out bench/out/minilm
+  python3 bench/hnsw_bench.py --dataset minilm --reference bench/reference/pgvector-0.8.6.json \\
+      --clients 1 --out bench/out/minilm-ref        # pgvector not installed: its recorded figures
   python3 bench/hnsw_bench.py --dataset fashion-mnist --m 16 --ef-construction 64 --workers 1 \\
       --filter 0.1,0.01,0.001 --out bench/out/fmnist
   python3 bench/hnsw_bench.py --dataset custom --base my.fvecs --queries q.fvecs --metric ip \\
@@ -134,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compare", default="",
                    help="other extension(s) to run the same benchmark on, comma-separated (e.g. vector for "
                         "pgvector, which must be installed on the server); ratios are ours (--ext) / theirs")
+    s.add_argument("--reference", action="append", default=[], metavar="FILE.json",
+                   help="recorded results of another extension to compare with, as if it had been run: ratios, "
+                        "a 'reference' JSON record and a dashed grey plot line; repeatable or comma-separated. "
+                        "Only figures for this run's data set, rows, metric and k are used. Not used unless given; "
+                        "for pgvector 0.8.6 on minilm / fashion-mnist (no --rows, k 10, 1 client): "
+                        "--reference bench/reference/pgvector-0.8.6.json (a bare file name is also looked up in bench/reference/)")
     s.add_argument("--db", help="database name instead of hnsw_bench_<ext>; with --compare it must contain {ext}")
     s.add_argument("--drop", action="store_true", help="drop the benchmark database(s) at the end")
     s.add_argument("--reuse", action="store_true",
@@ -187,6 +204,7 @@ class Config:
     out: Path
     force_index: bool = False
     session: dict = field(default_factory=dict)
+    references: list = field(default_factory=list)  # loaded --reference documents
 
     @property
     def moduli(self) -> list[int]:
@@ -222,8 +240,23 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config
         f"{args.dataset}{'-quick' if quick else ''}-{stamp}")
     force = args.force_index if args.force_index is not None else quick
     session = {**(FORCE_INDEX if force else {}), **dict(args.set)}
+    references = []
+    for name in dict.fromkeys(p.strip() for arg in args.reference for p in arg.split(",") if p.strip()):
+        if not Path(name).exists() and (REFERENCE_DIR / name).exists():
+            name = str(REFERENCE_DIR / name)
+        try:
+            doc = reference.load(name)
+        except (OSError, ValueError) as e:
+            parser.error(f"--reference: {e}")
+        # The name it goes by in records, printouts and the legend: unique among extensions and references.
+        ext = reference.label(doc)
+        if ext in exts or ext in (d["ext_name"] for d in references):
+            ext = f"{ext} [{Path(name).name}]"
+        doc["ext_name"] = ext
+        references.append(doc)
     return Config(args=args, ef=sorted(set(ef)), clients=sorted(set(clients)),
-                  filters=sorted(set(filters), reverse=True), warmup=warmup, rows=rows, exts=exts, out=out, force_index=force, session=session)
+                  filters=sorted(set(filters), reverse=True), warmup=warmup, rows=rows, exts=exts, out=out,
+                  force_index=force, session=session, references=references)
 
 
 @dataclass
@@ -275,7 +308,7 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
         "argv": sys.argv[1:], "quick": bool(a.quick),
         "dataset": {**data.ds.describe(), "base_hash": data.base_hash, "query_hash": data.query_hash,
                     "ground_truth": data.gt_source},
-        "config": {"exts": cfg.exts, "type": a.type, "m": a.m, "ef_construction": a.ef_construction,
+        "config": {"exts": cfg.exts, "references": [d["path"] for d in cfg.references], "type": a.type, "m": a.m, "ef_construction": a.ef_construction,
                    "workers": a.workers, "ef_search": cfg.ef, "clients": cfg.clients, "filters": cfg.filters,
                    "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
                    "session": cfg.session, "dsn": db.redact(a.dsn)},
@@ -397,6 +430,53 @@ def bench_extension(cfg: Config, data: PreparedData, ext: str, run_id: str, writ
     sweep(cfg, data, ext, conninfo, common, writer)
 
 
+def match_references(cfg: Config, data: PreparedData) -> list[tuple[dict, dict | None, str]]:
+    """Pick, per --reference file, the recorded figures for this run's data set; says which (or why none)."""
+    out = []
+    for doc in cfg.references:
+        entry, why = reference.match(doc, dataset=cfg.args.dataset, metric=data.ds.metric,
+                                     rows=data.ds.base.shape[0], dim=data.ds.dim, k=cfg.args.k)
+        if entry is None:
+            print(f"reference {doc['ext_name']} ({doc['path']}): not used: {why}")
+        else:
+            size = reference.index_bytes(entry)
+            print(f"reference {doc['ext_name']} ({doc['path']}): {entry.get('name', entry['dataset'])}, "
+                  f"build {entry.get('build_s', 'n/a')}s, index "
+                  f"{'n/a' if size is None else f'{size / reference.MIB:.1f} MiB'}, "
+                  f"{len(entry.get('curve', []))} ef_search points, {len(entry.get('filtered', []) or [])} filtered")
+        out.append((doc, entry, why))
+    return out
+
+
+def compare_references(cfg: Config, data: PreparedData, run_id: str, writer: report.JsonlWriter,
+                       matched: list, ours_ok: bool) -> list[dict]:
+    """Write a ``reference`` record per --reference and, where its figures apply, the ours / recorded
+    ``compare`` record (printed too); returns the reference records whose figures were used."""
+    a, ours = cfg.args, cfg.exts[0]
+    build = next((r for r in writer.records if r.get("type") == "build" and r.get("ext") == ours), None)
+    run_config = {"type": a.type, "m": a.m, "ef_construction": a.ef_construction, "workers": a.workers,
+                  "queries": len(data.texts), "clients": cfg.clients, "session": dict(a.set)}
+    used = []
+    for doc, entry, why in matched:
+        diffs = reference.differences(doc, build=build, run_config=run_config, host_cpus=os.cpu_count()) \
+            if entry is not None else []
+        rec = writer.write({"run_id": run_id, "dataset": data.ds.name,
+                            **reference.record(doc, entry, doc["ext_name"], why, diffs)})
+        if entry is None:
+            continue
+        used.append(rec)
+        for d in diffs:
+            print(f"WARNING: reference {doc['ext_name']}: {d}", file=sys.stderr)
+        if not ours_ok:
+            continue
+        ratios = report.compare(writer.records + reference.pseudo_records(entry, doc["ext_name"]), ours,
+                                doc["ext_name"])
+        rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios, "recorded": True,
+                            "reference_file": doc["path"], "differences": diffs})
+        print(report.format_compare(rec))
+    return used
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit status (0 ok, 1 an extension failed, 2 setup error)."""
     parser = build_parser()
@@ -408,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, db.BenchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    matched = match_references(cfg, data)
     writer = report.JsonlWriter(Path(f"{cfg.out}.jsonl"))
     writer.write(run_record(cfg, data, run_id))
     failed = []
@@ -426,11 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         ratios = report.compare(writer.records, cfg.exts[0], other)
         rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios})
         print(report.format_compare(rec))
+    used_refs = compare_references(cfg, data, run_id, writer, matched, cfg.exts[0] not in failed)
     png = Path(f"{cfg.out}.png")
     a = cfg.args
     title = (f"{data.ds.name} ({data.ds.base.shape[0]} x {data.ds.dim}, {data.ds.metric}), {a.type}, "
              f"m={a.m} ef_construction={a.ef_construction}, {len(data.texts)} queries, k={a.k}")
-    report.plot(writer.records, png, title, a.k)
+    report.plot(writer.records, png, title, a.k, references=used_refs)
     if cfg.args.drop:
         for ext in cfg.exts:
             db.drop_database(a.dsn, cfg.dbname(ext))

@@ -131,8 +131,13 @@ def format_compare(rec: dict) -> str:
     def f(x, spec=".2f", suffix=""):
         return "n/a" if x is None else format(x, spec) + suffix
 
-    lines = [f"{rec['ours']} / {rec['theirs']}:  build time {f(rec['build_time_ratio'], suffix='x')}  "
-             f"index size {f(rec['index_size_ratio'], suffix='x')}  load time {f(rec['load_time_ratio'], suffix='x')}"]
+    head = (f"{rec['ours']} / {rec['theirs']}:  build time {f(rec['build_time_ratio'], suffix='x')}  "
+            f"index size {f(rec['index_size_ratio'], suffix='x')}")
+    if not (rec.get("recorded") and rec["load_time_ratio"] is None):
+        head += f"  load time {f(rec['load_time_ratio'], suffix='x')}"
+    lines = [head]
+    if rec.get("recorded"):
+        lines.append(f"  (theirs: recorded figures from {rec.get('reference_file')}, not measured in this run)")
     for q in rec["qps_at_recall"]:
         flt = "no filter" if q["filter"] is None else f"filter {q['filter']:g}"
         head = f"  QPS at recall {q['recall']:.2f}, {flt}, {q['clients']} client(s): "
@@ -141,14 +146,23 @@ def format_compare(rec: dict) -> str:
             continue
         note = "" if q["ours_how"] == q["theirs_how"] == "interpolated" else f"  ({q['ours_how']} / {q['theirs_how']})"
         lines.append(head + f"{f(q['ours_qps'], '.0f')} / {f(q['theirs_qps'], '.0f')} = {f(q['ratio'], suffix='x')}{note}")
+    if not rec["qps_at_recall"]:
+        lines.append("  QPS at recall: no curve (filter, clients) measured on both sides")
     return "\n".join(lines)
 
 
-def plot(records: list[dict], path: Path, title: str, k: int) -> None:
+#: Line colours and markers of recorded reference curves (--reference), one per file.
+REFERENCE_STYLES = (("0.45", "x"), ("0.25", "+"), ("0.65", "*"))
+
+
+def plot(records: list[dict], path: Path, title: str, k: int, references: list[dict] = ()) -> None:
     """Recall@k (x) against QPS (y, log) per extension/filter/clients, like ann-benchmarks.
 
     One panel for unfiltered runs and, when there are filtered runs, a second one for them.
-    Points of the first client count are labelled with their ef_search.
+    Points of the first client count are labelled with their ef_search. ``references`` are
+    ``reference`` records (--reference) whose figures were used: their curve is drawn as a dashed
+    grey line with markers labelled by ef_search, and their filtered points (those with a QPS, at a
+    selectivity this run measured) go into the filtered panel, labelled by ef_search or scan mode.
     """
     import matplotlib
 
@@ -173,6 +187,33 @@ def plot(records: list[dict], path: Path, title: str, k: int) -> None:
             for ef, r, q in pts:
                 ax.annotate(str(ef), (r, q), textcoords="offset points", xytext=(3, 3), fontsize=7,
                             color=colours[(ext, flt)])
+    run_filters = sorted({flt for _, flt, _ in cv if flt is not None})
+    for i, ref in enumerate(r for r in references if r.get("figures")):
+        colour, marker = REFERENCE_STYLES[i % len(REFERENCE_STYLES)]
+        fig_ = ref["figures"]
+        pts = sorted((p["ef_search"], p["recall"], p["qps"]) for p in fig_.get("curve", []))
+        if pts:
+            efs, recalls, qps = zip(*pts)
+            axes[0][0].plot(recalls, qps, linestyle="--", linewidth=1.5, marker=marker, markersize=7, color=colour,
+                            label=ref["ext"] + ", 1 client", zorder=1)
+            for ef, r, q in pts:
+                # Below left of the point: off the line (which falls to the right) and off ours' labels.
+                axes[0][0].annotate(str(ef), (r, q), textcoords="offset points", xytext=(-4, -10), fontsize=7,
+                                    color=colour, ha="right")
+        if not filtered:
+            continue
+        for flt in run_filters:
+            fpts = [p for p in fig_.get("filtered", []) or []
+                    if abs(p["filter"] - flt) <= 1e-9 * flt and p.get("recall") is not None and p.get("qps")]
+            if not fpts:
+                continue
+            axes[0][1].plot([p["recall"] for p in fpts], [p["qps"] for p in fpts], linestyle="none", marker=marker,
+                            markersize=8, color=colour, label=f"{ref['ext']} filter {flt * 100:g}%, 1 client")
+            for j, p in enumerate(fpts):  # labels alternately above and below: the points may sit close
+                tag = f"ef {p['ef_search']}" if p.get("ef_search") is not None else ""
+                tag = ", ".join(t for t in (p.get("scan") if p.get("scan") != "plain index scan" else "", tag) if t)
+                axes[0][1].annotate(tag or "?", (p["recall"], p["qps"]), textcoords="offset points",
+                                    xytext=(-4, 5 if j % 2 == 0 else -11), fontsize=7, color=colour, ha="right")
     from matplotlib.ticker import LogFormatter
 
     for i, ax in enumerate(axes[0]):

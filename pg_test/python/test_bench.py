@@ -3,7 +3,8 @@
 One end-to-end run of ``--quick`` mode (10k MiniLM rows, or fashion-mnist rows without ../shared, a few ef_search values, 1 and 2 clients,
 a 10% filter) against the server of HNSW_EXT_TEST_DSN, in a database of its own that is dropped
 afterwards; the tests then check its JSON lines, its PNG and the recall it measured. A few unit
-tests of the recall and ratio arithmetic need no server.
+tests of the recall and ratio arithmetic and of the recorded reference figures
+(bench/reference/*.json, --reference) need no server.
 
 Run with:  python3 -m pytest -q pg_test/python/test_bench.py
 """
@@ -26,7 +27,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from hnswbench import groundtruth, report  # noqa: E402
+from hnswbench import cli, groundtruth, reference, report  # noqa: E402
 
 DSN = os.environ.get("HNSW_EXT_TEST_DSN", "host=127.0.0.1 port=5499 user=postgres dbname=postgres")
 MINILM = REPO.parent / "shared" / "data" / "minilm-384-base.npy"
@@ -224,3 +225,144 @@ def test_compare_ratios():
     c = report.compare(recs, "a", "b")
     assert c["build_time_ratio"] == 0.5 and c["index_size_ratio"] == 0.5
     assert [x["ratio"] for x in c["qps_at_recall"]] == pytest.approx([2.0, 2.0])
+
+
+# --- recorded reference figures (--reference; no server) ----------------------------------------
+
+PGVECTOR_REF = REPO / "bench" / "reference" / "pgvector-0.8.6.json"
+REF_EF = [10, 20, 40, 80, 120, 200, 400]
+
+
+def test_reference_file_structure():
+    doc = reference.load(PGVECTOR_REF)
+    assert reference.validate(json.loads(PGVECTOR_REF.read_text())) == []
+    assert doc["format"] == reference.FORMAT and doc["ext"] == "vector" and doc["ext_version"] == "0.8.6"
+    assert reference.label(doc) == "pgvector 0.8.6 (recorded)"
+    assert "shared/data/README.md" in doc["source"]
+    assert doc["server_settings"] == {"shared_buffers": "4GB", "maintenance_work_mem": "8GB",
+                                      "max_parallel_maintenance_workers": "1", "work_mem": "64MB"}
+    assert doc["index"]["m"] == 16 and doc["index"]["ef_construction"] == 64 and doc["index"]["workers"] == 1
+    assert doc["protocol"]["k"] == 10 and doc["protocol"]["clients"] == 1 and doc["protocol"]["queries"] == 500
+    assert "MiB" in doc["units"]["index_mib"]
+    entries = {e["dataset"]: e for e in doc["datasets"]}
+    assert set(entries) == {"minilm", "fashion-mnist"}
+    expect = {
+        "minilm": ("cosine", 100_000, 384, 28.2, 195.3, [0.839, 0.920, 0.961, 0.984, 0.990, 0.995, 0.998],
+                   [1219, 849, 618, 385, 323, 226, 101]),
+        "fashion-mnist": ("l2", 60_000, 784, 21.7, 234.4, [0.971, 0.991, 0.996, 0.999, 0.999, 1.0, 1.0],
+                          [1519, 1344, 1102, 724, 605, 486, 332]),
+    }
+    for name, (metric, rows, dim, build_s, mib, recalls, qps) in expect.items():
+        e = entries[name]
+        assert (e["metric"], e["rows"], e["dim"], e["k"]) == (metric, rows, dim, 10)
+        assert e["build_s"] == build_s and e["index_mib"] == mib
+        assert reference.index_bytes(e) == pytest.approx(mib * 2**20)
+        assert [p["ef_search"] for p in e["curve"]] == REF_EF
+        assert [p["recall"] for p in e["curve"]] == recalls and [p["qps"] for p in e["curve"]] == qps
+    filtered = entries["minilm"]["filtered"]
+    assert all(p["filter"] == 0.01 for p in filtered)
+    by_scan = {(p["scan"], p["ef_search"]): p for p in filtered}
+    assert by_scan[("plain index scan", 40)]["rows_per_query"] == 0.5 and by_scan[("plain index scan", 40)]["recall"] == 0.05
+    assert by_scan[("plain index scan", 400)]["rows_per_query"] == 4.2
+    assert (by_scan[("relaxed_order", None)]["recall"], by_scan[("relaxed_order", None)]["qps"]) == (0.972, 46)
+    assert (by_scan[("strict_order", None)]["recall"], by_scan[("strict_order", None)]["qps"]) == (0.924, 44)
+    other = entries["minilm"]["other"]
+    assert other["insert_rows_per_s"]["synchronous_commit_on"] == 241
+    assert other["insert_rows_per_s"]["synchronous_commit_off"] == 514
+    assert other["vacuum_after_delete_10pct_s"] == 115.7
+
+
+def test_reference_matches_only_its_dataset():
+    doc = reference.load(PGVECTOR_REF)
+    entry, _ = reference.match(doc, dataset="minilm", metric="cosine", rows=100_000, dim=384, k=10)
+    assert entry["name"] == "minilm-384"
+    entry, _ = reference.match(doc, dataset="fashion-mnist", metric="l2", rows=60_000, dim=784, k=10)
+    assert entry["name"] == "fashion-mnist-784"
+    for kwargs in ({"rows": 10_000}, {"k": 5}, {"metric": "l2"}):
+        args = {"dataset": "minilm", "metric": "cosine", "rows": 100_000, "dim": 384, "k": 10, **kwargs}
+        entry, why = reference.match(doc, **args)
+        assert entry is None and "differ" in why
+    entry, why = reference.match(doc, dataset="custom", metric="l2", rows=1000, dim=8, k=10)
+    assert entry is None and "no figures" in why
+
+
+def test_reference_validate_rejects_bad_files():
+    assert reference.validate([]) == ["top level is not an object"]
+    bad = {"format": reference.FORMAT, "label": "x", "source": "here",
+           "datasets": [{"dataset": "minilm", "metric": "cosine", "rows": 10, "dim": 2, "k": 10,
+                         "curve": [{"ef_search": 10, "recall": 1.5, "qps": 10}]}]}
+    assert any("curve[0]" in p for p in reference.validate(bad))
+    assert any("source" in p for p in reference.validate({**bad, "source": ""}))
+
+
+def _synthetic_ours(entry, qps_scale=2.0, build_scale=0.5, size_scale=0.5):
+    """Records of a run of 'ours' at the reference's recalls, qps_scale times its QPS."""
+    recs = [{"type": "build", "ext": "hnsw_ext", "build_s": entry["build_s"] * build_scale,
+             "index_bytes": reference.index_bytes(entry) * size_scale, "load_s": 1.0}]
+    for p in entry["curve"]:
+        recs.append({"type": "query", "ext": "hnsw_ext", "filter": None, "clients": 1, "ef_search": p["ef_search"],
+                     "recall": p["recall"], "qps": p["qps"] * qps_scale})
+    return recs
+
+
+@pytest.mark.parametrize("dataset", ["minilm", "fashion-mnist"])
+def test_reference_ratios(dataset):
+    doc = reference.load(PGVECTOR_REF)
+    entry = next(e for e in doc["datasets"] if e["dataset"] == dataset)
+    ours = _synthetic_ours(entry)
+    # A filtered curve of ours has no counterpart in the recorded (unfiltered) curve: no ratio for it.
+    ours.append({"type": "query", "ext": "hnsw_ext", "filter": 0.01, "clients": 1, "ef_search": 40, "recall": 0.96,
+                 "qps": 50.0})
+    name = reference.label(doc)
+    c = report.compare(ours + reference.pseudo_records(entry, name), "hnsw_ext", name)
+    assert c["theirs"] == name
+    assert c["build_time_ratio"] == pytest.approx(0.5) and c["index_size_ratio"] == pytest.approx(0.5)
+    assert c["load_time_ratio"] is None
+    assert [(q["filter"], q["clients"], q["recall"]) for q in c["qps_at_recall"]] == [(None, 1, 0.95), (None, 1, 0.99)]
+    assert [q["ratio"] for q in c["qps_at_recall"]] == pytest.approx([2.0, 2.0])
+    text = report.format_compare({**c, "recorded": True, "reference_file": str(PGVECTOR_REF)})
+    assert "hnsw_ext / pgvector 0.8.6 (recorded)" in text and "load time" not in text
+    assert text.count("= 2.00x") == 2 and "recorded figures" in text
+    if dataset == "minilm":
+        # 0.95 lies between ef 20 (0.920, 849) and ef 40 (0.961, 618): log-linear interpolation.
+        theirs = np.exp(np.log(849) + (0.95 - 0.920) / (0.961 - 0.920) * (np.log(618) - np.log(849)))
+        assert c["qps_at_recall"][0]["theirs_qps"] == pytest.approx(theirs)
+        assert c["qps_at_recall"][0]["theirs_how"] == "interpolated"
+
+
+def test_reference_differences():
+    doc = reference.load(PGVECTOR_REF)
+    run = {"type": "vector", "m": 16, "ef_construction": 64, "workers": 1, "queries": 500, "clients": [1],
+           "session": {}}
+    build = {"settings": {"shared_buffers": "4GB", "maintenance_work_mem": "8GB", "work_mem": "64MB"}}
+    assert reference.differences(doc, build=build, run_config=run, host_cpus=2) == []
+    diffs = reference.differences(doc, build={"settings": {**build["settings"], "shared_buffers": "128MB"}},
+                                  run_config={**run, "m": 32, "clients": [4]}, host_cpus=16)
+    assert len(diffs) == 4 and any("shared_buffers" in d for d in diffs) and any("m:" in d for d in diffs)
+
+
+def test_reference_option_and_plot(tmp_path):
+    # --reference is repeatable and takes comma lists; a bare name is looked up in bench/reference/.
+    parser = cli.build_parser()
+    args = parser.parse_args(["--reference", f"{PGVECTOR_REF},pgvector-0.8.6.json", "--reference", str(PGVECTOR_REF),
+                              "--out", str(tmp_path / "x")])
+    cfg = cli.resolve(args, parser)
+    assert len(cfg.references) == 2  # the same file given twice counts once
+    assert cfg.references[0]["ext_name"] == "pgvector 0.8.6 (recorded)"
+    assert cfg.references[1]["ext_name"] == "pgvector 0.8.6 (recorded) [pgvector-0.8.6.json]"
+    assert cli.resolve(parser.parse_args(["--out", str(tmp_path / "y")]), parser).references == []
+    with pytest.raises(SystemExit):
+        cli.resolve(parser.parse_args(["--reference", str(tmp_path / "missing.json")]), parser)
+
+    doc = cfg.references[0]
+    entry = next(e for e in doc["datasets"] if e["dataset"] == "minilm")
+    rec = reference.record(doc, entry, doc["ext_name"], "", [])
+    assert rec["type"] == "reference" and rec["used"] and rec["source"] == doc["source"]
+    assert rec["figures"]["index_bytes"] == pytest.approx(195.3 * 2**20)
+    assert json.loads(json.dumps(rec)) == rec
+    records = _synthetic_ours(entry) + [
+        {"type": "query", "ext": "hnsw_ext", "filter": 0.01, "clients": 1, "ef_search": ef, "recall": r, "qps": q}
+        for ef, r, q in ((40, 0.9, 600.0), (400, 0.99, 100.0))]
+    png = tmp_path / "ref.png"
+    report.plot(records, png, "synthetic", 10, references=[rec])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

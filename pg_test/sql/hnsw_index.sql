@@ -35,8 +35,18 @@ SELECT id FROM t ORDER BY v <-> '[1,1]' LIMIT 1;
 -- inserts after the build, and ef_search
 INSERT INTO t VALUES (7, '[1,1,1.5]'), (8, NULL);
 SELECT id FROM t ORDER BY v <-> '[1,1,1.4]' LIMIT 3;
+-- a scan goes on past ef_search when the executor wants more rows (hnsw.iterative_scan),
+-- or stops there when told to
 SET hnsw.ef_search = 1;
 SELECT count(*) FROM (SELECT id FROM t ORDER BY v <-> '[1,1,1.4]' LIMIT 5) s;
+SET hnsw.iterative_scan = off;
+SELECT count(*) FROM (SELECT id FROM t ORDER BY v <-> '[1,1,1.4]' LIMIT 5) s;
+SET hnsw.iterative_scan = foo;
+RESET hnsw.iterative_scan;
+SHOW hnsw.iterative_scan;
+SET hnsw.max_scan_tuples = 2;
+SELECT count(*) FROM (SELECT id FROM t ORDER BY v <-> '[1,1,1.4]' LIMIT 5) s;
+RESET hnsw.max_scan_tuples;
 SET hnsw.ef_search = 0;
 SET hnsw.ef_search = 1001;
 BEGIN;
@@ -50,7 +60,7 @@ SET hnsw.ef_search = 100;
 -- deleted rows are never returned after VACUUM, and the scan still finds the live ones
 DELETE FROM t WHERE id IN (1, 3);
 VACUUM t;
-SELECT id FROM t ORDER BY v <-> '[1,1,1]' LIMIT 3;
+SELECT id FROM t ORDER BY v <-> '[1,1,1.1]' LIMIT 3;
 DROP INDEX t_l2;
 
 -- cosine: zero vectors are not indexed (no direction); a zero query has no order either, so
@@ -73,10 +83,11 @@ DECLARE
 BEGIN
     EXECUTE format('CREATE INDEX s_idx ON s USING hnsw (%I %s)', col, opclass);
     SET LOCAL enable_seqscan = off;
-    EXECUTE format('SELECT array_agg(id) FROM (SELECT id FROM s ORDER BY %I %s %L LIMIT 10) x', col, op, q) INTO got;
+    -- ids in (distance, id) order, so that ties cannot make equal answers look different
+    EXECUTE format('SELECT array_agg(id ORDER BY d, id) FROM (SELECT id, %I %s %L AS d FROM s ORDER BY %I %s %L LIMIT 10) x', col, op, q, col, op, q) INTO got;
     SET LOCAL enable_indexscan = off;
     SET LOCAL enable_seqscan = on;
-    EXECUTE format('SELECT array_agg(id) FROM (SELECT id FROM s ORDER BY %I %s %L LIMIT 10) x', col, op, q) INTO want;
+    EXECUTE format('SELECT array_agg(id ORDER BY d, id) FROM (SELECT id, %I %s %L AS d FROM s ORDER BY %I %s %L LIMIT 10) x', col, op, q, col, op, q) INTO want;
     RESET enable_indexscan;
     EXECUTE 'DROP INDEX s_idx';
     RETURN CASE WHEN got = want THEN 'ok' ELSE format('got %s want %s', got, want) END;

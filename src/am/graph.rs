@@ -66,20 +66,27 @@ pub fn prepare_query<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> O
 }
 
 /// Graph access for one search. `dist` measures the query against a stored vector.
-pub struct DiskWalk<'a, E: Elem, F: Fn(&[E]) -> f32> {
+pub struct DiskWalk<E: Elem, F: Fn(&[E]) -> f32> {
     pub rel: pg_sys::Relation,
     pub m: usize,
     pub dims: usize,
     pub dist: F,
-    pub visited: &'a mut Visited,
+    visited: Visited,
     /// When set (inserts), every measured vector is copied here, for the neighbour heuristic.
-    pub arena: Option<&'a mut Vec<E>>,
+    arena: Option<Vec<E>>,
     refs: Vec<ItemRef>,
 }
 
-impl<'a, E: Elem, F: Fn(&[E]) -> f32> DiskWalk<'a, E, F> {
-    pub fn new(rel: pg_sys::Relation, meta: &Meta, dist: F, visited: &'a mut Visited, arena: Option<&'a mut Vec<E>>) -> Self {
+impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
+    /// `keep_vectors`: copy each measured vector into an arena (see [`Node::slot`]).
+    pub fn new(rel: pg_sys::Relation, meta: &Meta, dist: F, visited: Visited, keep_vectors: bool) -> Self {
+        let arena = keep_vectors.then(Vec::new);
         DiskWalk { rel, m: meta.m as usize, dims: meta.dims as usize, dist, visited, arena, refs: Vec::new() }
+    }
+
+    /// The visited set, to be reused by a later walk.
+    pub fn into_visited(self) -> Visited {
+        self.visited
     }
 
     fn measure_on(&mut self, page: Page<'_>, r: ItemRef) -> Candidate<Node> {
@@ -87,7 +94,7 @@ impl<'a, E: Elem, F: Fn(&[E]) -> f32> DiskWalk<'a, E, F> {
         let t = VectorTuple::parse(item);
         let values = t.values::<E>(self.dims);
         let d = (self.dist)(values);
-        let slot = match self.arena.as_deref_mut() {
+        let slot = match self.arena.as_mut() {
             Some(arena) => {
                 arena.extend_from_slice(values);
                 (arena.len() / self.dims - 1) as u32
@@ -163,7 +170,7 @@ fn dangling(r: ItemRef) -> ! {
     )
 }
 
-impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<'_, E, F> {
+impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<E, F> {
     type Item = Node;
 
     fn restart(&mut self, entries: &[Candidate<Node>]) {

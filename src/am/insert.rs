@@ -126,9 +126,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
     let top = meta.entry_level as usize;
 
     // Search as the build does, keeping a copy of every measured vector for the heuristic.
-    let mut visited = Visited::default();
-    let mut arena: Vec<E> = Vec::new();
-    let mut walk = DiskWalk::new(index, &meta, |v: &[E]| E::distance(metric, vector, v), &mut visited, Some(&mut arena));
+    let mut walk = DiskWalk::new(index, &meta, |v: &[E]| E::distance(metric, vector, v), Visited::default(), true);
     let mut cur = walk.measure(meta.entry_vector);
     let mut buf = Vec::new();
     for layer in (level + 1..=top).rev() {

@@ -19,6 +19,20 @@ pub const MAX_EF_CONSTRUCTION: i32 = 1000;
 /// `hnsw.ef_search`: beam width of index scans.
 pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
 
+/// `hnsw.iterative_scan`: whether a scan goes on past its first `ef_search` results.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, pgrx::PostgresGucEnum)]
+pub enum IterativeScan {
+    #[name = c"off"]
+    Off,
+    #[name = c"relaxed_order"]
+    RelaxedOrder,
+}
+
+pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::RelaxedOrder);
+
+/// `hnsw.max_scan_tuples`: heap rows an iterative scan hands out at most.
+pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+
 /// The reloption kind Postgres assigned to us at load time.
 static RELOPT_KIND: AtomicU32 = AtomicU32::new(0);
 
@@ -39,6 +53,27 @@ pub fn init() {
         &EF_SEARCH,
         1,
         1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"hnsw.iterative_scan",
+        c"Whether index scans continue past hnsw.ef_search results",
+        c"relaxed_order (default): when the executor wants more rows than the first ef_search \
+          results (larger LIMIT, rows invisible to its snapshot, or rejected by conditions the \
+          index cannot check), the search goes on outward, nearly in distance order. off: stop \
+          after ef_search results, as pgvector does by default.",
+        &ITERATIVE_SCAN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"hnsw.max_scan_tuples",
+        c"Maximum number of rows an iterative index scan returns",
+        c"Bounds the work of a scan whose rows keep being rejected.",
+        &MAX_SCAN_TUPLES,
+        1,
+        i32::MAX,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -115,4 +150,12 @@ pub fn index_options(index: pg_sys::Relation) -> (usize, usize) {
 
 pub fn ef_search() -> usize {
     EF_SEARCH.get().max(1) as usize
+}
+
+pub fn iterative_scan() -> bool {
+    ITERATIVE_SCAN.get() != IterativeScan::Off
+}
+
+pub fn max_scan_tuples() -> usize {
+    MAX_SCAN_TUPLES.get().max(1) as usize
 }

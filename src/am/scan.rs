@@ -1,9 +1,13 @@
 //! Index scans: `ORDER BY col <op> $1 LIMIT k` answered by a beam search of width
 //! `hnsw.ef_search`, nearest first.
 //!
-//! The whole search runs on the first `amgettuple`; later calls hand out the heap TIDs of the
-//! results in order. Deleted elements route the walk but are never returned. The executor
-//! rechecks heap visibility (MVCC), so a dead row is skipped and the next result returned.
+//! The first `amgettuple` descends from the entry point and runs the first round of a
+//! [`ResumableSearch`]: the `ef_search` nearest elements, handed out in order. If the executor
+//! asks for more — `LIMIT` above `ef_search`, or rows it rejected: dead to its snapshot, or
+//! failing a condition the index does not see — the walk goes on outward, `ef_search` more at a
+//! time, up to `hnsw.max_scan_tuples` rows (`hnsw.iterative_scan = off` stops after the first
+//! round, as pgvector does by default). Deleted elements route the walk but never count as
+//! results, so they cannot crowd out live ones.
 //! A scan with no usable query (NULL, or a zero vector for cosine) has no order to follow and
 //! returns every indexed row in physical order, which is what a sequential scan sorting by an
 //! all-NULL/NaN key would give.
@@ -11,8 +15,8 @@
 use std::cell::RefCell;
 
 use half::f16;
-use hnsw_core::graph::search::{greedy_closest, search_layer};
-use hnsw_core::graph::{Candidate, SearchScratch, Visited};
+use hnsw_core::graph::search::{greedy_closest, ResumableSearch};
+use hnsw_core::graph::{Candidate, Visited};
 use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -47,11 +51,37 @@ fn return_visited(mut v: Visited) {
     });
 }
 
+/// The graph search of one scan, whatever the element type.
+trait Source {
+    /// Append the next round of results (nearest first); nothing when the walk is done.
+    fn next_round(&mut self, out: &mut Vec<Candidate<Node>>);
+    fn into_visited(self: Box<Self>) -> Visited;
+}
+
+struct GraphSource<E: Elem, F: Fn(&[E]) -> f32> {
+    walk: DiskWalk<E, F>,
+    search: ResumableSearch<Node>,
+    ef: usize,
+}
+
+impl<E: Elem, F: Fn(&[E]) -> f32> Source for GraphSource<E, F> {
+    fn next_round(&mut self, out: &mut Vec<Candidate<Node>>) {
+        if !self.search.is_exhausted() {
+            self.search.next_round(&mut self.walk, 0, self.ef, out);
+        }
+    }
+
+    fn into_visited(self: Box<Self>) -> Visited {
+        self.walk.into_visited()
+    }
+}
+
 enum Mode {
     /// Not started since the last rescan.
     Pending,
-    /// Ordered results of the graph search.
-    Ordered { results: Vec<Candidate<Node>>, next: usize, m: usize },
+    /// Results of the graph search: `results[next..]` are still to hand out; `returned` counts
+    /// heap TIDs handed out, for hnsw.max_scan_tuples.
+    Ordered { source: Box<dyn Source>, results: Vec<Candidate<Node>>, next: usize, m: usize, returned: usize },
     /// No order to follow: walk every page.
     Physical { block: u32, nblocks: u32, m: usize },
     Done,
@@ -62,14 +92,20 @@ struct ScanState {
     mode: Mode,
     /// Heap TIDs of the current element (or page, in physical mode) still to return.
     tids: Vec<pg_sys::ItemPointerData>,
-    visited: Option<Visited>,
+}
+
+impl ScanState {
+    /// End the current search, keeping its visited set for the next one.
+    fn finish(&mut self) {
+        if let Mode::Ordered { source, .. } = core::mem::replace(&mut self.mode, Mode::Done) {
+            return_visited(source.into_visited());
+        }
+    }
 }
 
 impl Drop for ScanState {
     fn drop(&mut self) {
-        if let Some(v) = self.visited.take() {
-            return_visited(v);
-        }
+        self.finish();
     }
 }
 
@@ -83,7 +119,7 @@ fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut ScanState {
 pub unsafe extern "C-unwind" fn ambeginscan(index: pg_sys::Relation, nkeys: i32, norderbys: i32) -> pg_sys::IndexScanDesc {
     // SAFETY: standard scan descriptor setup for an open index.
     let scan = unsafe { pg_sys::RelationGetIndexScan(index, nkeys, norderbys) };
-    let state = ScanState { kind: opclass::cached(index), mode: Mode::Pending, tids: Vec::new(), visited: None };
+    let state = ScanState { kind: opclass::cached(index), mode: Mode::Pending, tids: Vec::new() };
     // Freed (and dropped) with the memory context, also when the query fails midway.
     let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
     // SAFETY: `scan` was just allocated.
@@ -109,6 +145,7 @@ pub unsafe extern "C-unwind" fn amrescan(
         }
     }
     let st = state(scan);
+    st.finish();
     st.mode = Mode::Pending;
     st.tids.clear();
 }
@@ -129,15 +166,26 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
             return true;
         }
         match &mut st.mode {
-            Mode::Pending => st.mode = start(scan, index, st.kind, &mut st.visited),
-            Mode::Ordered { results, next, m } => {
-                let Some(c) = results.get(*next) else {
-                    st.mode = Mode::Done;
+            Mode::Pending => st.mode = start(scan, index, st.kind),
+            Mode::Ordered { source, results, next, m, returned } => {
+                if *next == results.len() {
+                    if !options::iterative_scan() || *returned >= options::max_scan_tuples() {
+                        st.finish();
+                        continue;
+                    }
+                    results.clear();
+                    *next = 0;
+                    source.next_round(results);
+                    if results.is_empty() {
+                        st.finish();
+                    }
                     continue;
-                };
+                }
+                let c = results[*next];
                 *next += 1;
                 if !c.item.deleted {
                     element_tids(index, c.item, *m, &mut st.tids);
+                    *returned += st.tids.len();
                 }
             }
             Mode::Physical { block, nblocks, m } => {
@@ -155,15 +203,11 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
-    let st = state(scan);
-    if let Some(v) = st.visited.take() {
-        return_visited(v);
-    }
-    st.mode = Mode::Done;
+    state(scan).finish();
 }
 
 /// Run the search (or set up a physical walk) for the current ORDER BY value.
-fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, visited: &mut Option<Visited>) -> Mode {
+fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind) -> Mode {
     count_index_scan(index);
     let meta = Meta::read(index);
     // SAFETY: orderByData has numberOfOrderBys keys, copied in by amrescan.
@@ -187,12 +231,13 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, visit
     if !meta.has_entry() {
         return Mode::Done;
     }
-    let v = visited.get_or_insert_with(take_visited);
-    let results = match kind.elem {
-        ELEM_F16 => search::<f16>(index, &meta, &query, options::ef_search(), v),
-        _ => search::<f32>(index, &meta, &query, options::ef_search(), v),
+    let mut source: Box<dyn Source> = match kind.elem {
+        ELEM_F16 => start_search::<f16>(index, &meta, query, options::ef_search()),
+        _ => start_search::<f32>(index, &meta, query, options::ef_search()),
     };
-    Mode::Ordered { results, next: 0, m: meta.m as usize }
+    let mut results = Vec::new();
+    source.next_round(&mut results);
+    Mode::Ordered { source, results, next: 0, m: meta.m as usize, returned: 0 }
 }
 
 /// `pgstat_count_index_scan()`: the scan shows in pg_stat_user_indexes.idx_scan.
@@ -208,19 +253,19 @@ fn count_index_scan(index: pg_sys::Relation) {
     }
 }
 
-/// Greedy descent from the entry point to layer 1, then a beam search of width `ef` on
-/// layer 0. Results nearest first.
-pub fn search<E: Elem>(index: pg_sys::Relation, meta: &Meta, query: &[f32], ef: usize, visited: &mut Visited) -> Vec<Candidate<Node>> {
+/// Greedy descent from the entry point to layer 1, then a resumable beam search of width `ef`
+/// on layer 0.
+fn start_search<E: Elem>(index: pg_sys::Relation, meta: &Meta, query: Vec<f32>, ef: usize) -> Box<dyn Source> {
     let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
-    let mut walk = DiskWalk::new(index, meta, |v: &[E]| E::distance_to(metric, query, v), visited, None);
+    let dist = move |v: &[E]| E::distance_to(metric, &query, v);
+    let mut walk = DiskWalk::new(index, meta, dist, take_visited(), false);
     let mut cur = walk.measure(meta.entry_vector);
     let mut buf = Vec::new();
     for layer in (1..=meta.entry_level as usize).rev() {
         cur = greedy_closest(&mut walk, cur, layer, &mut buf);
     }
-    let mut out = Vec::new();
-    search_layer(&mut walk, &[cur], ef, 0, &mut SearchScratch::default(), &mut out);
-    out
+    let search = ResumableSearch::new(&mut walk, &[cur]);
+    Box::new(GraphSource { walk, search, ef })
 }
 
 /// The heap TIDs of one element, reversed (they are popped).
