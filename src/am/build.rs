@@ -9,6 +9,7 @@
 //! When the graph would outgrow `maintenance_work_mem`, what has been read so far is linked and
 //! written, a NOTICE says so, and the remaining rows go through the on-disk insert path.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ use super::options;
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
-use crate::storage::tuple::{encode_vector, from_tid, node_tuple_size, vector_tuple_size, NodeTupleMut};
+use crate::storage::tuple::{
+    encode_tid_list, encode_vector, from_tid, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS,
+    TID_LIST_CAPACITY,
+};
 use crate::types::raise;
 
 /// Build phases shown in pg_stat_progress_create_index.
@@ -80,7 +84,11 @@ struct BuildState<E: Elem> {
     efc: usize,
     dims: u32,
     graph: Option<Graph<E>>,
+    /// The first heap TID of each node, and the others of nodes whose vector several rows share.
     tids: Vec<ItemRef>,
+    more_tids: HashMap<u32, Vec<ItemRef>>,
+    /// Node of each distinct vector seen, by content hash (duplicates join it).
+    by_hash: HashMap<u64, u32>,
     mem_limit: usize,
     /// The graph was written; remaining rows are inserted on disk.
     on_disk: bool,
@@ -138,6 +146,8 @@ fn build<E: Elem>(
         dims: kind.typmod_dims.unwrap_or(0),
         graph: None,
         tids: Vec::new(),
+        more_tids: HashMap::new(),
+        by_hash: HashMap::new(),
         mem_limit: mwm_kb as usize * 1024,
         on_disk: false,
         indexed: 0.0,
@@ -190,7 +200,16 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
         let params = Params { m: st.m, ef_construction: st.efc, metric: st.kind.metric, max_level: max_level(st.m), seed: 0x5EED };
         Graph::new(v.len(), params)
     });
-    graph.push(&v);
+    // A row whose vector is already in the graph joins that node (see insert.rs for why).
+    let hash = hash_vector(&v);
+    if let Some(&id) = st.by_hash.get(&hash) {
+        if graph.vector(id) == v.as_slice() {
+            st.more_tids.entry(id).or_default().push(tid);
+            return;
+        }
+    }
+    let id = graph.push(&v);
+    st.by_hash.insert(hash, id);
     st.tids.push(tid);
     if graph.len() * Graph::<E>::bytes_per_node(v.len(), st.m) > st.mem_limit {
         ereport!(
@@ -212,7 +231,7 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
             let t = std::time::Instant::now();
             link(&graph, st.threads);
             let linked = t.elapsed();
-            write_graph(st.index, &graph, &st.tids, meta);
+            write_graph(st.index, &graph, &st.tids, &st.more_tids, meta);
             debug1!(
                 "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}",
                 graph.len(),
@@ -223,6 +242,8 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
         }
     }
     st.tids = Vec::new();
+    st.more_tids = HashMap::new();
+    st.by_hash = HashMap::new();
     st.on_disk = true;
 }
 
@@ -280,7 +301,13 @@ fn write_empty(index: pg_sys::Relation, meta: &Meta) {
 /// Vectors fill pages in order; node tuples go first into the room those pages have left
 /// (a 784-d float4 vector page keeps a quarter of its space free, enough for seven node
 /// tuples), then onto pages of their own.
-fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemRef], mut meta: Meta) {
+fn write_graph<E: Elem>(
+    index: pg_sys::Relation,
+    graph: &Graph<E>,
+    tids: &[ItemRef],
+    more_tids: &HashMap<u32, Vec<ItemRef>>,
+    mut meta: Meta,
+) {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let n = graph.len();
     let (dims, m) = (graph.dim(), meta.m as usize);
@@ -327,7 +354,34 @@ fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemR
     let mut order: Vec<u32> = (0..n as u32).collect();
     order.sort_unstable_by_key(|&i| (nrefs[i as usize].block, nrefs[i as usize].offset));
     let block = if nitems > 0 { nblock } else { vector_pages };
-    let last = block.max(vector_pages);
+    let nodes_end = block.max(vector_pages);
+    // Rows beyond a node's inline TIDs go to TID lists on pages after everything else.
+    let mut lists: Vec<(ItemRef, Vec<ItemRef>, ItemRef)> = Vec::new();
+    let mut overflow: HashMap<u32, ItemRef> = HashMap::new();
+    let (mut lblock, mut lfree, mut litems) = (nodes_end, 0usize, MAX_ITEMS);
+    let lsize = tid_list_size() + ITEM_ID_SIZE;
+    let mut ids: Vec<&u32> = more_tids.keys().collect();
+    ids.sort();
+    for &id in ids {
+        let rest = more_tids[&id].get(HEAP_TIDS - 1..).unwrap_or(&[]);
+        let first = lists.len();
+        for chunk in rest.chunks(TID_LIST_CAPACITY) {
+            if litems == MAX_ITEMS || lfree < lsize {
+                lblock += 1;
+                (lfree, litems) = (page_capacity(), 0);
+            }
+            lfree -= lsize;
+            litems += 1;
+            lists.push((ItemRef::new(lblock, litems as u16), chunk.to_vec(), ItemRef::INVALID));
+        }
+        for i in first..lists.len().saturating_sub(1) {
+            lists[i].2 = lists[i + 1].0;
+        }
+        if first < lists.len() {
+            overflow.insert(id, lists[first].0);
+        }
+    }
+    let last = lblock;
     if let Some((ep, level)) = graph.entry() {
         meta.entry_vector = vref(ep as usize);
         meta.entry_node = nrefs[ep as usize];
@@ -338,11 +392,18 @@ fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemR
 
     let (mut tuple, mut refs) = (Vec::new(), Vec::new());
     let mut next = 0usize;
+    let mut next_list = 0usize;
     for block in 1..=last {
         let buf = new_page(index, block);
         let mut wal = Wal::start(index, &buf, Logging::Build, true);
         let mut page = wal.page();
         page.init(PAGE_DATA);
+        while next_list < lists.len() && lists[next_list].0.block == block {
+            let (at, ref list_tids, next_ref) = lists[next_list];
+            encode_tid_list(list_tids, next_ref, &mut tuple);
+            expect_offset(page.add_item(&tuple), at);
+            next_list += 1;
+        }
         if block <= vector_pages {
             let first = (block as usize - 1) * per_page;
             for i in first..first + vectors_on(block) {
@@ -354,6 +415,14 @@ fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemR
             let id = order[next];
             let level = graph.level(id);
             let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize]);
+            if let Some(more) = more_tids.get(&id) {
+                more.iter().take(HEAP_TIDS - 1).for_each(|&t| {
+                    node.push_heap_tid(t);
+                });
+                if let Some(&first) = overflow.get(&id) {
+                    node.set_overflow(first);
+                }
+            }
             for layer in 0..=level {
                 refs.clear();
                 refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
@@ -367,6 +436,19 @@ fn write_graph<E: Elem>(index: pg_sys::Relation, graph: &Graph<E>, tids: &[ItemR
         progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / last as i64);
         check_for_interrupts!();
     }
+}
+
+/// A content hash of a vector, to find rows with identical vectors while reading the heap.
+fn hash_vector<E: Elem>(v: &[E]) -> u64 {
+    // SAFETY: f32/f16 are plain data; we hash their bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) };
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h
 }
 
 fn new_page(index: pg_sys::Relation, expected: u32) -> Buffer {

@@ -11,7 +11,7 @@ use pgrx::{pg_sys, PgRelation};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
-use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_VECTOR, VECTOR_HEADER};
+use crate::storage::tuple::{NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_TIDS, KIND_VECTOR, VECTOR_HEADER};
 use crate::types::raise;
 
 /// What a check found.
@@ -20,6 +20,7 @@ pub struct Report {
     pub pages: u32,
     pub elements: u64,
     pub deleted: u64,
+    pub free: u64,
     pub heap_tids: u64,
     pub links: u64,
     pub max_level: usize,
@@ -36,8 +37,8 @@ impl Report {
 
     pub fn text(&self, name: &str) -> String {
         let mut s = format!(
-            "hnsw index {name}: {} pages, {} elements ({} deleted), {} heap TIDs, {} links, top level {}\n",
-            self.pages, self.elements, self.deleted, self.heap_tids, self.links, self.max_level
+            "hnsw index {name}: {} pages, {} elements ({} deleted, {} of them free), {} heap TIDs, {} links, top live level {}\n",
+            self.pages, self.elements, self.deleted, self.free, self.heap_tids, self.links, self.max_level
         );
         if self.problems.is_empty() {
             s.push_str("OK");
@@ -57,6 +58,8 @@ struct Element {
     node: ItemRef,
     level: usize,
     deleted: bool,
+    free: bool,
+    overflow: ItemRef,
     links: Vec<(usize, ItemRef)>,
 }
 
@@ -70,6 +73,8 @@ pub fn check(index: pg_sys::Relation) -> Report {
     // vector ref -> node ref it names; node ref -> element
     let mut vectors: HashMap<ItemRef, (ItemRef, bool)> = HashMap::new();
     let mut elements: HashMap<ItemRef, (ItemRef, Element)> = HashMap::new();
+    // TID lists: ref -> (count, next)
+    let mut lists: HashMap<ItemRef, (usize, ItemRef)> = HashMap::new();
     for block in 0..nblocks {
         check_for_interrupts!();
         let buf = Buffer::read(index, block, Lock::Share);
@@ -109,11 +114,21 @@ pub fn check(index: pg_sys::Relation) -> Report {
                 Some(&KIND_NODE) => {
                     let t = NodeTuple::parse(data, m);
                     let links = (0..=t.level()).flat_map(|l| t.neighbors(l).map(move |n| (l, n))).collect();
-                    r.heap_tids += t.heap_tid_count() as u64;
-                    if t.heap_tid_count() == 0 && !t.is_deleted() {
+                    if !t.is_deleted() {
+                        r.heap_tids += t.heap_tid_count() as u64;
+                    }
+                    if t.heap_tid_count() == 0 && !t.is_deleted() && !t.overflow().is_valid() {
                         r.problem(format!("({block},{off}): live element without heap TIDs"));
                     }
-                    elements.insert(at, (t.vector(), Element { node: at, level: t.level(), deleted: t.is_deleted(), links }));
+                    if t.is_free() && !t.is_deleted() {
+                        r.problem(format!("({block},{off}): free element not marked deleted"));
+                    }
+                    let e = Element { node: at, level: t.level(), deleted: t.is_deleted(), free: t.is_free(), overflow: t.overflow(), links };
+                    elements.insert(at, (t.vector(), e));
+                }
+                Some(&KIND_TIDS) => {
+                    let l = TidList::parse(data);
+                    lists.insert(at, (l.count(), l.next()));
                 }
                 other => r.problem(format!("({block},{off}): unknown tuple kind {other:?}")),
             }
@@ -124,7 +139,30 @@ pub fn check(index: pg_sys::Relation) -> Report {
     for (vref, e) in elements.values() {
         r.elements += 1;
         r.deleted += e.deleted as u64;
-        r.max_level = r.max_level.max(e.level);
+        r.free += e.free as u64;
+        if !e.deleted {
+            r.max_level = r.max_level.max(e.level);
+        }
+        // The element's TID lists: each must exist, and belong to one element only.
+        let mut l = e.overflow;
+        let mut hops = 0;
+        while l.is_valid() && !e.deleted {
+            match lists.remove(&l) {
+                None => {
+                    r.problem(format!("({},{}): TID list ({},{}) missing or shared", e.node.block, e.node.offset, l.block, l.offset));
+                    break;
+                }
+                Some((count, next)) => {
+                    r.heap_tids += count as u64;
+                    l = next;
+                }
+            }
+            hops += 1;
+            if hops > 1_000_000 {
+                r.problem(format!("({},{}): TID list chain loops", e.node.block, e.node.offset));
+                break;
+            }
+        }
         match vectors.get(vref) {
             None => r.problem(format!("({},{}): vector ref ({},{}) is not a vector tuple", e.node.block, e.node.offset, vref.block, vref.offset)),
             Some((back, deleted)) => {
@@ -156,11 +194,19 @@ pub fn check(index: pg_sys::Relation) -> Report {
                     "({},{}) layer {layer}: link to ({},{}) whose level is only {lvl}",
                     e.node.block, e.node.offset, n.block, n.offset
                 )),
-                Some(_) if layer == 0 => {
-                    layer0 += 1;
-                    layer0_live += !vectors[&n].1 as usize;
+                Some(_) => {
+                    let (node, deleted) = vectors[&n];
+                    if !e.deleted && elements.get(&node).is_some_and(|(_, t)| t.free) {
+                        r.problem(format!(
+                            "({},{}) layer {layer}: link to ({},{}), a freed element",
+                            e.node.block, e.node.offset, n.block, n.offset
+                        ));
+                    }
+                    if layer == 0 {
+                        layer0 += 1;
+                        layer0_live += !deleted as usize;
+                    }
                 }
-                Some(_) => {}
             }
         }
         if !e.deleted && layer0 > 0 && layer0_live == 0 {
@@ -176,6 +222,9 @@ pub fn check(index: pg_sys::Relation) -> Report {
                 }
                 if e.level != meta.entry_level as usize {
                     r.problem(format!("entry point level {} but meta says {}", e.level, meta.entry_level));
+                }
+                if e.deleted && r.deleted < r.elements {
+                    r.problem("the entry point is deleted".into());
                 }
                 if e.level < r.max_level {
                     r.problem(format!("entry point level {} below the top level {}", e.level, r.max_level));

@@ -6,7 +6,14 @@
 //! under a share lock, compute the new list with no lock held (this may read other pages), then
 //! take the exclusive lock and write only if the version is unchanged, else start over.
 //! The very first element of an empty index is placed under a heavyweight lock so that two
-//! first inserts cannot both become unconnected entry points.
+//! first inserts cannot both become unconnected entry points. Every insert holds a share lock
+//! on a second heavyweight lock that VACUUM takes exclusively for a moment after marking
+//! elements deleted: after that barrier no insert can still link to an element it saw alive,
+//! so once VACUUM has removed the links to deleted elements it may free them for reuse.
+//!
+//! A row whose vector equals an existing live element's joins that element (its heap TID is
+//! added) instead of becoming an element of its own: duplicates would otherwise fill each
+//! other's neighbour lists and fall out of reach.
 
 use std::cell::Cell;
 
@@ -25,12 +32,15 @@ use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::tuple::{
-    encode_vector, layer_capacity, node_tuple_size, set_vector_node, vector_tuple_size, NodeTuple, NodeTupleMut,
-    VectorTuple,
+    encode_tid_list, encode_vector, layer_capacity, node_tuple_size, set_vector_node, vector_tuple_size, NodeTuple,
+    NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_NODE,
 };
 
 /// Heavyweight page lock (on the meta block number) serializing inserts into an empty index.
 const FIRST_INSERT_LOCK: u32 = 0;
+/// Heavyweight page lock (on a block number no page has) that inserts share and VACUUM takes
+/// exclusively; see the module docs.
+pub const INSERT_LOCK: u32 = 0xFFFF_FFFE;
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn aminsert(
@@ -82,11 +92,18 @@ fn random_u64() -> u64 {
 }
 
 /// Heavyweight page lock, released on drop.
-struct PageLock(pg_sys::Relation, u32, pg_sys::LOCKMODE);
+pub struct PageLock(pg_sys::Relation, u32, pg_sys::LOCKMODE);
 
 impl PageLock {
-    fn exclusive(rel: pg_sys::Relation, block: u32) -> PageLock {
-        let mode = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+    pub fn exclusive(rel: pg_sys::Relation, block: u32) -> PageLock {
+        Self::take(rel, block, pg_sys::ExclusiveLock as pg_sys::LOCKMODE)
+    }
+
+    pub fn share(rel: pg_sys::Relation, block: u32) -> PageLock {
+        Self::take(rel, block, pg_sys::ShareLock as pg_sys::LOCKMODE)
+    }
+
+    fn take(rel: pg_sys::Relation, block: u32, mode: pg_sys::LOCKMODE) -> PageLock {
         // SAFETY: the relation is open; released in drop.
         unsafe { pg_sys::LockPage(rel, block, mode) };
         PageLock(rel, block, mode)
@@ -102,6 +119,7 @@ impl Drop for PageLock {
 
 /// Insert a prepared vector (checked, normalized) for heap row `tid`.
 pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRef, logging: Logging) {
+    let _insert = PageLock::share(index, INSERT_LOCK);
     let mut meta = Meta::read(index);
     if !meta.has_entry() {
         let _first = PageLock::exclusive(index, FIRST_INSERT_LOCK);
@@ -109,7 +127,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
         if !meta.has_entry() {
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
             let lists = vec![Vec::new(); level + 1];
-            let (vref, nref) = place(index, &meta, vector, level, &lists, tid, logging);
+            let (vref, nref, level) = place(index, &meta, vector, level, &lists, tid, logging);
             Meta::update(index, logging, |m| {
                 m.dims = vector.len() as u32;
                 m.entry_vector = vref;
@@ -148,8 +166,16 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
         );
         core::mem::swap(&mut entries, &mut found);
     }
+    // `entries` now holds the layer-0 results: an equal vector is among them. (Not always the
+    // nearest: under inner product a longer vector can beat the vector itself.)
+    for c in &entries {
+        if walk.arena_vector(c.item.slot) == vector && add_heap_tid(index, &meta, c.item.node, tid, logging) {
+            return;
+        }
+    }
     let lists: Vec<Vec<ItemRef>> = selected.iter().map(|s| s.iter().map(|c| c.item.vector).collect()).collect();
-    let (vref, nref) = place(index, &meta, vector, level, &lists, tid, logging);
+    let (vref, nref, level) = place(index, &meta, vector, level, &lists, tid, logging);
+    selected.truncate(level + 1);
 
     let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, scratch: Vec::new() };
     for (layer, sel) in selected.iter().enumerate() {
@@ -183,8 +209,11 @@ fn place<E: Elem>(
     lists: &[Vec<ItemRef>],
     tid: ItemRef,
     logging: Logging,
-) -> (ItemRef, ItemRef) {
+) -> (ItemRef, ItemRef, usize) {
     let m = meta.m as usize;
+    if let Some(refs) = reuse_free(index, meta, vector, level, lists, tid, logging) {
+        return refs;
+    }
     let (vsize, nsize) = (vector_tuple_size::<E>(vector.len()), node_tuple_size(m, level));
     let node_tuple = |vref: ItemRef, out: &mut Vec<u8>| {
         let mut node = NodeTupleMut::init(out, m, level, vref, tid);
@@ -198,7 +227,7 @@ fn place<E: Elem>(
             encode_vector(vector, nref, 0, &mut out[0]);
             node_tuple(vref, &mut out[1]);
         });
-        return (first, ItemRef::new(first.block, first.offset + 1));
+        return (first, ItemRef::new(first.block, first.offset + 1), level);
     }
     let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     let vref = ItemRef::new(buf.block(), 1);
@@ -215,7 +244,172 @@ fn place<E: Elem>(
         set_vector_node(data, nref);
     }
     wal.finish();
-    (vref, nref)
+    (vref, nref, level)
+}
+
+/// The highest level a node tuple of `len` bytes can hold.
+fn level_capacity(m: usize, len: usize) -> usize {
+    (0..=u8::MAX as usize).take_while(|&l| node_tuple_size(m, l) <= len).last().unwrap_or(0)
+}
+
+/// Reuse the two tuples of an element VACUUM freed, if the free space map knows of one: claim
+/// the node tuple (so no other insert can), write the vector, then the node. The element's
+/// level drops to what the freed node tuple can hold when that is less; freed tuples have the
+/// same level distribution as new ones, so this is rare and keeps the index from growing.
+fn reuse_free<E: Elem>(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    vector: &[E],
+    level: usize,
+    lists: &[Vec<ItemRef>],
+    tid: ItemRef,
+    logging: Logging,
+) -> Option<(ItemRef, ItemRef, usize)> {
+    let m = meta.m as usize;
+    for _ in 0..4 {
+        // SAFETY: the FSM lookup only reads the free space map of the open index.
+        let block = unsafe { pg_sys::GetPageWithFreeSpace(index, 1) };
+        if block == pg_sys::InvalidBlockNumber || block == 0 {
+            return None;
+        }
+        let buf = Buffer::read(index, block, Lock::Exclusive);
+        let page = buf.page();
+        if page.is_new() || page.opaque().kind != PAGE_DATA {
+            forget_free_page(index, block);
+            continue;
+        }
+        // Free node tuples here (offset, level capacity); best fit: the smallest that holds
+        // `level`, else the largest.
+        let free: Vec<(u16, usize)> = (1..=page.max_offset())
+            .filter_map(|off| {
+                let data = page.item(off)?;
+                (data.first() == Some(&KIND_NODE) && NodeTuple::parse(data, m).is_free()).then(|| (off, level_capacity(m, data.len())))
+            })
+            .collect();
+        let free_count = free.len();
+        let best = free.iter().filter(|f| f.1 >= level).min_by_key(|f| f.1).or_else(|| free.iter().max_by_key(|f| f.1));
+        let Some(&(off, cap)) = best else {
+            forget_free_page(index, block);
+            continue;
+        };
+        let nref = ItemRef::new(block, off);
+        let vref = NodeTuple::parse(page.item(off).expect("seen above"), m).vector();
+        let level = level.min(cap);
+        // Claim: no longer free, still deleted (never returned) until it is rewritten below.
+        let mut wal = Wal::start(index, &buf, logging, false);
+        {
+            let mut page = wal.page();
+            let mut t = NodeTupleMut::edit(page.item_mut(off).expect("seen above"), m);
+            let flags = t.as_ref().flags();
+            t.set_flags((flags & !FLAG_FREE) | FLAG_DELETED);
+        }
+        wal.finish();
+        if free_count == 1 {
+            forget_free_page(index, block);
+        }
+        drop(buf);
+
+        let mut tuple = Vec::new();
+        encode_vector(vector, nref, 0, &mut tuple);
+        let vbuf = Buffer::read(index, vref.block, Lock::Exclusive);
+        let mut wal = Wal::start(index, &vbuf, logging, false);
+        {
+            let mut page = wal.page();
+            let data = page.item_mut(vref.offset).filter(|d| d.len() == tuple.len());
+            let Some(data) = data else {
+                crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed vector tuple does not match its element");
+            };
+            data.copy_from_slice(&tuple);
+        }
+        wal.finish();
+        drop(vbuf);
+
+        let nbuf = Buffer::read(index, block, Lock::Exclusive);
+        let mut wal = Wal::start(index, &nbuf, logging, false);
+        {
+            let mut page = wal.page();
+            let mut t = NodeTupleMut::edit(page.item_mut(off).expect("claimed above"), m);
+            t.reset(level, vref, tid);
+            for (layer, list) in lists.iter().take(level + 1).enumerate() {
+                t.set_neighbors(layer, list);
+            }
+        }
+        wal.finish();
+        return Some((vref, nref, level));
+    }
+    None
+}
+
+/// Tell the free space map a page has no free element left.
+fn forget_free_page(index: pg_sys::Relation, block: u32) {
+    // SAFETY: updating the open index's free space map.
+    unsafe { pg_sys::RecordPageWithFreeSpace(index, block, 0) };
+}
+
+/// Add heap row `tid` to the live element whose node tuple is `node` (an exact duplicate of the
+/// row's vector): inline if there is room, else in its TID lists. False if the element is gone
+/// (deleted meanwhile), in which case the row becomes an element of its own.
+fn add_heap_tid(index: pg_sys::Relation, meta: &Meta, node: ItemRef, tid: ItemRef, logging: Logging) -> bool {
+    let m = meta.m as usize;
+    loop {
+        let head = {
+            let buf = Buffer::read(index, node.block, Lock::Exclusive);
+            let Some(data) = buf.page().item(node.offset) else { return false };
+            let t = NodeTuple::parse(data, m);
+            if t.is_deleted() {
+                return false;
+            }
+            if t.heap_tid_count() < HEAP_TIDS {
+                let mut wal = Wal::start(index, &buf, logging, false);
+                {
+                    let mut page = wal.page();
+                    NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).push_heap_tid(tid);
+                }
+                wal.finish();
+                return true;
+            }
+            t.overflow()
+        };
+        let mut r = head;
+        while r.is_valid() {
+            let buf = Buffer::read(index, r.block, Lock::Exclusive);
+            let Some(data) = buf.page().item(r.offset) else { break };
+            let list = TidList::parse(data);
+            let next = list.next();
+            if list.count() < list.capacity() {
+                let mut wal = Wal::start(index, &buf, logging, false);
+                {
+                    let mut page = wal.page();
+                    TidListMut::edit(page.item_mut(r.offset).expect("seen above")).push(tid);
+                }
+                wal.finish();
+                return true;
+            }
+            r = next;
+        }
+        // Every list is full: a new one goes in front of them.
+        let mut tuple = Vec::new();
+        encode_tid_list(&[tid], head, &mut tuple);
+        let new = append(index, meta, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
+        let buf = Buffer::read(index, node.block, Lock::Exclusive);
+        let Some(data) = buf.page().item(node.offset) else { return false };
+        let t = NodeTuple::parse(data, m);
+        if t.is_deleted() {
+            // The new list holds only this row and is unreachable; the row gets its own element.
+            return false;
+        }
+        if t.overflow() == head {
+            let mut wal = Wal::start(index, &buf, logging, false);
+            {
+                let mut page = wal.page();
+                NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).set_overflow(new);
+            }
+            wal.finish();
+            return true;
+        }
+        // Another backend changed the chain meanwhile: start over (the list made here stays
+        // unreachable; duplicates racing this way are rare).
+    }
 }
 
 /// Append items of the given sizes on the insert page if they fit there, else on a new page

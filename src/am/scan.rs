@@ -28,7 +28,8 @@ use super::options;
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::PAGE_DATA;
-use crate::storage::tuple::{NodeTuple, KIND_NODE};
+use crate::storage::page::ItemRef;
+use crate::storage::tuple::{NodeTuple, TidList, KIND_NODE};
 
 thread_local! {
     /// Visited sets kept between scans of this backend: a set is sized to the index and cleared
@@ -268,33 +269,57 @@ fn start_search<E: Elem>(index: pg_sys::Relation, meta: &Meta, query: Vec<f32>, 
     Box::new(GraphSource { walk, search, ef })
 }
 
-/// The heap TIDs of one element, reversed (they are popped).
+/// The heap TIDs of one element (inline, then its TID lists), reversed: they are popped.
 fn element_tids(index: pg_sys::Relation, n: Node, m: usize, out: &mut Vec<pg_sys::ItemPointerData>) {
-    let buf = Buffer::read(index, n.node.block, Lock::Share);
-    let Some(data) = buf.page().item(n.node.offset) else { return };
-    let t = NodeTuple::parse(data, m);
-    if !t.is_deleted() {
+    let overflow = {
+        let buf = Buffer::read(index, n.node.block, Lock::Share);
+        let Some(data) = buf.page().item(n.node.offset) else { return };
+        let t = NodeTuple::parse(data, m);
+        if t.is_deleted() {
+            return;
+        }
         out.extend(t.heap_tids());
-        out.reverse();
+        t.overflow()
+    };
+    overflow_tids(index, overflow, out);
+    out.reverse();
+}
+
+/// Append the TIDs of a chain of TID-list tuples.
+fn overflow_tids(index: pg_sys::Relation, mut r: ItemRef, out: &mut Vec<pg_sys::ItemPointerData>) {
+    while r.is_valid() {
+        let buf = Buffer::read(index, r.block, Lock::Share);
+        let Some(data) = buf.page().item(r.offset) else { return };
+        let list = TidList::parse(data);
+        out.extend(list.tids());
+        r = list.next();
     }
 }
 
-/// Every live heap TID on one page (physical mode), reversed.
+/// Every live heap TID of the elements whose node tuples are on one page (physical mode),
+/// reversed.
 fn page_tids(index: pg_sys::Relation, block: u32, m: usize, out: &mut Vec<pg_sys::ItemPointerData>) {
-    let buf = Buffer::read(index, block, Lock::Share);
-    let page = buf.page();
-    if page.is_new() || page.opaque().kind != PAGE_DATA {
-        return;
-    }
-    for off in 1..=page.max_offset() {
-        if let Some(data) = page.item(off) {
-            if data.first() == Some(&KIND_NODE) {
-                let t = NodeTuple::parse(data, m);
-                if !t.is_deleted() {
-                    out.extend(t.heap_tids());
+    let mut chains = Vec::new();
+    {
+        let buf = Buffer::read(index, block, Lock::Share);
+        let page = buf.page();
+        if page.is_new() || page.opaque().kind != PAGE_DATA {
+            return;
+        }
+        for off in 1..=page.max_offset() {
+            if let Some(data) = page.item(off) {
+                if data.first() == Some(&KIND_NODE) {
+                    let t = NodeTuple::parse(data, m);
+                    if !t.is_deleted() {
+                        out.extend(t.heap_tids());
+                        chains.push(t.overflow());
+                    }
                 }
             }
         }
+    }
+    for r in chains {
+        overflow_tids(index, r, out);
     }
     out.reverse();
 }

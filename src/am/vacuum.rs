@@ -1,16 +1,41 @@
-//! VACUUM support: drop dead heap TIDs from elements; an element left without TIDs is marked
-//! deleted in both of its tuples, so scans route through it but never return it.
+//! VACUUM: remove dead rows, repair the graph around elements left without rows, and free
+//! those elements for reuse.
 //!
-//! (Repairing the links around deleted elements and reusing their space comes with the
-//! deletes/VACUUM work; until then deleted elements stay in the graph as tombstones.)
+//! 1. **Remove.** One pass over the pages drops dead heap TIDs (inline and in TID lists). An
+//!    element left with no TID is marked deleted in both its tuples: from then on searches
+//!    route through it but never return it, and inserts never link to it.
+//! 2. **Barrier.** Take and release the lock every insert holds in share mode: inserts that
+//!    saw a now-deleted element alive (and might link to it) have finished.
+//! 3. **Repair.** If the entry point died, the live element with the highest level replaces it.
+//!    Every live element with a deleted neighbour gets that layer's list re-selected with the
+//!    neighbour heuristic from its live neighbours plus the deleted neighbours' neighbours —
+//!    a local repair that reconnects through the hole, not a fresh search. Lists are written
+//!    with the same optimistic version check as inserts, so both may run at once.
+//! 4. **Free.** No live element links to a deleted one any more: mark them free and tell the
+//!    free space map, so inserts reuse their tuples instead of growing the index.
+//!
+//! `vacuum_delay_point()` runs for every page and every repair: VACUUM honours cost-based
+//! delay and can be cancelled at any point; a cancelled run leaves deleted elements that the
+//! next VACUUM repairs and frees.
 
+use std::collections::{HashMap, HashSet};
+
+use half::f16;
+use hnsw_core::graph::heuristic::select_neighbors;
+use hnsw_core::graph::Candidate;
+use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::graph::Elem;
+use super::insert::{PageLock, INSERT_LOCK};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
-use crate::storage::meta::Meta;
+use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::{ItemRef, PAGE_DATA};
-use crate::storage::tuple::{set_vector_flags, NodeTuple, NodeTupleMut, FLAG_DELETED, KIND_NODE};
+use crate::storage::tuple::{
+    layer_capacity, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_DELETED, FLAG_FREE,
+    KIND_NODE, KIND_TIDS,
+};
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
     if stats.is_null() {
@@ -19,6 +44,27 @@ fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::Index
     } else {
         stats
     }
+}
+
+fn nblocks(index: pg_sys::Relation) -> u32 {
+    // SAFETY: the index is open.
+    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) }
+}
+
+fn delay_point() {
+    // SAFETY: honours vacuum_cost_delay and checks for interrupts, on the backend's thread.
+    unsafe { pg_sys::vacuum_delay_point() };
+}
+
+/// What phase 1 learned about the index.
+#[derive(Default)]
+struct Scan {
+    removed: f64,
+    remaining: f64,
+    /// Deleted, not yet freed elements: vector ref -> node ref.
+    deleted: HashMap<ItemRef, ItemRef>,
+    /// The live element with the highest level: (level, vector ref, node ref).
+    top: Option<(usize, ItemRef, ItemRef)>,
 }
 
 #[pg_guard]
@@ -32,39 +78,82 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: VACUUM passes a valid info with an open, locked index.
     let index = unsafe { (*info).index };
     let callback = callback.expect("ambulkdelete without a callback");
-    let m = Meta::read(index).m as usize;
-    // SAFETY: the index is open.
-    let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
-    let (mut removed, mut remaining) = (0f64, 0f64);
-    let mut newly_deleted: Vec<ItemRef> = Vec::new();
-    for block in 1..nblocks {
-        // SAFETY: honours vacuum_cost_delay and checks for interrupts, on our thread.
-        unsafe { pg_sys::vacuum_delay_point() };
+    // SAFETY: the callback VACUUM gave us, with its state.
+    let is_dead = |tid: &pg_sys::ItemPointerData| unsafe { callback(tid as *const _ as *mut _, callback_state) };
+    let meta = Meta::read(index);
+    let scan = remove_dead(index, &meta, is_dead);
+    if !scan.deleted.is_empty() {
+        // Barrier: inserts that may have picked a now-deleted element as a neighbour are done.
+        drop(PageLock::exclusive(index, INSERT_LOCK));
+        replace_entry(index, &scan);
+        match meta.elem {
+            ELEM_F16 => repair::<f16>(index, &meta, &scan.deleted),
+            _ => repair::<f32>(index, &meta, &scan.deleted),
+        }
+        free(index, &meta, &scan.deleted);
+    }
+    // SAFETY: `stats` is ours (allocated above or passed in).
+    unsafe {
+        (*stats).tuples_removed += scan.removed;
+        (*stats).num_index_tuples = scan.remaining;
+        (*stats).num_pages = nblocks(index);
+    }
+    stats
+}
+
+/// Phase 1: drop dead TIDs; mark elements without TIDs deleted.
+fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::ItemPointerData) -> bool) -> Scan {
+    let m = meta.m as usize;
+    let mut scan = Scan::default();
+    // Elements whose inline TIDs are gone but that have TID lists: alive iff a list is not empty.
+    let mut check_lists: Vec<(ItemRef, ItemRef, ItemRef)> = Vec::new();
+    let mut newly_deleted: Vec<(ItemRef, ItemRef)> = Vec::new();
+    for block in 1..nblocks(index) {
+        delay_point();
         let buf = Buffer::read(index, block, Lock::Exclusive);
         let page = buf.page();
         if page.is_new() || page.opaque().kind != PAGE_DATA {
             continue;
         }
-        // Which node tuples lose TIDs: decide under the lock, then change them in one record.
         let mut changes: Vec<u16> = Vec::new();
         for off in 1..=page.max_offset() {
             let Some(data) = page.item(off) else { continue };
-            if data.first() != Some(&KIND_NODE) {
-                continue;
-            }
-            let t = NodeTuple::parse(data, m);
-            let mut dead = 0;
-            for mut tid in t.heap_tids() {
-                // SAFETY: the callback VACUUM gave us, with its state.
-                if unsafe { callback(&mut tid, callback_state) } {
-                    dead += 1;
+            let dead = match data.first() {
+                Some(&KIND_NODE) => {
+                    let t = NodeTuple::parse(data, m);
+                    if t.is_deleted() {
+                        if !t.is_free() {
+                            scan.deleted.insert(t.vector(), ItemRef::new(block, off));
+                        }
+                        continue;
+                    }
+                    let dead = t.heap_tids().filter(|tid| is_dead(tid)).count();
+                    scan.remaining += (t.heap_tid_count() - dead) as f64;
+                    let at = ItemRef::new(block, off);
+                    if dead == t.heap_tid_count() {
+                        if t.overflow().is_valid() {
+                            check_lists.push((at, t.vector(), t.overflow()));
+                        } else {
+                            newly_deleted.push((at, t.vector()));
+                        }
+                    }
+                    if scan.top.is_none_or(|(l, _, _)| t.level() > l) && dead < t.heap_tid_count() {
+                        scan.top = Some((t.level(), t.vector(), at));
+                    }
+                    dead
                 }
-            }
+                Some(&KIND_TIDS) => {
+                    let list = TidList::parse(data);
+                    let dead = list.tids().filter(|tid| is_dead(tid)).count();
+                    scan.remaining += (list.count() - dead) as f64;
+                    dead
+                }
+                _ => 0,
+            };
             if dead > 0 {
                 changes.push(off);
+                scan.removed += dead as f64;
             }
-            remaining += (t.heap_tid_count() - dead) as f64;
-            removed += dead as f64;
         }
         if changes.is_empty() {
             continue;
@@ -74,46 +163,231 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let mut page = wal.page();
             for off in changes {
                 let data = page.item_mut(off).expect("item seen under the same lock");
-                let mut t = NodeTupleMut::edit(data, m);
-                // SAFETY: as above.
-                t.retain_heap_tids(|tid| !unsafe { callback(tid as *const _ as *mut _, callback_state) });
-                if t.as_ref().heap_tid_count() == 0 && !t.as_ref().is_deleted() {
-                    t.set_flags(t.as_ref().flags() | FLAG_DELETED);
-                    newly_deleted.push(t.as_ref().vector());
+                if data[0] == KIND_NODE {
+                    NodeTupleMut::edit(data, m).retain_heap_tids(|tid| !is_dead(tid));
+                } else {
+                    TidListMut::edit(data).retain(|tid| !is_dead(tid));
                 }
             }
         }
         wal.finish();
     }
-    mark_vectors_deleted(index, &mut newly_deleted);
-    // SAFETY: `stats` is ours (allocated above or passed in).
-    unsafe {
-        (*stats).tuples_removed += removed;
-        (*stats).num_index_tuples = remaining;
-        (*stats).num_pages = nblocks;
+    // An element whose TID lists are all empty now has no rows either.
+    for (node, vector, mut list) in check_lists {
+        let mut alive = false;
+        while list.is_valid() && !alive {
+            let buf = Buffer::read(index, list.block, Lock::Share);
+            let Some(data) = buf.page().item(list.offset) else { break };
+            let l = TidList::parse(data);
+            alive = l.count() > 0;
+            list = l.next();
+        }
+        if !alive {
+            newly_deleted.push((node, vector));
+        }
     }
-    stats
+    mark(index, m, &newly_deleted, FLAG_DELETED);
+    for (node, vector) in newly_deleted {
+        scan.deleted.insert(vector, node);
+    }
+    scan
 }
 
-/// Mirror the deleted flag into the vector tuples, which scans read while measuring.
-fn mark_vectors_deleted(index: pg_sys::Relation, refs: &mut [ItemRef]) {
-    refs.sort_unstable_by_key(|r| (r.block, r.offset));
-    let mut i = 0;
-    while i < refs.len() {
-        let block = refs[i].block;
+/// Set `flag` on both tuples of each (node ref, vector ref) element, a page at a time.
+fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag: u8) {
+    let mut by_page: HashMap<u32, Vec<(u16, bool)>> = HashMap::new();
+    for &(node, vector) in elements {
+        by_page.entry(node.block).or_default().push((node.offset, true));
+        by_page.entry(vector.block).or_default().push((vector.offset, false));
+    }
+    let mut blocks: Vec<u32> = by_page.keys().copied().collect();
+    blocks.sort_unstable();
+    for block in blocks {
+        delay_point();
         let buf = Buffer::read(index, block, Lock::Exclusive);
         let mut wal = Wal::start(index, &buf, Logging::Wal, false);
         {
             let mut page = wal.page();
-            while i < refs.len() && refs[i].block == block {
-                if let Some(data) = page.item_mut(refs[i].offset) {
-                    let flags = data[1];
-                    set_vector_flags(data, flags | FLAG_DELETED);
+            for &(off, is_node) in &by_page[&block] {
+                let Some(data) = page.item_mut(off) else { continue };
+                if is_node {
+                    let mut t = NodeTupleMut::edit(data, m);
+                    let flags = t.as_ref().flags();
+                    t.set_flags(flags | flag);
+                } else {
+                    let flags = VectorTuple::parse(data).flags();
+                    set_vector_flags(data, flags | flag);
                 }
-                i += 1;
             }
         }
         wal.finish();
+    }
+}
+
+/// If the entry point was deleted, make the highest live element the entry point (or leave
+/// the index without one if nothing is left).
+fn replace_entry(index: pg_sys::Relation, scan: &Scan) {
+    Meta::update(index, Logging::Wal, |meta| {
+        if !meta.has_entry() || !scan.deleted.contains_key(&meta.entry_vector) {
+            return false;
+        }
+        match scan.top {
+            Some((level, vector, node)) => {
+                meta.entry_vector = vector;
+                meta.entry_node = node;
+                meta.entry_level = level as u8;
+            }
+            None => {
+                meta.entry_vector = ItemRef::INVALID;
+                meta.entry_node = ItemRef::INVALID;
+                meta.entry_level = 0;
+            }
+        }
+        true
+    });
+}
+
+/// Phase 3: re-select every neighbour list that holds a deleted element.
+fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
+    let m = meta.m as usize;
+    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let mut r = Repair::<E> { index, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new() };
+    for block in 1..nblocks(index) {
+        delay_point();
+        // Which live elements on this page need work, and on which layers.
+        let todo: Vec<(ItemRef, Vec<usize>)> = {
+            let buf = Buffer::read(index, block, Lock::Share);
+            let page = buf.page();
+            if page.is_new() || page.opaque().kind != PAGE_DATA {
+                continue;
+            }
+            (1..=page.max_offset())
+                .filter_map(|off| {
+                    let data = page.item(off)?;
+                    if data.first() != Some(&KIND_NODE) {
+                        return None;
+                    }
+                    let t = NodeTuple::parse(data, m);
+                    if t.is_deleted() {
+                        return None;
+                    }
+                    let layers: Vec<usize> = (0..=t.level()).filter(|&l| t.neighbors(l).any(|n| deleted.contains_key(&n))).collect();
+                    (!layers.is_empty()).then(|| (ItemRef::new(block, off), layers))
+                })
+                .collect()
+        };
+        for (node, layers) in todo {
+            for layer in layers {
+                delay_point();
+                r.repair(node, layer);
+            }
+        }
+    }
+}
+
+struct Repair<'a, E: Elem> {
+    index: pg_sys::Relation,
+    m: usize,
+    dims: usize,
+    metric: Metric,
+    deleted: &'a HashMap<ItemRef, ItemRef>,
+    /// Vectors of the element being repaired (slot 0) and of its candidates.
+    arena: Vec<E>,
+}
+
+impl<E: Elem> Repair<'_, E> {
+    fn vector(&self, slot: usize) -> &[E] {
+        &self.arena[slot * self.dims..(slot + 1) * self.dims]
+    }
+
+    /// Copy the vector at `r` into the arena; its slot, or None if it is gone.
+    fn load(&mut self, r: ItemRef) -> Option<usize> {
+        let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
+        let data = buf.page().item(r.offset)?;
+        let t = VectorTuple::parse(data);
+        if t.flags() & FLAG_DELETED != 0 {
+            return None;
+        }
+        self.arena.extend_from_slice(t.values::<E>(self.dims));
+        Some(self.arena.len() / self.dims - 1)
+    }
+
+    fn repair(&mut self, node: ItemRef, layer: usize) {
+        let cap = layer_capacity(self.m, layer);
+        loop {
+            let (version, own, list) = {
+                let buf = Buffer::read(self.index, node.block, Lock::Share);
+                let Some(data) = buf.page().item(node.offset) else { return };
+                let t = NodeTuple::parse(data, self.m);
+                if t.is_deleted() || t.level() < layer {
+                    return;
+                }
+                (t.version(), t.vector(), t.neighbors(layer).collect::<Vec<_>>())
+            };
+            let dead: Vec<ItemRef> = list.iter().copied().filter(|n| self.deleted.contains_key(n)).collect();
+            if dead.is_empty() {
+                return;
+            }
+            // Candidates: the live neighbours, and the deleted ones' neighbours.
+            let mut seen: HashSet<ItemRef> = list.iter().copied().collect();
+            seen.insert(own);
+            let mut refs: Vec<ItemRef> = list.iter().copied().filter(|n| !self.deleted.contains_key(n)).collect();
+            for d in &dead {
+                let dnode = self.deleted[d];
+                let buf = Buffer::read(self.index, dnode.block, Lock::Share);
+                let Some(data) = buf.page().item(dnode.offset) else { continue };
+                for n in NodeTuple::parse(data, self.m).neighbors(layer) {
+                    if !self.deleted.contains_key(&n) && seen.insert(n) {
+                        refs.push(n);
+                    }
+                }
+            }
+            self.arena.clear();
+            if self.load(own).is_none() {
+                return;
+            }
+            let mut cands: Vec<Candidate<(ItemRef, usize)>> = Vec::with_capacity(refs.len());
+            for r in refs {
+                if let Some(slot) = self.load(r) {
+                    let d = E::distance(self.metric, self.vector(0), self.vector(slot));
+                    cands.push(Candidate::new(d, (r, slot)));
+                }
+            }
+            cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
+            let mut kept = Vec::with_capacity(cap);
+            select_neighbors(&cands, cap, true, |a, b| E::distance(self.metric, self.vector(a.1), self.vector(b.1)), &mut kept);
+            let new_list: Vec<ItemRef> = kept.iter().map(|c| c.item.0).collect();
+
+            let buf = Buffer::read(self.index, node.block, Lock::Exclusive);
+            let Some(data) = buf.page().item(node.offset) else { return };
+            if NodeTuple::parse(data, self.m).version() != version {
+                continue;
+            }
+            let mut wal = Wal::start(self.index, &buf, Logging::Wal, false);
+            {
+                let mut page = wal.page();
+                let data = page.item_mut(node.offset).expect("item checked under the same lock");
+                NodeTupleMut::edit(data, self.m).set_neighbors(layer, &new_list);
+            }
+            wal.finish();
+            return;
+        }
+    }
+}
+
+/// Phase 4: free the deleted elements and record their node pages in the free space map.
+fn free(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
+    let elements: Vec<(ItemRef, ItemRef)> = deleted.iter().map(|(&v, &n)| (n, v)).collect();
+    mark(index, meta.m as usize, &elements, FLAG_FREE);
+    let mut pages: Vec<u32> = elements.iter().map(|(n, _)| n.block).collect();
+    pages.sort_unstable();
+    pages.dedup();
+    // SAFETY: updating the open index's free space map (a hint, not WAL-logged).
+    unsafe {
+        for block in pages {
+            pg_sys::RecordPageWithFreeSpace(index, block, pg_sys::BLCKSZ as usize / 2);
+        }
+        pg_sys::IndexFreeSpaceMapVacuum(index);
     }
 }
 
@@ -123,13 +397,44 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     stats: *mut pg_sys::IndexBulkDeleteResult,
 ) -> *mut pg_sys::IndexBulkDeleteResult {
     // SAFETY: VACUUM passes a valid info.
-    if unsafe { (*info).analyze_only } {
+    let (index, analyze_only) = unsafe { ((*info).index, (*info).analyze_only) };
+    if analyze_only {
         return stats;
     }
+    if !stats.is_null() {
+        // SAFETY: `stats` came from ambulkdelete.
+        unsafe { (*stats).num_pages = nblocks(index) };
+        return stats;
+    }
+    // No bulk delete ran (nothing died): count the live rows so pg_class stays right.
     let stats = stats_or_new(stats);
-    // SAFETY: the index is open; `stats` is ours.
+    let m = Meta::read(index).m as usize;
+    let mut live = 0f64;
+    for block in 1..nblocks(index) {
+        delay_point();
+        let buf = Buffer::read(index, block, Lock::Share);
+        let page = buf.page();
+        if page.is_new() || page.opaque().kind != PAGE_DATA {
+            continue;
+        }
+        for off in 1..=page.max_offset() {
+            let Some(data) = page.item(off) else { continue };
+            match data.first() {
+                Some(&KIND_NODE) => {
+                    let t = NodeTuple::parse(data, m);
+                    if !t.is_deleted() {
+                        live += t.heap_tid_count() as f64;
+                    }
+                }
+                Some(&KIND_TIDS) => live += TidList::parse(data).count() as f64,
+                _ => {}
+            }
+        }
+    }
+    // SAFETY: `stats` is ours.
     unsafe {
-        (*stats).num_pages = pg_sys::RelationGetNumberOfBlocksInFork((*info).index, pg_sys::ForkNumber::MAIN_FORKNUM);
+        (*stats).num_pages = nblocks(index);
+        (*stats).num_index_tuples = live;
     }
     stats
 }

@@ -9,7 +9,7 @@
 //! ```text
 //! block 0   meta page      Meta (below) at PageGetContents; pd_lower past it
 //! block 1.. data pages     at most 64 items each (so a page is one word of the visited
-//!                          bitmap), each item a vector tuple or a node tuple:
+//!                          bitmap), each item a vector tuple, a node tuple or a TID list:
 //!
 //! vector tuple   0  u8   kind = 1
 //!                1  u8   flags (bit 0: element deleted; scans route through it, never return it)
@@ -17,14 +17,23 @@
 //!                8  ...  dims elements: f32 (vector) or f16 (halfvec), native order, 8-aligned
 //!
 //! node tuple     0  u8   kind = 2
-//!                1  u8   flags (bit 0: deleted)
+//!                1  u8   flags (as in the vector tuple, kept equal)
 //!                2  u8   level L (the element is on layers 0..=L)
-//!                3  u8   number of heap TIDs in use (0..=4)
+//!                3  u8   number of inline heap TIDs in use (0..=3)
 //!                4  6B   vector ref: where this element's vector tuple is
-//!               10  u16  version, bumped by every change of a neighbour list (optimistic updates)
-//!               12  4x6B heap TIDs (block u32, offset u16)
+//!               10  u16  version, bumped by every change (optimistic updates)
+//!               12  3x6B heap TIDs (block u32, offset u16)
+//!               30  6B   first TID-list tuple, for an element with more rows (duplicates)
 //!               36  per layer l in 0..=L: u16 count, then cap(l) refs of 6 bytes
 //!                        cap(0) = 2*m, cap(l>0) = m; unused slots are zero
+//!                        (a reused tuple may be longer than its level needs)
+//!
+//! TID list       0  u8   kind = 3
+//!                1  u8   flags
+//!                2  u16  count
+//!                4  u16  capacity (64)
+//!                6  6B   next TID-list tuple of the same element
+//!               12  ...  heap TIDs
 //!
 //! a ref (6 bytes): block u32 LE, offset u16 LE — the address of a tuple in this index.
 //! ```
@@ -34,9 +43,11 @@
 //! each expansion one more. Vectors and graph are separate tuples so that vectors pack densely
 //! (five 384-d float4 vectors per page) and neighbour updates rewrite only the small node tuple.
 //!
-//! The build writes vector tuples on pages of their own and node tuples after them; online
+//! Rows with identical vectors share one element (inline TIDs, then TID lists), so duplicates
+//! cannot crowd neighbour lists or fall out of reach. The build writes vector tuples page after
+//! page and puts node tuples in the room those pages leave, then on pages of their own; online
 //! inserts put an element's two tuples side by side on one page, so that one exclusive lock
-//! covers both. The meta page's `version` names this format; later formats (filter columns,
+//! covers both, or reuse the two tuples of an element VACUUM freed. The meta page's `version` names this format; later formats (filter columns,
 //! quantized vectors) bump it.
 
 pub mod buffer;

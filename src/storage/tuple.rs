@@ -1,4 +1,4 @@
-//! Encoding of the two tuple kinds on data pages (layout in the `storage` module docs).
+//! Encoding of the tuple kinds on data pages (layout in the `storage` module docs).
 //! Readers validate sizes against the tuple length, so a corrupt tuple gives an `ERROR`.
 
 use hnsw_core::metric::VectorElem;
@@ -10,13 +10,23 @@ use crate::types::raise;
 
 pub const KIND_VECTOR: u8 = 1;
 pub const KIND_NODE: u8 = 2;
+pub const KIND_TIDS: u8 = 3;
+/// The element has no live rows: searches route through it, never return it.
 pub const FLAG_DELETED: u8 = 1;
+/// A deleted element whose links VACUUM has removed: its two tuples may be reused by an
+/// insert (always together with FLAG_DELETED until they are).
+pub const FLAG_FREE: u8 = 2;
 
 pub const VECTOR_HEADER: usize = 8;
 pub const NODE_HEADER: usize = 12;
-pub const HEAP_TIDS: usize = 4;
+/// Heap TIDs kept in the node tuple; more go to a chain of TID-list tuples.
+pub const HEAP_TIDS: usize = 3;
 const TIDS_START: usize = NODE_HEADER;
-const LISTS_START: usize = TIDS_START + HEAP_TIDS * ItemRef::SIZE;
+const OVERFLOW_AT: usize = TIDS_START + HEAP_TIDS * ItemRef::SIZE;
+const LISTS_START: usize = OVERFLOW_AT + ItemRef::SIZE;
+/// TIDs per TID-list tuple.
+pub const TID_LIST_CAPACITY: usize = 64;
+const TID_LIST_HEADER: usize = 12;
 
 fn corrupt(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index tuple is corrupted: {what}"))
@@ -160,6 +170,15 @@ impl<'a> NodeTuple<'a> {
         (self.data[3] as usize).min(HEAP_TIDS)
     }
 
+    /// The first TID-list tuple of this element's other rows, if it has more than fit here.
+    pub fn overflow(&self) -> ItemRef {
+        ItemRef::read(&self.data[OVERFLOW_AT..OVERFLOW_AT + 6])
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.flags() & FLAG_FREE != 0
+    }
+
     /// Neighbour refs on `layer` (empty above the element's level).
     #[inline]
     pub fn neighbors(&self, layer: usize) -> impl Iterator<Item = ItemRef> + 'a {
@@ -198,12 +217,45 @@ impl<'a> NodeTupleMut<'a> {
     pub fn init(out: &'a mut Vec<u8>, m: usize, level: usize, vector: ItemRef, tid: ItemRef) -> NodeTupleMut<'a> {
         out.clear();
         out.resize(node_tuple_size(m, level), 0);
-        out[0] = KIND_NODE;
-        out[2] = level as u8;
-        out[3] = 1;
-        vector.write(&mut out[4..10]);
-        tid.write(&mut out[TIDS_START..TIDS_START + 6]);
-        NodeTupleMut { data: out, m }
+        let mut t = NodeTupleMut { data: out, m };
+        t.reset(level, vector, tid);
+        t
+    }
+
+    /// Make these bytes a fresh node tuple for a new element (reusing a freed one, whose
+    /// tuple may be larger than this level needs).
+    pub fn reset(&mut self, level: usize, vector: ItemRef, tid: ItemRef) {
+        if node_tuple_size(self.m, level) > self.data.len() {
+            corrupt("node tuple too small for its level");
+        }
+        self.data.fill(0);
+        self.data[0] = KIND_NODE;
+        self.data[2] = level as u8;
+        self.data[3] = 1;
+        vector.write(&mut self.data[4..10]);
+        tid.write(&mut self.data[TIDS_START..TIDS_START + 6]);
+        ItemRef::INVALID.write(&mut self.data[OVERFLOW_AT..OVERFLOW_AT + 6]);
+    }
+
+    /// Add a heap TID inline; false if the inline places are full.
+    pub fn push_heap_tid(&mut self, tid: ItemRef) -> bool {
+        let n = self.data[3] as usize;
+        if n >= HEAP_TIDS {
+            return false;
+        }
+        tid.write(&mut self.data[TIDS_START + n * 6..TIDS_START + n * 6 + 6]);
+        self.data[3] = n as u8 + 1;
+        true
+    }
+
+    pub fn set_overflow(&mut self, r: ItemRef) {
+        r.write(&mut self.data[OVERFLOW_AT..OVERFLOW_AT + 6]);
+        self.bump_version();
+    }
+
+    fn bump_version(&mut self) {
+        let v = u16::from_le_bytes([self.data[10], self.data[11]]).wrapping_add(1);
+        self.data[10..12].copy_from_slice(&v.to_le_bytes());
     }
 
     /// Edit an existing node tuple in place.
@@ -228,12 +280,12 @@ impl<'a> NodeTupleMut<'a> {
             r.write(&mut self.data[s + 2 + i * 6..s + 8 + i * 6]);
         }
         self.data[s + 2 + refs.len() * 6..s + 2 + cap * 6].fill(0);
-        let v = u16::from_le_bytes([self.data[10], self.data[11]]).wrapping_add(1);
-        self.data[10..12].copy_from_slice(&v.to_le_bytes());
+        self.bump_version();
     }
 
     pub fn set_flags(&mut self, flags: u8) {
         self.data[1] = flags;
+        self.bump_version();
     }
 
     /// Keep only the heap TIDs for which `keep` says so; returns how many were dropped.
@@ -249,6 +301,102 @@ impl<'a> NodeTupleMut<'a> {
         }
         self.data[TIDS_START + kept * 6..TIDS_START + n * 6].fill(0);
         self.data[3] = kept as u8;
+        n - kept
+    }
+}
+
+/// Size of a TID-list tuple.
+pub fn tid_list_size() -> usize {
+    maxalign(TID_LIST_HEADER + TID_LIST_CAPACITY * ItemRef::SIZE)
+}
+
+/// Build a TID-list tuple holding `tids` (at most [`TID_LIST_CAPACITY`]) and pointing at `next`.
+pub fn encode_tid_list(tids: &[ItemRef], next: ItemRef, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(tid_list_size(), 0);
+    out[0] = KIND_TIDS;
+    out[2..4].copy_from_slice(&(tids.len() as u16).to_le_bytes());
+    out[4..6].copy_from_slice(&(TID_LIST_CAPACITY as u16).to_le_bytes());
+    next.write(&mut out[6..12]);
+    for (i, t) in tids.iter().take(TID_LIST_CAPACITY).enumerate() {
+        t.write(&mut out[TID_LIST_HEADER + i * 6..TID_LIST_HEADER + i * 6 + 6]);
+    }
+}
+
+/// A TID-list tuple: more heap TIDs of an element with duplicate rows.
+pub struct TidList<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> TidList<'a> {
+    pub fn parse(data: &'a [u8]) -> TidList<'a> {
+        if data.len() < TID_LIST_HEADER || data[0] != KIND_TIDS {
+            corrupt("expected a TID-list tuple");
+        }
+        let t = TidList { data };
+        if TID_LIST_HEADER + t.capacity() * 6 > data.len() || t.count() > t.capacity() {
+            corrupt("TID-list tuple shorter than its capacity");
+        }
+        t
+    }
+
+    pub fn count(&self) -> usize {
+        u16::from_le_bytes([self.data[2], self.data[3]]) as usize
+    }
+
+    pub fn capacity(&self) -> usize {
+        u16::from_le_bytes([self.data[4], self.data[5]]) as usize
+    }
+
+    pub fn next(&self) -> ItemRef {
+        ItemRef::read(&self.data[6..12])
+    }
+
+    pub fn tids(&self) -> impl Iterator<Item = pg_sys::ItemPointerData> + 'a {
+        let data = self.data;
+        (0..self.count()).map(move |i| to_tid(ItemRef::read(&data[TID_LIST_HEADER + i * 6..])))
+    }
+}
+
+/// A TID-list tuple being changed in place.
+pub struct TidListMut<'a> {
+    data: &'a mut [u8],
+}
+
+impl<'a> TidListMut<'a> {
+    pub fn edit(data: &'a mut [u8]) -> TidListMut<'a> {
+        TidList::parse(data);
+        TidListMut { data }
+    }
+
+    pub fn push(&mut self, tid: ItemRef) -> bool {
+        let t = TidList { data: self.data };
+        let (n, cap) = (t.count(), t.capacity());
+        if n >= cap {
+            return false;
+        }
+        tid.write(&mut self.data[TID_LIST_HEADER + n * 6..TID_LIST_HEADER + n * 6 + 6]);
+        self.data[2..4].copy_from_slice(&(n as u16 + 1).to_le_bytes());
+        true
+    }
+
+    pub fn set_next(&mut self, next: ItemRef) {
+        next.write(&mut self.data[6..12]);
+    }
+
+    /// Keep only the TIDs `keep` says so; returns how many were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(&pg_sys::ItemPointerData) -> bool) -> usize {
+        let n = TidList { data: self.data }.count();
+        let mut kept = 0;
+        for i in 0..n {
+            let r = ItemRef::read(&self.data[TID_LIST_HEADER + i * 6..]);
+            if keep(&to_tid(r)) {
+                r.write(&mut self.data[TID_LIST_HEADER + kept * 6..TID_LIST_HEADER + kept * 6 + 6]);
+                kept += 1;
+            }
+        }
+        self.data[TID_LIST_HEADER + kept * 6..TID_LIST_HEADER + n * 6].fill(0);
+        self.data[2..4].copy_from_slice(&(kept as u16).to_le_bytes());
         n - kept
     }
 }
