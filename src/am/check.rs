@@ -3,7 +3,7 @@
 //! that every link points at a live vector tuple of an element on that layer, and the entry
 //! point — and returns a readable report. Read-only; takes share locks one page at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgRelation};
@@ -211,6 +211,31 @@ pub fn check(index: pg_sys::Relation) -> Report {
         }
         if !e.deleted && layer0 > 0 && layer0_live == 0 {
             r.problem(format!("({},{}): live element links only to deleted elements", e.node.block, e.node.offset));
+        }
+    }
+    // Every live element must be reachable on layer 0 from the entry point, through deleted
+    // ones too (they route): a row nothing reaches is a row no search returns.
+    if meta.has_entry() {
+        let mut reached: HashSet<ItemRef> = HashSet::new();
+        let mut stack = vec![meta.entry_vector];
+        reached.insert(meta.entry_vector);
+        while let Some(v) = stack.pop() {
+            let Some((node, _)) = vectors.get(&v) else { continue };
+            let Some((_, e)) = elements.get(node) else { continue };
+            for &(layer, n) in &e.links {
+                if layer == 0 && reached.insert(n) {
+                    stack.push(n);
+                }
+            }
+        }
+        let lost: Vec<&Element> = elements.iter().filter(|(_, (v, e))| !e.deleted && !reached.contains(v)).map(|(_, (_, e))| e).collect();
+        if let Some(e) = lost.first() {
+            r.problem(format!(
+                "{} live element(s) unreachable from the entry point, e.g. ({},{})",
+                lost.len(),
+                e.node.block,
+                e.node.offset
+            ));
         }
     }
     if meta.has_entry() {

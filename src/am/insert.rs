@@ -178,9 +178,17 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
     selected.truncate(level + 1);
 
     let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, scratch: Vec::new() };
+    let mut reachable = false;
     for (layer, sel) in selected.iter().enumerate() {
         for c in sel {
-            connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, layer);
+            reachable |= connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, layer, false) && layer == 0;
+        }
+    }
+    // If every neighbour's heuristic turned the new element down, nothing links to it and no
+    // search could ever return its row: its nearest neighbour takes it regardless.
+    if !reachable {
+        if let Some(c) = selected[0].first() {
+            connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, 0, true);
         }
     }
     if level > top {
@@ -483,7 +491,9 @@ struct Connect<'a, E: Elem> {
 
 impl<E: Elem> Connect<'_, E> {
     /// Make `e` (whose vector is `e_vec`) link to the new element `new` at distance `d`.
-    fn link(&mut self, e: Node, e_vec: &[E], d: f32, new: ItemRef, layer: usize) {
+    /// With `force`, a full list that the heuristic would keep as it is gives up its last
+    /// entry instead. Returns whether `e` links to `new` afterwards.
+    fn link(&mut self, e: Node, e_vec: &[E], d: f32, new: ItemRef, layer: usize, force: bool) -> bool {
         let cap = layer_capacity(self.m, layer);
         // A retry happens only when another backend changed this list meanwhile, so some
         // backend always makes progress; interrupts are honoured while retrying.
@@ -491,15 +501,15 @@ impl<E: Elem> Connect<'_, E> {
             check_for_interrupts!();
             let (version, list) = {
                 let buf = Buffer::read(self.index, e.node.block, Lock::Share);
-                let Some(data) = buf.page().item(e.node.offset) else { return };
+                let Some(data) = buf.page().item(e.node.offset) else { return false };
                 let t = NodeTuple::parse(data, self.m);
-                if t.level() < layer {
-                    return;
+                if t.level() < layer || t.is_deleted() {
+                    return false;
                 }
                 (t.version(), t.neighbors(layer).collect::<Vec<_>>())
             };
             if list.contains(&new) {
-                return;
+                return true;
             }
             let new_list = if list.len() < cap {
                 let mut l = list;
@@ -508,12 +518,17 @@ impl<E: Elem> Connect<'_, E> {
             } else {
                 match self.reselect(e_vec, &list, d, new, cap) {
                     Some(l) => l,
+                    None if force => {
+                        let mut l = list;
+                        *l.last_mut().expect("a full list is not empty") = new;
+                        l
+                    }
                     // The heuristic keeps the old list: nothing to write.
-                    None => return,
+                    None => return false,
                 }
             };
             let buf = Buffer::read(self.index, e.node.block, Lock::Exclusive);
-            let Some(data) = buf.page().item(e.node.offset) else { return };
+            let Some(data) = buf.page().item(e.node.offset) else { return false };
             if NodeTuple::parse(data, self.m).version() != version {
                 continue;
             }
@@ -524,7 +539,7 @@ impl<E: Elem> Connect<'_, E> {
                 NodeTupleMut::edit(data, self.m).set_neighbors(layer, &new_list);
             }
             wal.finish();
-            return;
+            return true;
         }
     }
 

@@ -13,6 +13,9 @@
 //!    with the same optimistic version check as inserts, so both may run at once.
 //! 4. **Free.** No live element links to a deleted one any more: mark them free and tell the
 //!    free space map, so inserts reuse their tuples instead of growing the index.
+//! 5. **Reconnect** (in `amvacuumcleanup`, so every VACUUM and autovacuum runs it, with or
+//!    without dead rows): every live element must be reachable from the entry point; see
+//!    [`reconnect`].
 //!
 //! `vacuum_delay_point()` runs for every page and every repair: VACUUM honours cost-based
 //! delay and can be cancelled at any point; a cancelled run leaves deleted elements that the
@@ -22,12 +25,13 @@ use std::collections::{HashMap, HashSet};
 
 use half::f16;
 use hnsw_core::graph::heuristic::select_neighbors;
-use hnsw_core::graph::Candidate;
+use hnsw_core::graph::search::{greedy_closest, search_layer};
+use hnsw_core::graph::{Candidate, SearchScratch, Visited};
 use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::graph::Elem;
+use super::graph::{DiskWalk, Elem};
 use super::insert::{PageLock, INSERT_LOCK};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
@@ -401,40 +405,151 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     if analyze_only {
         return stats;
     }
-    if !stats.is_null() {
-        // SAFETY: `stats` came from ambulkdelete.
-        unsafe { (*stats).num_pages = nblocks(index) };
-        return stats;
-    }
-    // No bulk delete ran (nothing died): count the live rows so pg_class stays right.
+    let meta = Meta::read(index);
+    let live = match meta.elem {
+        ELEM_F16 => reconnect::<f16>(index, &meta),
+        _ => reconnect::<f32>(index, &meta),
+    };
+    let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);
-    let m = Meta::read(index).m as usize;
-    let mut live = 0f64;
-    for block in 1..nblocks(index) {
-        delay_point();
-        let buf = Buffer::read(index, block, Lock::Share);
-        let page = buf.page();
-        if page.is_new() || page.opaque().kind != PAGE_DATA {
-            continue;
+    // SAFETY: `stats` is ours (allocated above, or from ambulkdelete).
+    unsafe {
+        (*stats).num_pages = nblocks(index);
+        if !had_stats {
+            // No bulk delete ran: the count keeps pg_class.reltuples right.
+            (*stats).num_index_tuples = live;
         }
-        for off in 1..=page.max_offset() {
-            let Some(data) = page.item(off) else { continue };
-            match data.first() {
-                Some(&KIND_NODE) => {
-                    let t = NodeTuple::parse(data, m);
-                    if !t.is_deleted() {
-                        live += t.heap_tid_count() as f64;
+    }
+    stats
+}
+
+/// One element as the reachability pass sees it.
+struct Reach {
+    node: ItemRef,
+    live: bool,
+    links: Vec<ItemRef>,
+}
+
+/// Make every live element reachable on layer 0 from the entry point again, and count the
+/// live heap TIDs on the way. Neighbour selection prunes links without regard to in-degree, so
+/// now and then (about once per 10^4 inserts or deletes here) an element loses its last
+/// incoming link, and a row no search can return is as bad as a lost row. Each such element
+/// gets a link from a reachable neighbour — its own nearest reachable neighbour, or the nearest
+/// reachable element a search finds — taking that neighbour's last place if its list is full;
+/// that can orphan the displaced element, so the pass repeats (a few rounds at most).
+fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta) -> f64 {
+    let m = meta.m as usize;
+    let mut live_tids = 0f64;
+    for _round in 0..4 {
+        live_tids = 0.0;
+        let mut graph: HashMap<ItemRef, Reach> = HashMap::new();
+        for block in 1..nblocks(index) {
+            delay_point();
+            let buf = Buffer::read(index, block, Lock::Share);
+            let page = buf.page();
+            if page.is_new() || page.opaque().kind != PAGE_DATA {
+                continue;
+            }
+            for off in 1..=page.max_offset() {
+                let Some(data) = page.item(off) else { continue };
+                match data.first() {
+                    Some(&KIND_NODE) => {
+                        let t = NodeTuple::parse(data, m);
+                        if !t.is_deleted() {
+                            live_tids += t.heap_tid_count() as f64;
+                        }
+                        let r = Reach { node: ItemRef::new(block, off), live: !t.is_deleted(), links: t.neighbors(0).collect() };
+                        graph.insert(t.vector(), r);
+                    }
+                    Some(&KIND_TIDS) => live_tids += TidList::parse(data).count() as f64,
+                    _ => {}
+                }
+            }
+        }
+        let meta = Meta::read(index);
+        if !meta.has_entry() {
+            return live_tids;
+        }
+        let mut reached: HashSet<ItemRef> = HashSet::new();
+        let spread = |from: ItemRef, reached: &mut HashSet<ItemRef>| {
+            let mut stack = vec![from];
+            reached.insert(from);
+            while let Some(v) = stack.pop() {
+                for &n in graph.get(&v).map(|e| e.links.as_slice()).unwrap_or_default() {
+                    if reached.insert(n) {
+                        stack.push(n);
                     }
                 }
-                Some(&KIND_TIDS) => live += TidList::parse(data).count() as f64,
-                _ => {}
+            }
+        };
+        spread(meta.entry_vector, &mut reached);
+        let lost: Vec<ItemRef> = graph.iter().filter(|(v, e)| e.live && !reached.contains(v)).map(|(v, _)| *v).collect();
+        if lost.is_empty() {
+            return live_tids;
+        }
+        for v in lost {
+            delay_point();
+            if reached.contains(&v) {
+                continue;
+            }
+            let e = &graph[&v];
+            let from = e.links.iter().copied().find(|n| reached.contains(n) && graph.get(n).is_some_and(|x| x.live));
+            let from = from.or_else(|| nearest_reachable::<E>(index, &meta, v, &reached, &graph));
+            if let Some(from) = from {
+                force_link(index, m, graph[&from].node, v);
+                spread(v, &mut reached);
             }
         }
     }
-    // SAFETY: `stats` is ours.
-    unsafe {
-        (*stats).num_pages = nblocks(index);
-        (*stats).num_index_tuples = live;
+    live_tids
+}
+
+/// The nearest live, reachable element a search from the entry point finds for `v`'s vector.
+fn nearest_reachable<E: Elem>(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    v: ItemRef,
+    reached: &HashSet<ItemRef>,
+    graph: &HashMap<ItemRef, Reach>,
+) -> Option<ItemRef> {
+    let metric = Metric::from_u8(meta.metric)?;
+    let query: Vec<E> = {
+        let buf = Buffer::read(index, v.block, Lock::Share);
+        VectorTuple::parse(buf.page().item(v.offset)?).values::<E>(meta.dims as usize).to_vec()
+    };
+    let mut walk = DiskWalk::new(index, meta, |x: &[E]| E::distance(metric, &query, x), Visited::default(), false);
+    let mut cur = walk.measure(meta.entry_vector);
+    let mut buf = Vec::new();
+    for layer in (1..=meta.entry_level as usize).rev() {
+        cur = greedy_closest(&mut walk, cur, layer, &mut buf);
     }
-    stats
+    let mut found = Vec::new();
+    search_layer(&mut walk, &[cur], meta.ef_construction as usize, 0, &mut SearchScratch::default(), &mut found);
+    found
+        .iter()
+        .map(|c| c.item.vector)
+        .find(|n| *n != v && reached.contains(n) && graph.get(n).is_some_and(|x| x.live))
+}
+
+/// Put `target` (a vector ref) into the layer-0 list of the element whose node tuple is
+/// `node`, replacing its last entry if the list is full.
+fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, target: ItemRef) {
+    let cap = layer_capacity(m, 0);
+    let buf = Buffer::read(index, node.block, Lock::Exclusive);
+    let Some(data) = buf.page().item(node.offset) else { return };
+    let mut list: Vec<ItemRef> = NodeTuple::parse(data, m).neighbors(0).collect();
+    if list.contains(&target) {
+        return;
+    }
+    if list.len() >= cap {
+        list.pop();
+    }
+    list.push(target);
+    let mut wal = Wal::start(index, &buf, Logging::Wal, false);
+    {
+        let mut page = wal.page();
+        let data = page.item_mut(node.offset).expect("item checked under the same lock");
+        NodeTupleMut::edit(data, m).set_neighbors(0, &list);
+    }
+    wal.finish();
 }
