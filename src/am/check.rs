@@ -182,6 +182,10 @@ pub fn check(index: pg_sys::Relation) -> Report {
         }
     }
     for (_, e) in elements.values() {
+        if e.free {
+            // A freed element's lists are leftovers nobody follows.
+            continue;
+        }
         let (mut layer0, mut layer0_live) = (0, 0);
         for &(layer, n) in &e.links {
             r.links += 1;
@@ -222,7 +226,7 @@ pub fn check(index: pg_sys::Relation) -> Report {
         while let Some(v) = stack.pop() {
             let Some((node, _)) = vectors.get(&v) else { continue };
             let Some((_, e)) = elements.get(node) else { continue };
-            for &(layer, n) in &e.links {
+            for &(layer, n) in e.links.iter().filter(|_| !e.free) {
                 if layer == 0 && reached.insert(n) {
                     stack.push(n);
                 }

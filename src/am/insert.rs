@@ -177,7 +177,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
     let (vref, nref, level) = place(index, &meta, vector, level, &lists, tid, logging);
     selected.truncate(level + 1);
 
-    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, scratch: Vec::new() };
+    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new() };
     let mut reachable = false;
     for (layer, sel) in selected.iter().enumerate() {
         for c in sel {
@@ -187,8 +187,10 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
     // If every neighbour's heuristic turned the new element down, nothing links to it and no
     // search could ever return its row: its nearest neighbour takes it regardless.
     if !reachable {
-        if let Some(c) = selected[0].first() {
-            connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, 0, true);
+        for c in &selected[0] {
+            if connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, 0, true) {
+                break;
+            }
         }
     }
     if level > top {
@@ -485,14 +487,19 @@ struct Connect<'a, E: Elem> {
     metric: Metric,
     logging: Logging,
     new_vector: &'a [E],
+    /// The new element's node tuple.
+    new_node: ItemRef,
     /// Vectors of a full list being re-selected.
     scratch: Vec<E>,
 }
 
 impl<E: Elem> Connect<'_, E> {
     /// Make `e` (whose vector is `e_vec`) link to the new element `new` at distance `d`.
-    /// With `force`, a full list that the heuristic would keep as it is gives up its last
-    /// entry instead. Returns whether `e` links to `new` afterwards.
+    /// Make `e` link to `new`. When `e`'s list is full, the neighbour heuristic picks the entry
+    /// to give up (with `force`, the list's last entries are candidates even if the heuristic
+    /// would rather keep the list as it is); an entry is only given up if another element
+    /// still links to it, so that making room never leaves a row unreachable. Returns whether
+    /// `e` links to `new` afterwards.
     fn link(&mut self, e: Node, e_vec: &[E], d: f32, new: ItemRef, layer: usize, force: bool) -> bool {
         let cap = layer_capacity(self.m, layer);
         // A retry happens only when another backend changed this list meanwhile, so some
@@ -516,14 +523,8 @@ impl<E: Elem> Connect<'_, E> {
                 l.push(new);
                 l
             } else {
-                match self.reselect(e_vec, &list, d, new, cap) {
+                match self.reselect(e, e_vec, &list, d, new, layer, force) {
                     Some(l) => l,
-                    None if force => {
-                        let mut l = list;
-                        *l.last_mut().expect("a full list is not empty") = new;
-                        l
-                    }
-                    // The heuristic keeps the old list: nothing to write.
                     None => return false,
                 }
             };
@@ -543,33 +544,88 @@ impl<E: Elem> Connect<'_, E> {
         }
     }
 
-    /// Choose among a full list plus the new element with the heuristic; `None` if the new
-    /// element is not chosen (then the list stays as it is).
-    fn reselect(&mut self, e_vec: &[E], list: &[ItemRef], d_new: f32, new: ItemRef, cap: usize) -> Option<Vec<ItemRef>> {
+    /// Choose among a full list plus the new element: the heuristic's kept entries, then the
+    /// pruned ones nearest first; the entry left over goes, if something else links to it,
+    /// else the next farthest pruned one that qualifies. `None`: the list stays as it is.
+    #[allow(clippy::too_many_arguments)]
+    fn reselect(&mut self, e: Node, e_vec: &[E], list: &[ItemRef], d_new: f32, new: ItemRef, layer: usize, force: bool) -> Option<Vec<ItemRef>> {
         let dims = self.dims;
         self.scratch.clear();
-        // (ref, slot of its vector in `scratch`); candidates point into this.
-        let mut members: Vec<(ItemRef, usize)> = Vec::with_capacity(list.len() + 1);
+        // (vector ref, node ref, slot of its vector in `scratch`); candidates point into this.
+        let mut members: Vec<(ItemRef, ItemRef, usize)> = Vec::with_capacity(list.len() + 1);
         let mut cands: Vec<Candidate<usize>> = Vec::with_capacity(list.len() + 1);
         for r in list {
             let buf = Buffer::read(self.index, r.block, Lock::Share);
             let Some(data) = buf.page().item(r.offset) else { continue };
-            let v = VectorTuple::parse(data).values::<E>(dims);
+            let t = VectorTuple::parse(data);
+            let v = t.values::<E>(dims);
             cands.push(Candidate::new(E::distance(self.metric, e_vec, v), members.len()));
-            members.push((*r, self.scratch.len() / dims));
+            members.push((*r, t.node(), self.scratch.len() / dims));
             self.scratch.extend_from_slice(v);
         }
-        cands.push(Candidate::new(d_new, members.len()));
-        members.push((new, self.scratch.len() / dims));
+        let new_at = members.len();
+        cands.push(Candidate::new(d_new, new_at));
+        members.push((new, self.new_node, self.scratch.len() / dims));
         self.scratch.extend_from_slice(self.new_vector);
         cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
-        let scratch = &self.scratch;
-        let vec_of = |i: usize| &scratch[members[i].1 * dims..(members[i].1 + 1) * dims];
-        let mut kept = Vec::with_capacity(cap);
-        select_neighbors(&cands, cap, true, |a, b| E::distance(self.metric, vec_of(*a), vec_of(*b)), &mut kept);
-        if !kept.iter().any(|c| members[c.item].0 == new) {
-            return None;
+        // The heuristic's kept set, and the pruned ones (nearest first).
+        let (mut kept, mut pruned): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        {
+            let scratch = &self.scratch;
+            let vec_of = |i: usize| &scratch[members[i].2 * dims..(members[i].2 + 1) * dims];
+            for c in &cands {
+                let closer = kept.iter().any(|&k| E::distance(self.metric, vec_of(c.item), vec_of(k)) < c.dist);
+                if closer || kept.len() >= list.len() {
+                    pruned.push(c.item);
+                } else {
+                    kept.push(c.item);
+                }
+            }
         }
-        Some(kept.iter().map(|c| members[c.item].0).collect())
+        let mut order: Vec<usize> = kept.iter().chain(&pruned).copied().collect();
+        // One entry must go: the last of `order`, or with `force` (when the heuristic would
+        // drop the new element) any of the last few. Only one another element links to.
+        let candidates: Vec<usize> = order.iter().rev().take(if force { 4 } else { 3 }).copied().collect();
+        for &x in &candidates {
+            if x == new_at {
+                if force {
+                    continue;
+                }
+                return None;
+            }
+            if self.linked_from_elsewhere(members[x].0, members[x].1, e.vector, layer) {
+                order.retain(|&i| i != x);
+                return Some(order.iter().map(|&i| members[i].0).collect());
+            }
+        }
+        None
+    }
+
+    /// Whether some element other than `except` links to `x` on `layer`: looked for among
+    /// the nearest of `x`'s own neighbours (links are mostly mutual), so a `false` can be
+    /// wrong, never a `true`.
+    fn linked_from_elsewhere(&mut self, x: ItemRef, x_node: ItemRef, except: ItemRef, layer: usize) -> bool {
+        let neighbours: Vec<ItemRef> = {
+            let buf = Buffer::read_recent(self.index, x_node.block, Lock::Share);
+            let Some(data) = buf.page().item(x_node.offset) else { return false };
+            NodeTuple::parse(data, self.m).neighbors(layer).filter(|n| *n != except).take(8).collect()
+        };
+        for y in neighbours {
+            let y_node = {
+                let buf = Buffer::read_recent(self.index, y.block, Lock::Share);
+                let Some(data) = buf.page().item(y.offset) else { continue };
+                let t = VectorTuple::parse(data);
+                if t.flags() & FLAG_DELETED != 0 {
+                    continue;
+                }
+                t.node()
+            };
+            let buf = Buffer::read_recent(self.index, y_node.block, Lock::Share);
+            let Some(data) = buf.page().item(y_node.offset) else { continue };
+            if NodeTuple::parse(data, self.m).neighbors(layer).any(|n| n == x) {
+                return true;
+            }
+        }
+        false
     }
 }

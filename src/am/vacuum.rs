@@ -7,10 +7,11 @@
 //! 2. **Barrier.** Take and release the lock every insert holds in share mode: inserts that
 //!    saw a now-deleted element alive (and might link to it) have finished.
 //! 3. **Repair.** If the entry point died, the live element with the highest level replaces it.
-//!    Every live element with a deleted neighbour gets that layer's list re-selected with the
-//!    neighbour heuristic from its live neighbours plus the deleted neighbours' neighbours —
-//!    a local repair that reconnects through the hole, not a fresh search. Lists are written
-//!    with the same optimistic version check as inserts, so both may run at once.
+//!    Every live element must be reachable through live elements alone (see [`reconnect`]).
+//!    Then every live element with a deleted neighbour keeps its live neighbours and gives the
+//!    deleted ones' places to the deleted neighbours' neighbours, chosen with the neighbour
+//!    heuristic — a local repair that reconnects through the hole, not a fresh search. Lists
+//!    are written with the same optimistic version check as inserts, so both may run at once.
 //! 4. **Free.** No live element links to a deleted one any more: mark them free and tell the
 //!    free space map, so inserts reuse their tuples instead of growing the index.
 //! 5. **Reconnect** (in `amvacuumcleanup`, so every VACUUM and autovacuum runs it, with or
@@ -24,7 +25,6 @@
 use std::collections::{HashMap, HashSet};
 
 use half::f16;
-use hnsw_core::graph::heuristic::select_neighbors;
 use hnsw_core::graph::search::{greedy_closest, search_layer};
 use hnsw_core::graph::{Candidate, SearchScratch, Visited};
 use hnsw_core::metric::Metric;
@@ -91,8 +91,14 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         drop(PageLock::exclusive(index, INSERT_LOCK));
         replace_entry(index, &scan);
         match meta.elem {
-            ELEM_F16 => repair::<f16>(index, &meta, &scan.deleted),
-            _ => repair::<f32>(index, &meta, &scan.deleted),
+            ELEM_F16 => {
+                reconnect::<f16>(index, &meta, true);
+                repair::<f16>(index, &meta, &scan.deleted);
+            }
+            _ => {
+                reconnect::<f32>(index, &meta, true);
+                repair::<f32>(index, &meta, &scan.deleted);
+            }
         }
         free(index, &meta, &scan.deleted);
     }
@@ -357,10 +363,26 @@ impl<E: Elem> Repair<'_, E> {
                     cands.push(Candidate::new(d, (r, slot)));
                 }
             }
+            // The live neighbours all stay (so repair never takes away a way in: see
+            // `reconnect`); the places of the deleted ones go to the candidates the heuristic
+            // prefers, then to the nearest others.
             cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
-            let mut kept = Vec::with_capacity(cap);
-            select_neighbors(&cands, cap, true, |a, b| E::distance(self.metric, self.vector(a.1), self.vector(b.1)), &mut kept);
-            let new_list: Vec<ItemRef> = kept.iter().map(|c| c.item.0).collect();
+            let (live, fresh): (Vec<_>, Vec<_>) = cands.into_iter().partition(|c| list.contains(&c.item.0));
+            let room = cap.saturating_sub(live.len());
+            let mut chosen: Vec<(ItemRef, usize)> = live.iter().map(|c| c.item).collect();
+            let mut pruned = Vec::new();
+            for c in fresh {
+                if chosen.len() - live.len() >= room {
+                    break;
+                }
+                if chosen.iter().any(|k| E::distance(self.metric, self.vector(c.item.1), self.vector(k.1)) < c.dist) {
+                    pruned.push(c.item);
+                } else {
+                    chosen.push(c.item);
+                }
+            }
+            chosen.extend(pruned.into_iter().take(room.saturating_sub(chosen.len() - live.len())));
+            let new_list: Vec<ItemRef> = chosen.iter().map(|c| c.0).collect();
 
             let buf = Buffer::read(self.index, node.block, Lock::Exclusive);
             let Some(data) = buf.page().item(node.offset) else { return };
@@ -407,8 +429,8 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     }
     let meta = Meta::read(index);
     let live = match meta.elem {
-        ELEM_F16 => reconnect::<f16>(index, &meta),
-        _ => reconnect::<f32>(index, &meta),
+        ELEM_F16 => reconnect::<f16>(index, &meta, false),
+        _ => reconnect::<f32>(index, &meta, false),
     };
     let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);
@@ -435,9 +457,13 @@ struct Reach {
 /// now and then (about once per 10^4 inserts or deletes here) an element loses its last
 /// incoming link, and a row no search can return is as bad as a lost row. Each such element
 /// gets a link from a reachable neighbour — its own nearest reachable neighbour, or the nearest
-/// reachable element a search finds — taking that neighbour's last place if its list is full;
-/// that can orphan the displaced element, so the pass repeats (a few rounds at most).
-fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta) -> f64 {
+/// reachable element a search finds — taking, if that neighbour's list is full, the place of an
+/// entry that other elements link to as well.
+///
+/// With `live_only`, deleted elements do not route: every live element must be reachable
+/// through live ones alone. VACUUM establishes that before it repairs (which only ever adds
+/// links between live elements), so a VACUUM cancelled at any point leaves every row reachable.
+fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> f64 {
     let m = meta.m as usize;
     let mut live_tids = 0f64;
     for _round in 0..4 {
@@ -458,7 +484,9 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta) -> f64 {
                         if !t.is_deleted() {
                             live_tids += t.heap_tid_count() as f64;
                         }
-                        let r = Reach { node: ItemRef::new(block, off), live: !t.is_deleted(), links: t.neighbors(0).collect() };
+                        // A freed element's lists are leftovers nobody follows.
+                        let links = if t.is_free() || (live_only && t.is_deleted()) { Vec::new() } else { t.neighbors(0).collect() };
+                        let r = Reach { node: ItemRef::new(block, off), live: !t.is_deleted(), links };
                         graph.insert(t.vector(), r);
                     }
                     Some(&KIND_TIDS) => live_tids += TidList::parse(data).count() as f64,
@@ -476,7 +504,7 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta) -> f64 {
             reached.insert(from);
             while let Some(v) = stack.pop() {
                 for &n in graph.get(&v).map(|e| e.links.as_slice()).unwrap_or_default() {
-                    if reached.insert(n) {
+                    if !(live_only && graph.get(&n).is_some_and(|x| !x.live)) && reached.insert(n) {
                         stack.push(n);
                     }
                 }
@@ -487,16 +515,25 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta) -> f64 {
         if lost.is_empty() {
             return live_tids;
         }
+        // In-degrees on layer 0 from reachable elements (freed and unreachable ones do not
+        // count), so that making room never orphans another element.
+        let mut indeg: HashMap<ItemRef, u32> = HashMap::new();
+        for (v, e) in &graph {
+            if reached.contains(v) {
+                for &n in &e.links {
+                    *indeg.entry(n).or_default() += 1;
+                }
+            }
+        }
         for v in lost {
             delay_point();
             if reached.contains(&v) {
                 continue;
             }
-            let e = &graph[&v];
-            let from = e.links.iter().copied().find(|n| reached.contains(n) && graph.get(n).is_some_and(|x| x.live));
-            let from = from.or_else(|| nearest_reachable::<E>(index, &meta, v, &reached, &graph));
-            if let Some(from) = from {
-                force_link(index, m, graph[&from].node, v);
+            let usable = |n: &ItemRef| reached.contains(n) && graph.get(n).is_some_and(|x| x.live);
+            let mut from: Vec<ItemRef> = graph[&v].links.iter().copied().filter(usable).collect();
+            from.extend(nearest_reachable::<E>(index, &meta, v).into_iter().filter(|n| *n != v && usable(n)));
+            if from.into_iter().any(|f| force_link(index, m, graph[&f].node, v, &mut indeg)) {
                 spread(v, &mut reached);
             }
         }
@@ -504,18 +541,13 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta) -> f64 {
     live_tids
 }
 
-/// The nearest live, reachable element a search from the entry point finds for `v`'s vector.
-fn nearest_reachable<E: Elem>(
-    index: pg_sys::Relation,
-    meta: &Meta,
-    v: ItemRef,
-    reached: &HashSet<ItemRef>,
-    graph: &HashMap<ItemRef, Reach>,
-) -> Option<ItemRef> {
-    let metric = Metric::from_u8(meta.metric)?;
+/// Elements near `v`'s vector, nearest first, as a search from the entry point finds them.
+fn nearest_reachable<E: Elem>(index: pg_sys::Relation, meta: &Meta, v: ItemRef) -> Vec<ItemRef> {
+    let Some(metric) = Metric::from_u8(meta.metric) else { return Vec::new() };
     let query: Vec<E> = {
         let buf = Buffer::read(index, v.block, Lock::Share);
-        VectorTuple::parse(buf.page().item(v.offset)?).values::<E>(meta.dims as usize).to_vec()
+        let Some(data) = buf.page().item(v.offset) else { return Vec::new() };
+        VectorTuple::parse(data).values::<E>(meta.dims as usize).to_vec()
     };
     let mut walk = DiskWalk::new(index, meta, |x: &[E]| E::distance(metric, &query, x), Visited::default(), false);
     let mut cur = walk.measure(meta.entry_vector);
@@ -525,26 +557,29 @@ fn nearest_reachable<E: Elem>(
     }
     let mut found = Vec::new();
     search_layer(&mut walk, &[cur], meta.ef_construction as usize, 0, &mut SearchScratch::default(), &mut found);
-    found
-        .iter()
-        .map(|c| c.item.vector)
-        .find(|n| *n != v && reached.contains(n) && graph.get(n).is_some_and(|x| x.live))
+    found.iter().map(|c| c.item.vector).collect()
 }
 
 /// Put `target` (a vector ref) into the layer-0 list of the element whose node tuple is
-/// `node`, replacing its last entry if the list is full.
-fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, target: ItemRef) {
+/// `node`. A full list gives up its last entry that other elements also link to (in-degree
+/// above one), so no element loses its only way in; if there is none the link is not made.
+fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, target: ItemRef, indeg: &mut HashMap<ItemRef, u32>) -> bool {
     let cap = layer_capacity(m, 0);
     let buf = Buffer::read(index, node.block, Lock::Exclusive);
-    let Some(data) = buf.page().item(node.offset) else { return };
+    let Some(data) = buf.page().item(node.offset) else { return false };
     let mut list: Vec<ItemRef> = NodeTuple::parse(data, m).neighbors(0).collect();
     if list.contains(&target) {
-        return;
+        return true;
     }
     if list.len() >= cap {
-        list.pop();
+        let Some(victim) = list.iter().rposition(|l| indeg.get(l).is_some_and(|&d| d > 1)) else {
+            return false;
+        };
+        *indeg.get_mut(&list[victim]).expect("counted above") -= 1;
+        list.remove(victim);
     }
     list.push(target);
+    *indeg.entry(target).or_default() += 1;
     let mut wal = Wal::start(index, &buf, Logging::Wal, false);
     {
         let mut page = wal.page();
@@ -552,4 +587,5 @@ fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, target: ItemRef)
         NodeTupleMut::edit(data, m).set_neighbors(0, &list);
     }
     wal.finish();
+    true
 }

@@ -276,17 +276,20 @@ impl<E: VectorElem> Graph<E> {
             if lost.is_empty() {
                 break;
             }
+            // In-degrees on layer 0 from reachable nodes, so that making room never orphans
+            // another node.
+            let mut indeg = vec![0u32; self.len()];
+            for i in (0..self.len() as u32).filter(|&i| seen[i as usize]) {
+                self.links.lock(i).for_each(0, |n| indeg[n as usize] += 1);
+            }
             for q in lost {
                 if seen[q as usize] {
                     continue;
                 }
                 let mut from: Vec<u32> = self.neighbors(q, 0).into_iter().filter(|&e| seen[e as usize]).collect();
-                if from.is_empty() {
-                    E::to_f32(self.vector(q), &mut query);
-                    from = self.search(&query, 4, 64).into_iter().map(|c| c.item).filter(|&e| e != q && seen[e as usize]).collect();
-                }
-                if let Some(&e) = from.first() {
-                    self.force_link(e, q);
+                E::to_f32(self.vector(q), &mut query);
+                from.extend(self.search(&query, 16, 64).into_iter().map(|c| c.item).filter(|&e| e != q && seen[e as usize]));
+                if from.into_iter().any(|e| self.force_link(e, q, &mut indeg)) {
                     added += 1;
                     self.mark_reachable(q, &mut seen);
                 }
@@ -295,22 +298,30 @@ impl<E: VectorElem> Graph<E> {
         added
     }
 
-    /// Put `q` in `e`'s layer-0 list, replacing its farthest entry if the list is full.
-    fn force_link(&self, e: u32, q: u32) {
+    /// Put `q` in `e`'s layer-0 list. A full list gives up its farthest entry that other nodes
+    /// also link to (in-degree above one), so no node loses its only way in; if there is none,
+    /// the link is not made and the caller tries another neighbour.
+    fn force_link(&self, e: u32, q: u32, indeg: &mut [u32]) -> bool {
         let cap = self.params.max_links(0);
         let mut g = self.links.lock(e);
         let mut list = Vec::new();
         g.load(0, &mut list);
         if list.iter().any(|l| l.id == q) {
-            return;
+            return true;
         }
         if list.len() >= cap {
-            list.pop();
+            let Some(victim) = list.iter().rposition(|l| indeg[l.id as usize] > 1) else {
+                return false;
+            };
+            indeg[list[victim].id as usize] -= 1;
+            list.remove(victim);
         }
         let d = self.dist(e, q);
         let at = list.partition_point(|l| l.dist <= d);
         list.insert(at, Link { id: q, dist: d, pruner: super::heuristic::KEPT });
+        indeg[q as usize] += 1;
         g.store(0, &list);
+        true
     }
 
     fn insert(&self, q: u32, s: &mut Scratch) {

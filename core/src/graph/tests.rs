@@ -131,9 +131,9 @@ fn neighbour_lists_respect_capacity_and_point_to_valid_nodes() {
 /// no search can return. Checked for serial and parallel builds, on data with near-duplicates.
 #[test]
 fn every_node_is_reachable() {
-    for threads in [1, 2, 4] {
+    for (threads, m) in [(1, 16), (2, 16), (4, 16), (2, 6), (2, 3)] {
         for seed in 0..8u64 {
-            let params = Params { m: 16, ef_construction: 64, metric: Metric::L2, max_level: 16, seed };
+            let params = Params { m, ef_construction: 4 * m, metric: Metric::L2, max_level: 16, seed };
             let mut g = Graph::<f32>::new(16, params);
             for v in clustered(5000, 16, 50, seed + 10) {
                 g.push(&v);
@@ -160,7 +160,7 @@ fn every_node_is_reachable() {
                     format!("{q}: level {} out {:?} inbound {inbound}", g.level(q), g.neighbors(q, 0))
                 })
                 .collect();
-            assert!(lost.is_empty(), "threads {threads} seed {seed}: unreachable nodes {why:?}");
+            assert!(lost.is_empty(), "threads {threads} m {m} seed {seed}: unreachable nodes {why:?}");
         }
     }
 }
