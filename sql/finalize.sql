@@ -254,3 +254,129 @@ CREATE OPERATOR CLASS halfvec_l1_ops
     FOR TYPE halfvec USING hnsw AS
     OPERATOR 1 <+> (halfvec, halfvec) FOR ORDER BY float_ops,
     FUNCTION 1 l1_distance(halfvec, halfvec);
+
+-- ---------------------------------------------------------------------------
+-- Filter columns: the key columns after the vector (USING hnsw (embedding vector_l2_ops,
+-- category_id, tenant_id)). Their operator classes only tell the planner which conditions the
+-- index can check during the walk (scan keys, shown as "Index Cond" in EXPLAIN); strategy
+-- numbers 1-6 are < <= = >= > <>, 7 is && and 8 is @> (src/am/filter.rs). They have no
+-- support functions: the scan calls each operator's own function where it has to.
+
+CREATE OPERATOR FAMILY integer_ops USING hnsw;
+
+CREATE OPERATOR CLASS int2_ops
+    DEFAULT FOR TYPE int2 USING hnsw FAMILY integer_ops AS
+    OPERATOR 1 < (int2, int2),
+    OPERATOR 2 <= (int2, int2),
+    OPERATOR 3 = (int2, int2),
+    OPERATOR 4 >= (int2, int2),
+    OPERATOR 5 > (int2, int2),
+    OPERATOR 6 <> (int2, int2);
+
+CREATE OPERATOR CLASS int4_ops
+    DEFAULT FOR TYPE int4 USING hnsw FAMILY integer_ops AS
+    OPERATOR 1 < (int4, int4),
+    OPERATOR 2 <= (int4, int4),
+    OPERATOR 3 = (int4, int4),
+    OPERATOR 4 >= (int4, int4),
+    OPERATOR 5 > (int4, int4),
+    OPERATOR 6 <> (int4, int4);
+
+CREATE OPERATOR CLASS int8_ops
+    DEFAULT FOR TYPE int8 USING hnsw FAMILY integer_ops AS
+    OPERATOR 1 < (int8, int8),
+    OPERATOR 2 <= (int8, int8),
+    OPERATOR 3 = (int8, int8),
+    OPERATOR 4 >= (int8, int8),
+    OPERATOR 5 > (int8, int8),
+    OPERATOR 6 <> (int8, int8);
+
+-- Cross-type comparisons (an int8 column against an int4 constant, and so on).
+ALTER OPERATOR FAMILY integer_ops USING hnsw ADD
+    OPERATOR 1 < (int2, int4),
+    OPERATOR 2 <= (int2, int4),
+    OPERATOR 3 = (int2, int4),
+    OPERATOR 4 >= (int2, int4),
+    OPERATOR 5 > (int2, int4),
+    OPERATOR 6 <> (int2, int4),
+    OPERATOR 1 < (int2, int8),
+    OPERATOR 2 <= (int2, int8),
+    OPERATOR 3 = (int2, int8),
+    OPERATOR 4 >= (int2, int8),
+    OPERATOR 5 > (int2, int8),
+    OPERATOR 6 <> (int2, int8),
+    OPERATOR 1 < (int4, int2),
+    OPERATOR 2 <= (int4, int2),
+    OPERATOR 3 = (int4, int2),
+    OPERATOR 4 >= (int4, int2),
+    OPERATOR 5 > (int4, int2),
+    OPERATOR 6 <> (int4, int2),
+    OPERATOR 1 < (int4, int8),
+    OPERATOR 2 <= (int4, int8),
+    OPERATOR 3 = (int4, int8),
+    OPERATOR 4 >= (int4, int8),
+    OPERATOR 5 > (int4, int8),
+    OPERATOR 6 <> (int4, int8),
+    OPERATOR 1 < (int8, int2),
+    OPERATOR 2 <= (int8, int2),
+    OPERATOR 3 = (int8, int2),
+    OPERATOR 4 >= (int8, int2),
+    OPERATOR 5 > (int8, int2),
+    OPERATOR 6 <> (int8, int2),
+    OPERATOR 1 < (int8, int4),
+    OPERATOR 2 <= (int8, int4),
+    OPERATOR 3 = (int8, int4),
+    OPERATOR 4 >= (int8, int4),
+    OPERATOR 5 > (int8, int4),
+    OPERATOR 6 <> (int8, int4);
+
+CREATE OPERATOR CLASS bool_ops
+    DEFAULT FOR TYPE bool USING hnsw AS
+    OPERATOR 1 < (bool, bool),
+    OPERATOR 2 <= (bool, bool),
+    OPERATOR 3 = (bool, bool),
+    OPERATOR 4 >= (bool, bool),
+    OPERATOR 5 > (bool, bool),
+    OPERATOR 6 <> (bool, bool);
+
+CREATE OPERATOR CLASS date_ops
+    DEFAULT FOR TYPE date USING hnsw AS
+    OPERATOR 1 < (date, date),
+    OPERATOR 2 <= (date, date),
+    OPERATOR 3 = (date, date),
+    OPERATOR 4 >= (date, date),
+    OPERATOR 5 > (date, date),
+    OPERATOR 6 <> (date, date);
+
+CREATE OPERATOR CLASS timestamptz_ops
+    DEFAULT FOR TYPE timestamptz USING hnsw AS
+    OPERATOR 1 < (timestamptz, timestamptz),
+    OPERATOR 2 <= (timestamptz, timestamptz),
+    OPERATOR 3 = (timestamptz, timestamptz),
+    OPERATOR 4 >= (timestamptz, timestamptz),
+    OPERATOR 5 > (timestamptz, timestamptz),
+    OPERATOR 6 <> (timestamptz, timestamptz);
+
+CREATE OPERATOR CLASS text_ops
+    DEFAULT FOR TYPE text USING hnsw AS
+    OPERATOR 1 < (text, text),
+    OPERATOR 2 <= (text, text),
+    OPERATOR 3 = (text, text),
+    OPERATOR 4 >= (text, text),
+    OPERATOR 5 > (text, text),
+    OPERATOR 6 <> (text, text);
+
+CREATE OPERATOR CLASS uuid_ops
+    DEFAULT FOR TYPE uuid USING hnsw AS
+    OPERATOR 1 < (uuid, uuid),
+    OPERATOR 2 <= (uuid, uuid),
+    OPERATOR 3 = (uuid, uuid),
+    OPERATOR 4 >= (uuid, uuid),
+    OPERATOR 5 > (uuid, uuid),
+    OPERATOR 6 <> (uuid, uuid);
+
+-- int4[], int8[] and text[] columns (labels, tags): overlap and containment.
+CREATE OPERATOR CLASS array_ops
+    DEFAULT FOR TYPE anyarray USING hnsw AS
+    OPERATOR 7 && (anyarray, anyarray),
+    OPERATOR 8 @> (anyarray, anyarray);

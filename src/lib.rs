@@ -21,6 +21,7 @@ extension_sql_file!("../sql/finalize.sql", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
+    am::planner::init();
 }
 
 /// Required by `cargo pgrx test`.

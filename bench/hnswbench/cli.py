@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--filter", type=selectivity_list,
                    help="filter selectivities, each 1/N (e.g. 0.1,0.01,0.001 or 1%%): adds column catN = id %% N "
                         f"and runs the sweep again with WHERE catN = 0 (default none; --quick: {QUICK['filter']})")
+    i.add_argument("--filter-columns", action=argparse.BooleanOptionalAction, default=False,
+                   help="make the catN filter columns key columns of the hnsw index after the vector "
+                        "(hnsw_ext's filter pushdown: WHERE catN = 0 becomes an index condition). pgvector "
+                        "cannot build such an index; default off")
     i.add_argument("--force-index", action=argparse.BooleanOptionalAction, default=None,
                    help="SET enable_seqscan, enable_bitmapscan and enable_sort to off in the query sessions so the "
                         "planner uses the hnsw index even where it estimates a sequential scan + sort as cheaper "
@@ -310,7 +314,7 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
                     "ground_truth": data.gt_source},
         "config": {"exts": cfg.exts, "references": [d["path"] for d in cfg.references], "type": a.type, "m": a.m,
                    "ef_construction": a.ef_construction, "workers": a.workers, "ef_search": cfg.ef,
-                   "clients": cfg.clients, "filters": cfg.filters, "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
+                   "clients": cfg.clients, "filters": cfg.filters, "filter_columns": bool(a.filter_columns), "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
                    "session": cfg.session, "dsn": db.redact(a.dsn)},
         "host": {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
                  "python": platform.python_version(), "numpy": np.__version__, "psycopg": psycopg.__version__},
@@ -322,7 +326,8 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
     a, ds = cfg.args, data.ds
     n = ds.base.shape[0]
     table_fp = {"data": data.base_hash, "rows": n, "dim": ds.dim, "type": a.type, "filters": sorted(cfg.moduli)}
-    index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": a.m,
+    filter_columns = [db.filter_column(m) for m in sorted(cfg.moduli)] if a.filter_columns else []
+    index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": a.m, "filter_columns": filter_columns,
                 "ef_construction": a.ef_construction, "workers": a.workers, "build_session": dict(a.set)}
     old_table, old_index = db.get_comment(conn, db.TABLE), db.get_comment(conn, db.INDEX)
     reuse_table = a.reuse and old_table and old_table.get("fingerprint") == table_fp
@@ -347,7 +352,7 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
         print(f"reusing index {db.INDEX} (built in {build['build_s']:.1f}s earlier)")
     else:
         db.apply_settings(conn, dict(a.set))
-        res = db.build_index(conninfo, conn, a.type, ds.metric, a.m, a.ef_construction, a.workers, n)
+        res = db.build_index(conninfo, conn, a.type, ds.metric, a.m, a.ef_construction, a.workers, n, filter_columns)
         build = {"build_s": res.seconds, "build_phases": res.phases, "parallel_workers_seen": res.parallel_workers_seen,
                  "progress_reported": res.progress_reported, "build_last_progress": res.last_progress}
         db.set_comment(conn, "INDEX", db.INDEX, {"fingerprint": index_fp, "build": build})

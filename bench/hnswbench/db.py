@@ -314,15 +314,19 @@ class BuildMonitor(threading.Thread):
 
 
 def build_index(conninfo: str, conn: psycopg.Connection, vtype: str, metric: str, m: int,
-                ef_construction: int, workers: int, rows: int) -> BuildResult:
+                ef_construction: int, workers: int, rows: int, filter_columns: list[str] | None = None) -> BuildResult:
     """``CREATE INDEX ... USING hnsw`` with the given parameters, timed, with a progress bar.
 
     ``workers`` is applied as ``SET max_parallel_maintenance_workers`` on ``conn`` beforehand.
+    ``filter_columns`` become key columns after the vector (hnsw_ext's filter columns), so that
+    ``WHERE catN = 0`` is answered inside the index scan.
     """
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(INDEX)))
     apply_settings(conn, {"max_parallel_maintenance_workers": workers})
-    stmt = sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {})").format(
-        sql.Identifier(INDEX), sql.Identifier(TABLE), sql.Identifier(f"{vtype}_{OPCLASS_SUFFIX[metric]}"),
+    keys = [sql.SQL("embedding {}").format(sql.Identifier(f"{vtype}_{OPCLASS_SUFFIX[metric]}"))]
+    keys += [sql.Identifier(c) for c in (filter_columns or [])]
+    stmt = sql.SQL("CREATE INDEX {} ON {} USING hnsw ({}) WITH (m = {}, ef_construction = {})").format(
+        sql.Identifier(INDEX), sql.Identifier(TABLE), sql.SQL(", ").join(keys),
         sql.Literal(m), sql.Literal(ef_construction))
     monitor = BuildMonitor(conninfo, conn.info.backend_pid, rows)
     monitor.start()

@@ -4,14 +4,17 @@
 Every server lives in /var/tmp/hnsw_ext/tests/<name>/ (data/, server.log, the socket), runs as
 the `postgres` user (the tests run as root, and Postgres refuses to) and listens on 127.0.0.1.
 
-    srv = Server("crash", 5481).init().configure(shared_buffers="256MB").start()
+    srv = Server("example", 5488)          # ports 5481-5489 are the tests'
     try:
-        with psycopg.connect(srv.dsn) as conn: ...
-        srv.kill9(); srv.start()          # crash, then crash recovery
-        sb = srv.standby("crash_sb", 5482)  # pg_basebackup -R, started
-        srv.wait_for_replay(sb)
+        srv.init().configure(shared_buffers="256MB").start()
+        with srv.connect() as conn: ...        # autocommit; or psycopg.connect(srv.dsn)
+        srv.kill9(); srv.start()               # crash, then crash recovery
+        sb = srv.standby("example_sb", 5489)   # pg_basebackup -R, started
+        srv.wait_for_replay(sb)                # standby has replayed all the primary wrote
     finally:
-        srv.cleanup()                      # stops it whatever state it is in
+        sb.cleanup(); srv.cleanup()            # stop whatever state they are in
+
+In a pytest fixture, register `cleanup` with request.addfinalizer before starting the server.
 """
 
 import ctypes
@@ -41,7 +44,7 @@ except (OSError, AttributeError):
 
 
 def as_postgres(cmd, check=True, timeout=300):
-    """Run a shell command line as `postgres` (RUST_BACKTRACE would change the extension's panics)."""
+    """Run a shell command line as `postgres`, without RUST_BACKTRACE (as .ci/lib.sh does)."""
     full = f"unset RUST_BACKTRACE; {cmd}"
     if os.geteuid() == 0:
         argv = ["su", "postgres", "-c", full]

@@ -1,16 +1,18 @@
 """Concurrency: 8 clients on one indexed table for HNSW_EXT_CONCURRENCY_SECONDS (default 120) —
-3 inserters (fashion-mnist training images not yet in the table), 2 deleters (random existing
-rows), 2 query clients (`ORDER BY v <-> q LIMIT 10`, random test images) and one client running
-VACUUM in a loop. Any error in any client fails the test (deadlock_timeout is 100 ms, so a
-deadlock would surface as an error quickly). At the end the graph must check OK, the table must
+3 inserters (fashion-mnist training images not yet in the table; should they run out, they
+start over under new ids), 2 deleters (random existing rows), 2 query clients (`ORDER BY v <-> q
+LIMIT 10`, random test images) and one client running VACUUM in a loop. Any error in any client
+fails the test (deadlock_timeout is 100 ms, so a deadlock would surface as an error quickly). At the end the graph must check OK, the table must
 hold exactly initial + inserted - deleted rows, and recall@10 at ef_search 100 against exact
-ground truth on the final content must be >= 0.95.
+ground truth on the final content must be >= 0.95, and after a VACUUM the index must hold
+exactly the table's heap TIDs.
 
 A server of its own on port 5485 (shared_buffers 256MB).
 """
 
 import os
 import random
+import re
 import threading
 import time
 import traceback
@@ -28,7 +30,7 @@ PORT = 5485
 DURATION = float(os.environ.get("HNSW_EXT_CONCURRENCY_SECONDS", "120"))
 INITIAL, TRAIN, TEST = 5000, 60_000, 10_000
 INSERTERS, DELETERS, QUERIERS = 3, 2, 2
-K, EF, RECALL_QUERIES = 10, 100, 100
+K, EF, RECALL_QUERIES, SAMPLE = 10, 100, 100, 2000
 # Deleters keep to (inserted * DELETE_RATIO + DELETE_AHEAD) rows: the table churns hard (most
 # deletes hit rows that were inserted during the test) but never shrinks below ~3500 rows.
 DELETE_RATIO, DELETE_AHEAD = 0.5, 1500
@@ -82,14 +84,20 @@ def client(shared, name, dsn, body):
 
 
 def inserter(shared, part, base):
+    """Ids INITIAL + part, + INSERTERS, ...; the images not in the initial table, in order. Should
+    they run out (a fast machine, a long run), they start over: the same images again under new
+    ids, i.e. rows whose vector equals another row's (the index keeps those as one element with
+    several heap TIDs)."""
+
     def body(conn):
         with conn.cursor() as cur:
-            for i in range(INITIAL + part, TRAIN, INSERTERS):
-                if shared.stop.is_set():
-                    return
+            i = INITIAL + part
+            while not shared.stop.is_set():
+                image = INITIAL + (i - INITIAL) % (TRAIN - INITIAL)
                 t = time.perf_counter()
-                cur.execute("INSERT INTO t (id, v) VALUES (%s, %s)", (i, base[i]), prepare=True)
+                cur.execute("INSERT INTO t (id, v) VALUES (%s, %s)", (i, base[image]), prepare=True)
                 shared.add("inserted", busy=time.perf_counter() - t, kind="insert")
+                i += INSERTERS
     return body
 
 
@@ -176,6 +184,25 @@ def check_report(conn):
     return report.splitlines()[0]
 
 
+def heap_tids(shape):
+    return int(re.search(r"(\d+) heap TIDs", shape).group(1))
+
+
+def rows_not_found(conn, sample):
+    """Rows that an index scan on their own vector does not return among the first 10 (a row
+    repeating an image has twins at distance 0, hence 10 rather than 1). Printed only."""
+    conn.execute("SET enable_seqscan = off")
+    conn.execute(f"SET hnsw.ef_search = {EF}")
+    missed = []
+    with conn.cursor() as cur:
+        for i, v in sample:
+            got = [r[0] for r in cur.execute(f"SELECT id FROM t ORDER BY v <-> %s LIMIT {K}", (v,), prepare=True)]
+            if i not in got:
+                missed.append((i, got[:3]))
+    conn.execute("RESET ALL")
+    return missed
+
+
 def test_concurrent_clients(server, data):
     base, tests = data
     with server.connect() as conn:
@@ -211,8 +238,10 @@ def test_concurrent_clients(server, data):
         assert not t.is_alive(), f"a client is still running 300 s after the stop: {t}"
     elapsed = time.time() - t0
 
+    wrapped = max(0, shared.inserted - (TRAIN - INITIAL))
     print(
-        f"{elapsed:.0f} s: {shared.inserted} inserts ({shared.inserted / elapsed:.0f}/s over {INSERTERS} clients), "
+        f"{elapsed:.0f} s: {shared.inserted} inserts ({shared.inserted / elapsed:.0f}/s over {INSERTERS} clients; "
+        f"{wrapped} of them repeat an image), "
         f"{shared.deleted} deletes ({shared.deleted / elapsed:.0f}/s over {DELETERS}), "
         f"{shared.queries} queries ({shared.queries / elapsed:.0f}/s over {QUERIERS}), "
         f"{shared.vacuums} VACUUMs ({shared.busy['vacuum'] / max(shared.vacuums, 1):.2f} s each)"
@@ -229,11 +258,22 @@ def test_concurrent_clients(server, data):
         count = conn.execute("SELECT count(*) FROM t").fetchone()[0]
         expect = INITIAL + shared.inserted - shared.deleted
         assert count == expect, f"{count} rows, expected {INITIAL} + {shared.inserted} - {shared.deleted} = {expect}"
+        # Every row has its heap TID in the index (deleted rows not yet vacuumed may add more).
+        assert heap_tids(shape) >= count, f"{count} rows but only {heap_tids(shape)} heap TIDs in the index: {shape}"
         r, n = recall_on_content(conn, tests[:RECALL_QUERIES])
         print(f"final: {count} rows; {shape}; recall@10 at ef_search {EF}: {r:.4f}")
         assert r >= 0.95, f"recall@10 {r} over {n} rows"
-        conn.execute("VACUUM t")
+        # INDEX_CLEANUP ON: no skipping the index however few the dead rows; afterwards the
+        # index holds exactly the table's heap TIDs.
+        conn.execute("VACUUM (INDEX_CLEANUP ON) t")
         shape = check_report(conn)
+        assert heap_tids(shape) == count, f"{count} rows but {heap_tids(shape)} heap TIDs in the index after VACUUM: {shape}"
         r2, _ = recall_on_content(conn, tests[:RECALL_QUERIES])
-        print(f"after a final VACUUM: {shape}; recall@10 {r2:.4f}")
+        sample = random.Random(400).sample(conn.execute("SELECT id, v FROM t").fetchall(), min(SAMPLE, count))
+        missed = rows_not_found(conn, sample)
+        print(f"after a final VACUUM: {shape}; recall@10 {r2:.4f}; {len(sample) - len(missed)} of {len(sample)} sampled rows found on their own vector (top 10, ef_search {EF})")
         assert r2 >= 0.95, f"recall@10 after VACUUM {r2}"
+        # Not asserted: on fashion-mnist a few outlying images are missed on their own vector
+        # by any HNSW graph (a fresh build of a ~31k-row end state misses ~0.2% of its rows at
+        # ef_search 100 and ~0.02% at 1000); a row missing from the index altogether is caught
+        # by the heap TID count above.

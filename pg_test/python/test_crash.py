@@ -13,14 +13,16 @@ delete and update rows of an indexed table, then restarted (crash recovery). Aft
 After the last round, VACUUM and (a)-(c) once more.
 
 Two variants, each on a server of its own: `plain` (the 4 clients only) and `maintenance`,
-where a fifth connection runs VACUUM (graph repair, freeing slots that the inserts then reuse)
-and now and then CHECKPOINT in a loop, so that the crash also lands in the middle of those.
+where a fifth connection runs VACUUM back to back (graph repair, freeing slots that the inserts
+then reuse) and now and then a CHECKPOINT, so that the crash also lands in the middle of those
+and inserts keep meeting a running VACUUM.
 
 Environment: HNSW_EXT_CRASH_ROUNDS (default 5), HNSW_EXT_CRASH_SEED (default random; printed).
 """
 
 import os
 import random
+import re
 import threading
 import time
 
@@ -124,7 +126,8 @@ class Client(threading.Thread):
 
 
 class Maintenance(threading.Thread):
-    """VACUUM t in a loop with short random pauses, and a CHECKPOINT every few rounds."""
+    """VACUUM t back to back (pauses of 0-30 ms: VACUUM is running most of the time, so inserts
+    meet every one of its phases), and now and then a CHECKPOINT instead."""
 
     def __init__(self, dsn, rng, killed):
         super().__init__(name="maintenance")
@@ -136,8 +139,8 @@ class Maintenance(threading.Thread):
         try:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 while True:
-                    time.sleep(self.rng.uniform(0.05, 0.3))
-                    op = "checkpoint" if self.rng.random() < 0.2 else "vacuum"
+                    time.sleep(self.rng.uniform(0.0, 0.03))
+                    op = "checkpoint" if self.rng.random() < 0.05 else "vacuum"
                     conn.execute("CHECKPOINT" if op == "checkpoint" else "VACUUM t")
                     self.ops[op] += 1
         except psycopg.OperationalError as e:
@@ -196,20 +199,26 @@ def check_index(conn, rows, sample, rng):
     missed = []
     with conn.cursor() as cur:
         for i in ids:
-            cur.execute("SELECT id FROM t ORDER BY v <-> %s::vector LIMIT 1", (vec_text(rows[i]),), prepare=True)
+            text = vec_text(rows[i])
+            cur.execute("SELECT id, v <-> %s::vector FROM t ORDER BY v <-> %s::vector LIMIT 1", (text, text), prepare=True)
             got = cur.fetchone()
             if got is None or got[0] != i:
-                missed.append((i, got))
+                missed.append((i, got))  # (id, (id returned, its distance: > 0 if the row's vector is not in the index))
     conn.execute("RESET ALL")
     assert not missed, f"{len(missed)} of {len(ids)} rows not found by the index on their own vector: {missed[:20]}"
     return len(ids)
 
 
-def check_graph(conn):
-    """(c)"""
+def check_graph(conn, rows=None, exact=False):
+    """(c), and: the index holds a heap TID for every row (exactly the rows' TIDs if `exact`:
+    after a VACUUM that did not skip the index)."""
     report = conn.execute("SELECT hnsw_index_check('t_v_idx')").fetchone()[0]
     assert report.strip().splitlines()[-1] == "OK", report
-    return report.splitlines()[0]
+    shape = report.splitlines()[0]
+    if rows is not None:
+        tids = int(re.search(r"(\d+) heap TIDs", shape).group(1))
+        assert tids == rows if exact else tids >= rows, f"{rows} rows, {tids} heap TIDs in the index: {shape}"
+    return shape
 
 
 def test_crash_recovery(server):
@@ -263,22 +272,22 @@ def test_crash_recovery(server):
         in_doubt = [cl.in_doubt for cl in clients if cl.in_doubt]
         ops = {k: sum(cl.ops[k] for cl in clients) for k in ("insert", "delete", "update")}
         maint = "".join(f", {th.ops['vacuum']} VACUUMs, {th.ops['checkpoint']} CHECKPOINTs" for th in threads[CLIENTS:])
+        print(
+            f"round {rnd}: killed after {delay:.1f} s; committed {ops['insert']} inserts, {ops['delete']} deletes, "
+            f"{ops['update']} updates{maint}; recovery {recovery:.1f} s"
+        )
         with server.connect() as conn:
             committed, resolved = check_exact(conn, state, in_doubt)
             last = rnd == ROUNDS
             checked = check_index(conn, committed, None if last else max(SAMPLE, len(committed) // 2), rng)
-            shape = check_graph(conn)
-        print(
-            f"round {rnd}: killed after {delay:.1f} s; committed {ops['insert']} inserts, {ops['delete']} deletes, "
-            f"{ops['update']} updates{maint}; in doubt: {resolved or 'none'}; recovery {recovery:.1f} s; "
-            f"{len(committed)} rows, {checked} found by the index; {shape}"
-        )
+            shape = check_graph(conn, len(committed))
+        print(f"  in doubt: {', '.join(resolved) or 'none'}; {len(committed)} rows, {checked} found by the index; {shape}")
 
     with server.connect() as conn:
         t0 = time.time()
-        conn.execute("VACUUM t")
+        conn.execute("VACUUM (INDEX_CLEANUP ON) t")  # ON: never skip the index for few dead rows
         vac = time.time() - t0
         committed, _ = check_exact(conn, committed, [])
         checked = check_index(conn, committed, None, rng)
-        shape = check_graph(conn)
+        shape = check_graph(conn, len(committed), exact=True)
     print(f"after VACUUM ({vac:.1f} s): {len(committed)} rows, {checked} found by the index; {shape}")

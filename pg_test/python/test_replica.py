@@ -125,6 +125,8 @@ def test_standby_replays_index(servers, data):
         conn.execute("DELETE FROM t WHERE id = ANY(%s)", ([int(i) for i in dead],))
         conn.execute("VACUUM t")
         free_after_vacuum = check_report(conn, "t_v_idx")
+        live = INITIAL + ONLINE - len(dead)
+        assert f" {live} heap TIDs" in free_after_vacuum, f"{live} rows after VACUUM: {free_after_vacuum}"
         pages_after_vacuum = conn.execute("SELECT pg_relation_size('t_v_idx') / 8192").fetchone()[0]
         print(f"after deleting {len(dead)} rows and VACUUM: {free_after_vacuum}")
         insert_rows(conn, base, range(INITIAL + ONLINE, INITIAL + ONLINE + REINSERT))

@@ -18,10 +18,12 @@ use hnsw_core::graph::{Graph, Params};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::filter::Columns;
 use super::graph::{prepare_stored, Elem};
 use super::insert::insert_vector;
 use super::opclass::{self, Kind};
 use super::options;
+use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
@@ -61,7 +63,7 @@ pub fn max_level(m: usize) -> usize {
     (0..=LEVEL_CAP).take_while(|&l| node_tuple_size(m, l) + 4 <= page_capacity()).last().unwrap_or(0)
 }
 
-fn base_meta(kind: &Kind, m: usize, efc: usize, dims: u32) -> Meta {
+fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32) -> Meta {
     Meta {
         version: FORMAT_VERSION,
         dims,
@@ -74,12 +76,23 @@ fn base_meta(kind: &Kind, m: usize, efc: usize, dims: u32) -> Meta {
         entry_node: ItemRef::INVALID,
         entry_level: 0,
         insert_page: 0,
+        filters: columns.len() as u8,
+        attr_record: if columns.is_empty() { 0 } else { columns.record_size() as u16 },
+        attr_first: 0,
+        attr_last: 0,
     }
 }
 
 struct BuildState<E: Elem> {
     index: pg_sys::Relation,
     kind: Kind,
+    columns: Columns,
+    /// Filter values of each node: payloads back to back (node i's from `payload_at[i]` to
+    /// `payload_at[i + 1]`), condensed slots (`columns.len()` per node) and NULL bitmaps.
+    payloads: Vec<u8>,
+    payload_at: Vec<u32>,
+    slots: Vec<u64>,
+    nulls: Vec<u8>,
     m: usize,
     efc: usize,
     dims: u32,
@@ -138,9 +151,15 @@ fn build<E: Elem>(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     // SAFETY: plain reads of GUC variables on the backend's thread.
     let (workers, mwm_kb) = unsafe { (pg_sys::max_parallel_maintenance_workers, pg_sys::maintenance_work_mem) };
+    let columns = Columns::of(index);
     let mut state = BuildState::<E> {
         index,
         kind,
+        columns,
+        payloads: Vec::new(),
+        payload_at: vec![0],
+        slots: Vec::new(),
+        nulls: Vec::new(),
         m,
         efc,
         dims: kind.typmod_dims.unwrap_or(0),
@@ -182,15 +201,18 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     _alive: bool,
     state: *mut core::ffi::c_void,
 ) {
-    // SAFETY: `state` is the BuildState passed to table_index_build_scan; one key column.
+    // SAFETY: `state` is the BuildState passed to table_index_build_scan; values/isnull have
+    // one entry per key column.
     let (st, datum, null, tid) = unsafe { (&mut *(state as *mut BuildState<E>), *values, *isnull, from_tid(&*tid)) };
     if null {
         return;
     }
     let Some(v) = prepare_stored::<E>(datum, &st.kind, st.dims) else { return };
+    // SAFETY: as above, an entry per key column.
+    let attrs = unsafe { st.columns.encode_row(values, isnull) };
     st.indexed += 1.0;
     if st.on_disk {
-        insert_vector(st.index, &v, tid, Logging::Build);
+        insert_vector(st.index, &v, &attrs, tid, Logging::Build);
         return;
     }
     if st.dims == 0 {
@@ -200,10 +222,12 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
         let params = Params { m: st.m, ef_construction: st.efc, metric: st.kind.metric, max_level: max_level(st.m), seed: 0x5EED };
         Graph::new(v.len(), params)
     });
-    // A row whose vector is already in the graph joins that node (see insert.rs for why).
-    let hash = hash_vector(&v);
+    // A row whose vector (and filter values) a node already has joins that node (see
+    // insert.rs for why).
+    let hash = hash_vector(&v) ^ hnsw_core::graph::build::splitmix64(super::filter::hash_bytes(&attrs.payload));
     if let Some(&id) = st.by_hash.get(&hash) {
-        if graph.vector(id) == v.as_slice() {
+        let payload = &st.payloads[st.payload_at[id as usize] as usize..st.payload_at[id as usize + 1] as usize];
+        if graph.vector(id) == v.as_slice() && payload == attrs.payload.as_slice() {
             st.more_tids.entry(id).or_default().push(tid);
             return;
         }
@@ -211,7 +235,12 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     let id = graph.push(&v);
     st.by_hash.insert(hash, id);
     st.tids.push(tid);
-    if graph.len() * Graph::<E>::bytes_per_node(v.len(), st.m) > st.mem_limit {
+    st.payloads.extend_from_slice(&attrs.payload);
+    st.payload_at.push(st.payloads.len() as u32);
+    st.slots.extend_from_slice(&attrs.slots);
+    st.nulls.push(attrs.nulls);
+    let filter_bytes = st.payloads.len() + 8 * st.slots.len() + 5 * st.nulls.len();
+    if graph.len() * Graph::<E>::bytes_per_node(v.len(), st.m) + filter_bytes > st.mem_limit {
         ereport!(
             NOTICE,
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
@@ -224,14 +253,15 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
 
 /// Link the graph read so far and write it out; afterwards rows are inserted on disk.
 fn flush<E: Elem>(st: &mut BuildState<E>) {
-    let meta = base_meta(&st.kind, st.m, st.efc, st.dims);
+    let meta = base_meta(&st.kind, &st.columns, st.m, st.efc, st.dims);
     match st.graph.take() {
         None => write_empty(st.index, &meta),
         Some(graph) => {
             let t = std::time::Instant::now();
             link(&graph, st.threads);
             let linked = t.elapsed();
-            write_graph(st.index, &graph, &st.tids, &st.more_tids, meta);
+            let filters = Filters { payloads: &st.payloads, payload_at: &st.payload_at, slots: &st.slots, nulls: &st.nulls };
+            write_graph(st.index, &graph, &st.tids, &st.more_tids, &filters, meta);
             debug1!(
                 "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}",
                 graph.len(),
@@ -242,6 +272,10 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
         }
     }
     st.tids = Vec::new();
+    st.payloads = Vec::new();
+    st.payload_at = Vec::new();
+    st.slots = Vec::new();
+    st.nulls = Vec::new();
     st.more_tids = HashMap::new();
     st.by_hash = HashMap::new();
     st.on_disk = true;
@@ -291,40 +325,86 @@ fn link<E: Elem>(graph: &Graph<E>, threads: usize) {
     }
 }
 
+/// The filter values gathered while reading the heap (see [`BuildState`]).
+struct Filters<'a> {
+    payloads: &'a [u8],
+    payload_at: &'a [u32],
+    slots: &'a [u64],
+    nulls: &'a [u8],
+}
+
+impl Filters<'_> {
+    fn payload(&self, i: usize) -> &[u8] {
+        if self.payload_at.len() <= i + 1 {
+            return &[];
+        }
+        &self.payloads[self.payload_at[i] as usize..self.payload_at[i + 1] as usize]
+    }
+}
+
+/// An index without rows: the meta page, and for filter columns an empty attribute page.
 fn write_empty(index: pg_sys::Relation, meta: &Meta) {
+    let mut meta = *meta;
+    if meta.filters > 0 {
+        meta.attr_first = 1;
+        meta.attr_last = 1;
+    }
     let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     meta.init_page(index, &buf, Logging::Build);
+    drop(buf);
+    if meta.filters > 0 {
+        let buf = new_page(index, 1);
+        let mut wal = Wal::start(index, &buf, Logging::Build, true);
+        wal.page().init(PAGE_ATTR);
+        wal.finish();
+    }
 }
 
 /// Write meta and data pages in one sequential pass (layout in the `storage` module docs).
 ///
 /// Vectors fill pages in order; node tuples go first into the room those pages have left
 /// (a 784-d float4 vector page keeps a quarter of its space free, enough for seven node
-/// tuples), then onto pages of their own.
+/// tuples), then onto pages of their own. TID lists follow, and the attribute pages (indexes
+/// with filter columns) come last, one record per element in element order.
 fn write_graph<E: Elem>(
     index: pg_sys::Relation,
     graph: &Graph<E>,
     tids: &[ItemRef],
     more_tids: &HashMap<u32, Vec<ItemRef>>,
+    filters: &Filters<'_>,
     mut meta: Meta,
 ) {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let n = graph.len();
     let (dims, m) = (graph.dim(), meta.m as usize);
-    let vsize = vector_tuple_size::<E>(dims) + ITEM_ID_SIZE;
-    let per_page = (page_capacity() / vsize).min(MAX_ITEMS);
-    let vector_pages = n.div_ceil(per_page) as u32;
-    let vref = |i: usize| ItemRef::new(1 + (i / per_page) as u32, 1 + (i % per_page) as u16);
-    let vectors_on = |block: u32| per_page.min(n.saturating_sub((block as usize - 1) * per_page));
+    // Vector tuples in element order, a page filled before the next; their sizes differ only
+    // when filter values do (text, arrays).
+    let vsize = |i: usize| vector_tuple_size::<E>(dims, filters.payload(i).len()) + ITEM_ID_SIZE;
+    let mut vrefs = Vec::with_capacity(n);
+    // (bytes used, items) of each vector page, from block 1.
+    let mut used: Vec<(usize, usize)> = Vec::new();
+    for i in 0..n {
+        let size = vsize(i);
+        match used.last_mut() {
+            Some((bytes, items)) if *items < MAX_ITEMS && *bytes + size <= page_capacity() => {
+                *bytes += size;
+                *items += 1;
+            }
+            _ => used.push((size, 1)),
+        }
+        vrefs.push(ItemRef::new(used.len() as u32, used.last().expect("pushed").1 as u16));
+    }
+    let vector_pages = used.len() as u32;
+    let vref = |i: usize| vrefs[i];
     // (bytes free, items) of a page before any node tuple goes on it.
-    let room = |block: u32| {
-        let v = if block <= vector_pages { vectors_on(block) } else { 0 };
-        (page_capacity() - v * vsize, v)
+    let room = |block: u32| match used.get(block as usize - 1) {
+        Some(&(bytes, items)) => (page_capacity() - bytes, items),
+        None => (page_capacity(), 0),
     };
 
     // Two cursors: the room left on vector pages, and node-only pages after them. A node that
     // does not fit the current room moves the cursor on to the next vector page; one bigger
-    // than any vector page's room goes to a node page.
+    // than a vector page's usual room goes to a node page.
     let mut nrefs = vec![ItemRef::INVALID; n];
     let leftover = room(1).0;
     let (mut vblock, mut nblock) = (1u32, vector_pages + 1);
@@ -382,16 +462,31 @@ fn write_graph<E: Elem>(
         }
     }
     let last = lblock;
+    // Attribute pages after the data pages.
+    let ncols = meta.filters as usize;
+    let rsize = meta.attr_record as usize;
+    let per_attr_page = if ncols > 0 { records_per_page(rsize) } else { 1 };
+    let attr_pages = if ncols > 0 { n.div_ceil(per_attr_page) as u32 } else { 0 };
+    let aref = |i: usize| record_ref(last + 1 + (i / per_attr_page) as u32, i % per_attr_page);
+    if ncols > 0 {
+        meta.attr_first = last + 1;
+        meta.attr_last = last + attr_pages;
+    }
     if let Some((ep, level)) = graph.entry() {
         meta.entry_vector = vref(ep as usize);
         meta.entry_node = nrefs[ep as usize];
         meta.entry_level = level as u8;
     }
     meta.insert_page = if n > 0 { last } else { 0 };
-    write_empty(index, &meta);
+    {
+        let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+        meta.init_page(index, &buf, Logging::Build);
+    }
 
+    let total = last + attr_pages;
     let (mut tuple, mut refs) = (Vec::new(), Vec::new());
     let mut next = 0usize;
+    let mut next_vector = 0usize;
     let mut next_list = 0usize;
     for block in 1..=last {
         let buf = new_page(index, block);
@@ -404,12 +499,11 @@ fn write_graph<E: Elem>(
             expect_offset(page.add_item(&tuple), at);
             next_list += 1;
         }
-        if block <= vector_pages {
-            let first = (block as usize - 1) * per_page;
-            for i in first..first + vectors_on(block) {
-                encode_vector(graph.vector(i as u32), nrefs[i], 0, &mut tuple);
-                expect_offset(page.add_item(&tuple), vref(i));
-            }
+        while next_vector < n && vrefs[next_vector].block == block {
+            let i = next_vector;
+            encode_vector(graph.vector(i as u32), filters.payload(i), nrefs[i], 0, &mut tuple);
+            expect_offset(page.add_item(&tuple), vref(i));
+            next_vector += 1;
         }
         while next < n && nrefs[order[next] as usize].block == block {
             let id = order[next];
@@ -423,6 +517,9 @@ fn write_graph<E: Elem>(
                     node.set_overflow(first);
                 }
             }
+            if ncols > 0 {
+                node.set_attr(aref(id as usize));
+            }
             for layer in 0..=level {
                 refs.clear();
                 refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
@@ -433,7 +530,28 @@ fn write_graph<E: Elem>(
         }
         drop(page);
         wal.finish();
-        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / last as i64);
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / total as i64);
+        check_for_interrupts!();
+    }
+    for p in 0..attr_pages {
+        let block = last + 1 + p;
+        let buf = new_page(index, block);
+        let mut wal = Wal::start(index, &buf, Logging::Build, true);
+        let mut page = wal.page();
+        page.init(PAGE_ATTR);
+        if p + 1 < attr_pages {
+            page.set_attr_next(block + 1);
+        }
+        let first = p as usize * per_attr_page;
+        for i in first..n.min(first + per_attr_page) {
+            encode_record(0, filters.nulls[i], vref(i), &filters.slots[i * ncols..(i + 1) * ncols], &mut tuple);
+            if page.attr_push(&tuple).map(|at| record_ref(block, at)) != Some(aref(i)) {
+                raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw build attribute page layout mismatch");
+            }
+        }
+        drop(page);
+        wal.finish();
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / total as i64);
         check_for_interrupts!();
     }
 }
@@ -472,10 +590,26 @@ fn expect_offset(got: Option<u16>, want: ItemRef) {
 #[pg_guard]
 pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let kind = opclass::resolve(index);
+    let columns = Columns::of(index);
     let (m, efc) = options::index_options(index);
-    let meta = base_meta(&kind, m, efc, kind.typmod_dims.unwrap_or(0));
+    let mut meta = base_meta(&kind, &columns, m, efc, kind.typmod_dims.unwrap_or(0));
+    if meta.filters > 0 {
+        meta.attr_first = 1;
+        meta.attr_last = 1;
+    }
     let buf = Buffer::extend(index, pg_sys::ForkNumber::INIT_FORKNUM);
     meta.init_page(index, &buf, Logging::Build);
     // SAFETY: the buffer is pinned and exclusively locked; init forks are always WAL-logged.
     unsafe { pg_sys::log_newpage_buffer(buf.id(), true) };
+    drop(buf);
+    if meta.filters > 0 {
+        let buf = Buffer::extend(index, pg_sys::ForkNumber::INIT_FORKNUM);
+        {
+            let mut wal = Wal::start(index, &buf, Logging::Build, true);
+            wal.page().init(PAGE_ATTR);
+            wal.finish();
+        }
+        // SAFETY: as above.
+        unsafe { pg_sys::log_newpage_buffer(buf.id(), true) };
+    }
 }

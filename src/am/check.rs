@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgRelation};
 
+use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
@@ -21,6 +22,9 @@ pub struct Report {
     pub elements: u64,
     pub deleted: u64,
     pub free: u64,
+    /// Live elements whose rows are all gone, left for the next VACUUM to mark deleted (what a
+    /// cancelled or crashed VACUUM leaves: searches never return them).
+    pub rowless: u64,
     pub heap_tids: u64,
     pub links: u64,
     pub max_level: usize,
@@ -40,6 +44,9 @@ impl Report {
             "hnsw index {name}: {} pages, {} elements ({} deleted, {} of them free), {} heap TIDs, {} links, top live level {}\n",
             self.pages, self.elements, self.deleted, self.free, self.heap_tids, self.links, self.max_level
         );
+        if self.rowless > 0 {
+            s.push_str(&format!("{} element(s) without rows, left for the next VACUUM\n", self.rowless));
+        }
         if self.problems.is_empty() {
             s.push_str("OK");
         } else {
@@ -60,12 +67,17 @@ struct Element {
     deleted: bool,
     free: bool,
     overflow: ItemRef,
+    attr: ItemRef,
     links: Vec<(usize, ItemRef)>,
 }
 
 pub fn check(index: pg_sys::Relation) -> Report {
     let mut r = Report::default();
     let meta = Meta::read(index);
+    let columns = super::opclass::columns(index);
+    if columns.len() != meta.filters as usize {
+        r.problem(format!("meta page says {} filter columns, the catalog {}", meta.filters, columns.len()));
+    }
     let m = meta.m as usize;
     // SAFETY: the index is open and locked by the caller.
     let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
@@ -75,6 +87,12 @@ pub fn check(index: pg_sys::Relation) -> Report {
     let mut elements: HashMap<ItemRef, (ItemRef, Element)> = HashMap::new();
     // TID lists: ref -> (count, next)
     let mut lists: HashMap<ItemRef, (usize, ItemRef)> = HashMap::new();
+    // Attribute records: ref -> (vector ref, flags, NULL bitmap, slots); the pages' next links.
+    let mut records: HashMap<ItemRef, (ItemRef, u8, u8, Vec<u8>)> = HashMap::new();
+    let mut attr_next: HashMap<u32, u32> = HashMap::new();
+    // Payload of each vector tuple (filter indexes).
+    let mut payloads: HashMap<ItemRef, Vec<u8>> = HashMap::new();
+    let dims = meta.dims as usize;
     for block in 0..nblocks {
         check_for_interrupts!();
         let buf = Buffer::read(index, block, Lock::Share);
@@ -87,6 +105,14 @@ pub fn check(index: pg_sys::Relation) -> Report {
             if kind != PAGE_META {
                 r.problem("block 0 is not a meta page".into());
             }
+            continue;
+        }
+        if kind == PAGE_ATTR && meta.filters > 0 {
+            let size = meta.attr_record as usize;
+            for (i, rec) in page.attr_records(size).enumerate() {
+                records.insert(record_ref(block, i), (rec.vector(), rec.flags(), rec.nulls(), rec.slots().to_vec()));
+            }
+            attr_next.insert(block, page.attr_next());
             continue;
         }
         if kind != PAGE_DATA {
@@ -110,6 +136,10 @@ pub fn check(index: pg_sys::Relation) -> Report {
                         r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
                     }
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
+                    if meta.filters > 0 {
+                        let payload = if meta.elem == ELEM_F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
+                        payloads.insert(at, payload.to_vec());
+                    }
                 }
                 Some(&KIND_NODE) => {
                     let t = NodeTuple::parse(data, m);
@@ -118,12 +148,22 @@ pub fn check(index: pg_sys::Relation) -> Report {
                         r.heap_tids += t.heap_tid_count() as u64;
                     }
                     if t.heap_tid_count() == 0 && !t.is_deleted() && !t.overflow().is_valid() {
-                        r.problem(format!("({block},{off}): live element without heap TIDs"));
+                        r.rowless += 1;
                     }
                     if t.is_free() && !t.is_deleted() {
                         r.problem(format!("({block},{off}): free element not marked deleted"));
                     }
-                    let e = Element { node: at, level: t.level(), deleted: t.is_deleted(), free: t.is_free(), overflow: t.overflow(), links };
+                    let e = Element {
+                        node: at,
+                        level: t.level(),
+                        deleted: t.is_deleted(),
+                        // A claimed element (being reused) is as free as a freed one: its old
+                        // lists are leftovers until the insert rewrites them.
+                        free: t.is_free() || t.is_claimed(),
+                        overflow: t.overflow(),
+                        attr: t.attr(),
+                        links,
+                    };
                     elements.insert(at, (t.vector(), e));
                 }
                 Some(&KIND_TIDS) => {
@@ -169,12 +209,62 @@ pub fn check(index: pg_sys::Relation) -> Report {
                 if *back != e.node {
                     r.problem(format!("({},{}): its vector tuple points at another node", e.node.block, e.node.offset));
                 }
-                if *deleted != e.deleted {
-                    r.problem(format!("({},{}): deleted flags of node and vector disagree", e.node.block, e.node.offset));
+                // The node is marked first: a VACUUM stopped between the two leaves the vector
+                // unmarked, which is harmless (the node decides). The other way round would
+                // hide a live row.
+                if *deleted && !e.deleted {
+                    r.problem(format!("({},{}): vector tuple deleted but its node is live", e.node.block, e.node.offset));
                 }
             }
         }
         level_of_vector.insert(*vref, e.level);
+        if meta.filters > 0 && !e.deleted {
+            let at = format!("({},{})", e.node.block, e.node.offset);
+            match records.get(&e.attr) {
+                None => r.problem(format!("{at}: attribute record ({},{}) missing", e.attr.block, e.attr.offset)),
+                Some((v, flags, nulls, slots)) => {
+                    if v != vref {
+                        r.problem(format!("{at}: its attribute record names another vector"));
+                    }
+                    if flags & ATTR_DELETED != 0 {
+                        r.problem(format!("{at}: live element with a deleted attribute record"));
+                    }
+                    let payload = payloads.get(vref).map(Vec::as_slice).unwrap_or(&[]);
+                    if !columns.record_agrees(payload, *nulls, slots) {
+                        r.problem(format!("{at}: attribute record disagrees with the stored filter values"));
+                    }
+                }
+            }
+        }
+    }
+    if meta.filters > 0 {
+        // The attribute chain: from attr_first through every page that has records, ending at
+        // attr_last (an empty page off the chain is what a crash mid-extension leaves).
+        let mut on_chain: HashSet<u32> = HashSet::new();
+        let mut b = meta.attr_first;
+        let mut last = 0;
+        while b != 0 && on_chain.insert(b) {
+            last = b;
+            match attr_next.get(&b) {
+                None => {
+                    r.problem(format!("attribute chain names block {b}, which is no attribute page"));
+                    break;
+                }
+                Some(&next) => b = next,
+            }
+        }
+        if b != 0 {
+            r.problem("attribute page chain loops".into());
+        }
+        if !on_chain.contains(&meta.attr_last) && meta.attr_last != last {
+            r.problem(format!("meta attr_last {} is not on the attribute chain", meta.attr_last));
+        }
+        for rref in records.keys() {
+            if !on_chain.contains(&rref.block) {
+                r.problem(format!("attribute record ({},{}) is on a page off the chain", rref.block, rref.offset));
+                break;
+            }
+        }
     }
     for (vref, (node, _)) in &vectors {
         if node.is_valid() && !elements.contains_key(node) {

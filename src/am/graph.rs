@@ -5,6 +5,7 @@ use hnsw_core::graph::{Candidate, Visited, Walk};
 use hnsw_core::metric::{normalize, VectorElem};
 use pgrx::pg_sys;
 
+use super::filter::Filter;
 use super::opclass::Kind;
 use crate::storage::buffer::{Buffer, Lock, Pin};
 use crate::storage::page::{ItemRef, Page};
@@ -22,6 +23,8 @@ pub struct Node {
     pub vector: ItemRef,
     pub node: ItemRef,
     pub deleted: bool,
+    /// Whether its filter values pass the scan's filter (always, without one).
+    pub matches: bool,
     /// Index of its vector copy in the walk's arena (inserts), or `u32::MAX`.
     pub slot: u32,
 }
@@ -75,13 +78,97 @@ pub struct DiskWalk<E: Elem, F: Fn(&[E]) -> f32> {
     /// When set (inserts), every measured vector is copied here, for the neighbour heuristic.
     arena: Option<Vec<E>>,
     refs: Vec<ItemRef>,
+    /// A scan's index quals on filter columns: elements failing them route the walk but are
+    /// not results.
+    filter: Option<Filter>,
+    /// Elements measured, and of those the live ones passing the filter.
+    pub measured: usize,
+    pub matched: usize,
+    /// Set when the walk should give way to an exact scan (see [`Switch`]).
+    switch: Option<Switch>,
+}
+
+/// When a filtered walk costs more than an exact scan of the matching elements would, judged
+/// from the share of matching elements among those measured so far (the walk's own sample, so
+/// filters correlated with the query's neighbourhood are judged by what the walk meets).
+#[derive(Clone, Copy, Debug)]
+pub struct Switch {
+    /// Results the walk has to find (ef_search).
+    pub ef: usize,
+    /// Elements in the index (estimate).
+    pub elements: f64,
+    /// Attribute record checks that cost one vector measurement.
+    pub records_per_measure: f64,
+    /// Measurements per result an unfiltered walk needs.
+    pub measures_per_result: f64,
+    next_check: usize,
+    pub triggered: bool,
+}
+
+impl Switch {
+    pub fn new(ef: usize, elements: f64, records_per_measure: f64, measures_per_result: f64) -> Switch {
+        Switch { ef, elements, records_per_measure, measures_per_result, next_check: 64, triggered: false }
+    }
+
+    /// Estimated cost, in vector measurements, of finishing the walk and of an exact scan.
+    /// The share of matching elements is taken at the top of its likely range (about two
+    /// standard deviations up), so that a walk is only abandoned when the evidence is clear:
+    /// early samples are small, and a wrong switch costs more than a late one.
+    pub fn costs(&self, measured: usize, matched: usize) -> (f64, f64) {
+        let (n, k) = (measured.max(1) as f64, matched as f64);
+        let share = ((k + 2.0 + 2.0 * (k + 1.0).sqrt()) / n).min(1.0);
+        let walk = (self.ef as f64 * self.measures_per_result / share - n).max(0.0);
+        let exact = self.elements / self.records_per_measure + share * self.elements;
+        (walk, exact)
+    }
+
+    fn check(&mut self, measured: usize, matched: usize) {
+        if measured < self.next_check {
+            return;
+        }
+        self.next_check *= 2;
+        let (walk, exact) = self.costs(measured, matched);
+        if walk > exact {
+            self.triggered = true;
+        }
+    }
 }
 
 impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
     /// `keep_vectors`: copy each measured vector into an arena (see [`Node::slot`]).
     pub fn new(rel: pg_sys::Relation, meta: &Meta, dist: F, visited: Visited, keep_vectors: bool) -> Self {
         let arena = keep_vectors.then(Vec::new);
-        DiskWalk { rel, m: meta.m as usize, dims: meta.dims as usize, dist, visited, arena, refs: Vec::new() }
+        DiskWalk {
+            rel,
+            m: meta.m as usize,
+            dims: meta.dims as usize,
+            dist,
+            visited,
+            arena,
+            refs: Vec::new(),
+            filter: None,
+            measured: 0,
+            matched: 0,
+            switch: None,
+        }
+    }
+
+    /// Only elements passing `filter` are results; with `switch`, the walk stops once an exact
+    /// scan looks cheaper ([`DiskWalk::switched`]).
+    pub fn with_filter(mut self, filter: Filter, switch: Option<Switch>) -> Self {
+        self.filter = Some(filter);
+        self.switch = switch;
+        self
+    }
+
+    /// Whether the walk stopped to give way to an exact scan.
+    pub fn switched(&self) -> bool {
+        self.switch.is_some_and(|s| s.triggered)
+    }
+
+    /// The filter back (for an exact scan after a switch).
+    pub fn take_filter(&mut self) -> Option<Filter> {
+        self.filter.take()
     }
 
     /// The visited set, to be reused by a later walk.
@@ -94,6 +181,16 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
         let t = VectorTuple::parse(item);
         let values = t.values::<E>(self.dims);
         let d = (self.dist)(values);
+        let deleted = t.flags() & FLAG_DELETED != 0;
+        let matches = match self.filter.as_mut() {
+            None => true,
+            Some(f) => !deleted && f.payload_matches(t.payload::<E>(self.dims)),
+        };
+        self.measured += 1;
+        self.matched += matches as usize;
+        if let Some(s) = self.switch.as_mut() {
+            s.check(self.measured, self.matched);
+        }
         let slot = match self.arena.as_mut() {
             Some(arena) => {
                 arena.extend_from_slice(values);
@@ -101,7 +198,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
             }
             None => u32::MAX,
         };
-        Candidate::new(d, Node { vector: r, node: t.node(), deleted: t.flags() & FLAG_DELETED != 0, slot })
+        Candidate::new(d, Node { vector: r, node: t.node(), deleted, matches, slot })
     }
 
     /// Measure one element by its vector ref (entry points).
@@ -229,6 +326,44 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<E, F> {
 
     #[inline]
     fn is_result(&self, item: &Node) -> bool {
-        !item.deleted
+        !item.deleted && item.matches
+    }
+
+    #[inline]
+    fn should_stop(&self) -> bool {
+        self.switched()
+    }
+}
+
+#[cfg(test)]
+mod switch_tests {
+    use super::Switch;
+
+    /// Feed a walk's measurements (`share` of them matching) to a switch; when does it fire?
+    fn fires_after(share: f64, elements: f64) -> Option<usize> {
+        let mut s = Switch::new(40, elements, 100.0, 10.0);
+        let mut matched = 0;
+        for measured in 1..=20_000usize {
+            if ((measured as f64) * share).floor() as usize > matched {
+                matched += 1;
+            }
+            s.check(measured, matched);
+            if s.triggered {
+                return Some(measured);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn rare_matches_switch_early_common_ones_never() {
+        // 100k elements: 0.1% and 1% matching go exact after a few hundred measurements...
+        assert!(fires_after(0.001, 100_000.0).is_some_and(|n| n <= 256), "{:?}", fires_after(0.001, 100_000.0));
+        assert!(fires_after(0.01, 100_000.0).is_some_and(|n| n <= 1024), "{:?}", fires_after(0.01, 100_000.0));
+        // ...10% and more keep walking, even though early samples are noisy.
+        assert_eq!(fires_after(0.1, 100_000.0), None);
+        assert_eq!(fires_after(0.5, 100_000.0), None);
+        // In a small index the exact scan is cheap enough even at 10%.
+        assert!(fires_after(0.1, 5_000.0).is_some());
     }
 }

@@ -26,14 +26,16 @@ use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::filter::Attrs;
 use super::graph::{prepare_stored, DiskWalk, Elem, Node};
 use super::opclass::{self, Kind};
+use crate::storage::attr::{self, encode_record};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::tuple::{
     encode_tid_list, encode_vector, layer_capacity, node_tuple_size, set_vector_node, vector_tuple_size, NodeTuple,
-    NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_NODE,
+    NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_NODE,
 };
 
 /// Heavyweight page lock (on the meta block number) serializing inserts into an empty index.
@@ -53,24 +55,26 @@ pub unsafe extern "C-unwind" fn aminsert(
     _index_unchanged: bool,
     _index_info: *mut pg_sys::IndexInfo,
 ) -> bool {
-    // SAFETY: one key column: values/isnull have at least one entry; heap_tid is valid.
+    // SAFETY: values/isnull have an entry per key column (the vector first); heap_tid is valid.
     let (datum, null, tid) = unsafe { (*values, *isnull, *heap_tid) };
     if null {
         return false;
     }
     let kind = opclass::cached(index);
+    // SAFETY: as above.
+    let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
     let tid = crate::storage::tuple::from_tid(&tid);
     match kind.elem {
-        ELEM_F16 => insert_datum::<f16>(index, &kind, datum, tid, Logging::Wal),
-        _ => insert_datum::<f32>(index, &kind, datum, tid, Logging::Wal),
+        ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
+        _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
     }
     false
 }
 
-pub fn insert_datum<E: Elem>(index: pg_sys::Relation, kind: &Kind, datum: pg_sys::Datum, tid: ItemRef, logging: Logging) {
+pub fn insert_datum<E: Elem>(index: pg_sys::Relation, kind: &Kind, datum: pg_sys::Datum, attrs: &Attrs, tid: ItemRef, logging: Logging) {
     let meta = Meta::read(index);
     let Some(vector) = prepare_stored::<E>(datum, kind, meta.dims) else { return };
-    insert_vector(index, &vector, tid, logging);
+    insert_vector(index, &vector, attrs, tid, logging);
 }
 
 thread_local! {
@@ -89,6 +93,25 @@ fn random_u64() -> u64 {
         r.set(s);
         s
     })
+}
+
+/// HOLD_INTERRUPTS() until dropped (RESUME_INTERRUPTS()); an ERROR's cleanup resets the count
+/// anyway, and our drop then only brings it back down to where it was.
+struct HoldInterrupts;
+
+impl HoldInterrupts {
+    fn new() -> HoldInterrupts {
+        // SAFETY: a backend-local counter, touched only on the backend's thread.
+        unsafe { pg_sys::InterruptHoldoffCount += 1 };
+        HoldInterrupts
+    }
+}
+
+impl Drop for HoldInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: as in new(); never below zero.
+        unsafe { pg_sys::InterruptHoldoffCount = pg_sys::InterruptHoldoffCount.saturating_sub(1) };
+    }
 }
 
 /// Heavyweight page lock, released on drop.
@@ -118,7 +141,7 @@ impl Drop for PageLock {
 }
 
 /// Insert a prepared vector (checked, normalized) for heap row `tid`.
-pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRef, logging: Logging) {
+pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid: ItemRef, logging: Logging) {
     let _insert = PageLock::share(index, INSERT_LOCK);
     let mut meta = Meta::read(index);
     if !meta.has_entry() {
@@ -127,7 +150,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
         if !meta.has_entry() {
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
             let lists = vec![Vec::new(); level + 1];
-            let (vref, nref, level) = place(index, &meta, vector, level, &lists, tid, logging);
+            let (vref, nref, level) = place(index, &meta, vector, attrs, level, &lists, tid, logging);
             Meta::update(index, logging, |m| {
                 m.dims = vector.len() as u32;
                 m.entry_vector = vref;
@@ -168,16 +191,24 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
     }
     // `entries` now holds the layer-0 results: an equal vector is among them. (Not always the
     // nearest: under inner product a longer vector can beat the vector itself.)
+    // Rows with different filter values stay apart: their element answers different filters.
     for c in &entries {
-        if walk.arena_vector(c.item.slot) == vector && add_heap_tid(index, &meta, c.item.node, tid, logging) {
+        if walk.arena_vector(c.item.slot) == vector
+            && same_payload::<E>(index, c.item.vector, dims, &attrs.payload)
+            && add_heap_tid(index, &meta, c.item.node, tid, logging)
+        {
             return;
         }
     }
     let lists: Vec<Vec<ItemRef>> = selected.iter().map(|s| s.iter().map(|c| c.item.vector).collect()).collect();
-    let (vref, nref, level) = place(index, &meta, vector, level, &lists, tid, logging);
+    // From here on the element exists on disk but nothing links to it yet: a cancel before
+    // the links are in would leave it unreachable (and the checker complaining) until the next
+    // VACUUM. The rest takes milliseconds, so interrupts wait for it.
+    let _hold = HoldInterrupts::new();
+    let (vref, nref, level) = place(index, &meta, vector, attrs, level, &lists, tid, logging);
     selected.truncate(level + 1);
 
-    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new() };
+    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new(), depth: 0 };
     let mut reachable = false;
     for (layer, sel) in selected.iter().enumerate() {
         for c in sel {
@@ -211,22 +242,55 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], tid: ItemRe
 /// one WAL record), else — vectors near the dimension limit fill a page alone — the vector on
 /// a page of its own and the node tuple where there is room, then the vector pointed at it.
 /// Until that last step the vector is unreachable: no neighbour links to it yet.
+#[allow(clippy::too_many_arguments)]
 fn place<E: Elem>(
     index: pg_sys::Relation,
     meta: &Meta,
     vector: &[E],
+    attrs: &Attrs,
     level: usize,
     lists: &[Vec<ItemRef>],
     tid: ItemRef,
     logging: Logging,
 ) -> (ItemRef, ItemRef, usize) {
-    let m = meta.m as usize;
-    if let Some(refs) = reuse_free(index, meta, vector, level, lists, tid, logging) {
+    if let Some(refs) = reuse_free(index, meta, vector, attrs, level, lists, tid, logging) {
         return refs;
     }
-    let (vsize, nsize) = (vector_tuple_size::<E>(vector.len()), node_tuple_size(m, level));
+    // With filter columns, the attribute record comes first, without its vector ref (scans
+    // skip it until it has one); the node tuple can then point at it from the start.
+    let mut record = Vec::new();
+    let aref = if meta.filters > 0 {
+        encode_record(0, attrs.nulls, ItemRef::INVALID, &attrs.slots, &mut record);
+        attr::append(index, logging, &record)
+    } else {
+        ItemRef::INVALID
+    };
+    let (vref, nref) = place_new(index, meta, vector, &attrs.payload, level, lists, tid, aref, logging);
+    if meta.filters > 0 {
+        encode_record(0, attrs.nulls, vref, &attrs.slots, &mut record);
+        attr::write(index, logging, aref, &record);
+    }
+    (vref, nref, level)
+}
+
+/// Write a new element's vector and node tuples.
+#[allow(clippy::too_many_arguments)]
+fn place_new<E: Elem>(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    vector: &[E],
+    payload: &[u8],
+    level: usize,
+    lists: &[Vec<ItemRef>],
+    tid: ItemRef,
+    aref: ItemRef,
+    logging: Logging,
+) -> (ItemRef, ItemRef) {
+    let m = meta.m as usize;
+    let (vsize, nsize) = (vector_tuple_size::<E>(vector.len(), payload.len()), node_tuple_size(m, level));
     let node_tuple = |vref: ItemRef, out: &mut Vec<u8>| {
         let mut node = NodeTupleMut::init(out, m, level, vref, tid);
+        node.set_attr(aref);
         for (layer, list) in lists.iter().enumerate() {
             node.set_neighbors(layer, list);
         }
@@ -234,15 +298,21 @@ fn place<E: Elem>(
     if maxalign(vsize) + maxalign(nsize) + 2 * ITEM_ID_SIZE <= page_capacity() {
         let first = append(index, meta, &[vsize, nsize], logging, |block, first, out| {
             let (vref, nref) = (ItemRef::new(block, first), ItemRef::new(block, first + 1));
-            encode_vector(vector, nref, 0, &mut out[0]);
+            encode_vector(vector, payload, nref, 0, &mut out[0]);
             node_tuple(vref, &mut out[1]);
         });
-        return (first, ItemRef::new(first.block, first.offset + 1), level);
+        return (first, ItemRef::new(first.block, first.offset + 1));
+    }
+    if vsize + ITEM_ID_SIZE > page_capacity() {
+        crate::types::raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("hnsw index row needs {vsize} bytes, more than a page holds (long filter values?)"),
+        );
     }
     let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     let vref = ItemRef::new(buf.block(), 1);
     let mut tuple = Vec::new();
-    encode_vector(vector, ItemRef::INVALID, 0, &mut tuple);
+    encode_vector(vector, payload, ItemRef::INVALID, 0, &mut tuple);
     write_items(index, &buf, true, &[tuple], logging);
     drop(buf);
     let nref = append(index, meta, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
@@ -254,7 +324,16 @@ fn place<E: Elem>(
         set_vector_node(data, nref);
     }
     wal.finish();
-    (vref, nref, level)
+    (vref, nref)
+}
+
+/// Whether the element whose vector tuple is `vref` has exactly these filter values.
+fn same_payload<E: Elem>(index: pg_sys::Relation, vref: ItemRef, dims: usize, payload: &[u8]) -> bool {
+    let buf = Buffer::read_recent(index, vref.block, Lock::Share);
+    let Some(data) = buf.page().item(vref.offset) else { return false };
+    let stored = VectorTuple::parse(data).payload::<E>(dims);
+    // A reused tuple may be longer than its payload (zero padding after it).
+    stored.len() >= payload.len() && &stored[..payload.len()] == payload && stored[payload.len()..].iter().all(|&b| b == 0)
 }
 
 /// The highest level a node tuple of `len` bytes can hold.
@@ -266,73 +345,123 @@ fn level_capacity(m: usize, len: usize) -> usize {
 /// the node tuple (so no other insert can), write the vector, then the node. The element's
 /// level drops to what the freed node tuple can hold when that is less; freed tuples have the
 /// same level distribution as new ones, so this is rare and keeps the index from growing.
+/// With filter columns of variable size, the freed vector tuple must also be long enough for
+/// the new row's values; its attribute record is rewritten with them.
+#[allow(clippy::too_many_arguments)]
 fn reuse_free<E: Elem>(
     index: pg_sys::Relation,
     meta: &Meta,
     vector: &[E],
+    attrs: &Attrs,
     level: usize,
     lists: &[Vec<ItemRef>],
     tid: ItemRef,
     logging: Logging,
 ) -> Option<(ItemRef, ItemRef, usize)> {
     let m = meta.m as usize;
+    let mut tuple = Vec::new();
+    encode_vector(vector, &attrs.payload, ItemRef::INVALID, 0, &mut tuple);
     for _ in 0..4 {
         // SAFETY: the FSM lookup only reads the free space map of the open index.
         let block = unsafe { pg_sys::GetPageWithFreeSpace(index, 1) };
         if block == pg_sys::InvalidBlockNumber || block == 0 {
             return None;
         }
-        let buf = Buffer::read(index, block, Lock::Exclusive);
-        let page = buf.page();
-        if page.is_new() || page.opaque().kind != PAGE_DATA {
+        // Free node tuples here: (offset, level capacity, vector ref).
+        let free: Vec<(u16, usize, ItemRef)> = {
+            let buf = Buffer::read(index, block, Lock::Share);
+            let page = buf.page();
+            if page.is_new() || page.opaque().kind != PAGE_DATA {
+                Vec::new()
+            } else {
+                (1..=page.max_offset())
+                    .filter_map(|off| {
+                        let data = page.item(off)?;
+                        if data.first() != Some(&KIND_NODE) {
+                            return None;
+                        }
+                        let t = NodeTuple::parse(data, m);
+                        t.is_free().then(|| (off, level_capacity(m, data.len()), t.vector()))
+                    })
+                    .collect()
+            }
+        };
+        if free.is_empty() {
             forget_free_page(index, block);
             continue;
         }
-        // Free node tuples here (offset, level capacity); best fit: the smallest that holds
-        // `level`, else the largest.
-        let free: Vec<(u16, usize)> = (1..=page.max_offset())
-            .filter_map(|off| {
-                let data = page.item(off)?;
-                (data.first() == Some(&KIND_NODE) && NodeTuple::parse(data, m).is_free()).then(|| (off, level_capacity(m, data.len())))
+        // Only those whose vector tuple can take this row's (checked without the node page's
+        // lock: one buffer lock at a time; rechecked when claiming). Every vector tuple of an
+        // index has the same size unless filter values vary in length.
+        let mut fitting: Vec<(u16, usize, ItemRef)> = free
+            .iter()
+            .copied()
+            .filter(|&(_, _, vref)| {
+                meta.filters == 0 || {
+                    let buf = Buffer::read_recent(index, vref.block, Lock::Share);
+                    buf.page().item(vref.offset).is_some_and(|d| d.len() >= tuple.len())
+                }
             })
             .collect();
-        let free_count = free.len();
-        let best = free.iter().filter(|f| f.1 >= level).min_by_key(|f| f.1).or_else(|| free.iter().max_by_key(|f| f.1));
-        let Some(&(off, cap)) = best else {
-            forget_free_page(index, block);
+        // Best fit: the smallest that holds `level`, else the largest.
+        fitting.sort_by_key(|f| (f.1 < level, if f.1 >= level { f.1 } else { usize::MAX - f.1 }));
+        let buf = Buffer::read(index, block, Lock::Exclusive);
+        let page = buf.page();
+        let claimed = fitting.iter().find(|&&(off, _, _)| {
+            page.item(off).is_some_and(|d| d.first() == Some(&KIND_NODE) && NodeTuple::parse(d, m).is_free())
+        });
+        let Some(&(off, cap, vref)) = claimed else {
+            if fitting.len() == free.len() {
+                forget_free_page(index, block);
+            }
             continue;
         };
         let nref = ItemRef::new(block, off);
-        let vref = NodeTuple::parse(page.item(off).expect("seen above"), m).vector();
+        let aref = NodeTuple::parse(page.item(off).expect("seen above"), m).attr();
         let level = level.min(cap);
-        // Claim: no longer free, still deleted (never returned) until it is rewritten below.
+        // Claim: no longer free, still deleted (never returned) until it is rewritten below,
+        // and marked as claimed so that a VACUUM running meanwhile does not free it again.
         let mut wal = Wal::start(index, &buf, logging, false);
         {
             let mut page = wal.page();
             let mut t = NodeTupleMut::edit(page.item_mut(off).expect("seen above"), m);
             let flags = t.as_ref().flags();
-            t.set_flags((flags & !FLAG_FREE) | FLAG_DELETED);
+            t.set_flags((flags & !FLAG_FREE) | FLAG_DELETED | FLAG_CLAIMED);
         }
         wal.finish();
-        if free_count == 1 {
+        if free.len() == 1 {
             forget_free_page(index, block);
         }
         drop(buf);
 
-        let mut tuple = Vec::new();
-        encode_vector(vector, nref, 0, &mut tuple);
         let vbuf = Buffer::read(index, vref.block, Lock::Exclusive);
         let mut wal = Wal::start(index, &vbuf, logging, false);
         {
             let mut page = wal.page();
-            let data = page.item_mut(vref.offset).filter(|d| d.len() == tuple.len());
+            let data = page.item_mut(vref.offset).filter(|d| d.len() >= tuple.len());
             let Some(data) = data else {
                 crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed vector tuple does not match its element");
             };
-            data.copy_from_slice(&tuple);
+            set_vector_node(&mut tuple, nref);
+            data[..tuple.len()].copy_from_slice(&tuple);
+            data[tuple.len()..].fill(0);
         }
         wal.finish();
         drop(vbuf);
+
+        // The attribute record: rewritten in place (a freed element keeps its record).
+        let aref = if meta.filters > 0 {
+            let mut record = Vec::new();
+            encode_record(0, attrs.nulls, vref, &attrs.slots, &mut record);
+            if aref.is_valid() {
+                attr::write(index, logging, aref, &record);
+                aref
+            } else {
+                attr::append(index, logging, &record)
+            }
+        } else {
+            ItemRef::INVALID
+        };
 
         let nbuf = Buffer::read(index, block, Lock::Exclusive);
         let mut wal = Wal::start(index, &nbuf, logging, false);
@@ -340,6 +469,7 @@ fn reuse_free<E: Elem>(
             let mut page = wal.page();
             let mut t = NodeTupleMut::edit(page.item_mut(off).expect("claimed above"), m);
             t.reset(level, vref, tid);
+            t.set_attr(aref);
             for (layer, list) in lists.iter().take(level + 1).enumerate() {
                 t.set_neighbors(layer, list);
             }
@@ -491,6 +621,8 @@ struct Connect<'a, E: Elem> {
     new_node: ItemRef,
     /// Vectors of a full list being re-selected.
     scratch: Vec<E>,
+    /// Nesting of [`Connect::reinstate`] (which links, and may drop, in turn).
+    depth: u8,
 }
 
 impl<E: Elem> Connect<'_, E> {
@@ -518,13 +650,13 @@ impl<E: Elem> Connect<'_, E> {
             if list.contains(&new) {
                 return true;
             }
-            let new_list = if list.len() < cap {
+            let (new_list, dropped) = if list.len() < cap {
                 let mut l = list;
                 l.push(new);
-                l
+                (l, None)
             } else {
-                match self.reselect(e, e_vec, &list, d, new, layer, force) {
-                    Some(l) => l,
+                match self.reselect(e_vec, &list, d, new, layer, force) {
+                    Some((l, x)) => (l, Some(x)),
                     None => return false,
                 }
             };
@@ -540,15 +672,75 @@ impl<E: Elem> Connect<'_, E> {
                 NodeTupleMut::edit(data, self.m).set_neighbors(layer, &new_list);
             }
             wal.finish();
+            drop(buf);
+            // Another insert may have dropped the other link to `x` at the same time, each
+            // having seen the other's: checked again now that this list no longer has it, and
+            // if nothing links to `x` any more, one of its own neighbours takes it back. Of
+            // two such inserts the later one's check sees both drops (page locks order them).
+            if let Some((x, x_node)) = dropped {
+                if layer == 0 && self.depth < 2 && !self.linked_from_elsewhere(x, x_node, &new_list, layer) {
+                    self.reinstate(x, x_node, &new_list, layer);
+                }
+            }
             return true;
         }
     }
 
+    /// Link `x` from one of `via` (reachable), nearest first, whatever their heuristic says.
+    fn reinstate(&mut self, x: ItemRef, x_node: ItemRef, via: &[ItemRef], layer: usize) {
+        let Some((x_vec, _, x_deleted)) = self.read_element(x) else { return };
+        if x_deleted {
+            return;
+        }
+        let mut candidates: Vec<(f32, ItemRef, ItemRef, Vec<E>)> = via
+            .iter()
+            .filter(|&&y| y != x)
+            .filter_map(|&y| {
+                let (y_vec, y_node, deleted) = self.read_element(y)?;
+                (!deleted).then(|| (E::distance(self.metric, &y_vec, &x_vec), y, y_node, y_vec))
+            })
+            .collect();
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut other = Connect {
+            index: self.index,
+            m: self.m,
+            dims: self.dims,
+            metric: self.metric,
+            logging: self.logging,
+            new_vector: &x_vec,
+            new_node: x_node,
+            scratch: Vec::new(),
+            depth: self.depth + 1,
+        };
+        for (d, y, y_node, y_vec) in candidates {
+            let node = Node { vector: y, node: y_node, deleted: false, matches: true, slot: u32::MAX };
+            if other.link(node, &y_vec, d, x, layer, true) {
+                return;
+            }
+        }
+    }
+
+    /// The vector at `r`, its node ref and whether it is deleted.
+    fn read_element(&self, r: ItemRef) -> Option<(Vec<E>, ItemRef, bool)> {
+        let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
+        let data = buf.page().item(r.offset)?;
+        let t = VectorTuple::parse(data);
+        Some((t.values::<E>(self.dims).to_vec(), t.node(), t.flags() & FLAG_DELETED != 0))
+    }
+
     /// Choose among a full list plus the new element: the heuristic's kept entries, then the
-    /// pruned ones nearest first; the entry left over goes, if something else links to it,
-    /// else the next farthest pruned one that qualifies. `None`: the list stays as it is.
+    /// pruned ones nearest first; the entry left over goes if it stays reachable without this
+    /// link, else the next farthest one that does. `None`: the list stays as it is.
     #[allow(clippy::too_many_arguments)]
-    fn reselect(&mut self, e: Node, e_vec: &[E], list: &[ItemRef], d_new: f32, new: ItemRef, layer: usize, force: bool) -> Option<Vec<ItemRef>> {
+    fn reselect(
+        &mut self,
+        e_vec: &[E],
+        list: &[ItemRef],
+        d_new: f32,
+        new: ItemRef,
+        layer: usize,
+        force: bool,
+    ) -> Option<(Vec<ItemRef>, (ItemRef, ItemRef))> {
         let dims = self.dims;
         self.scratch.clear();
         // (vector ref, node ref, slot of its vector in `scratch`); candidates point into this.
@@ -582,7 +774,7 @@ impl<E: Elem> Connect<'_, E> {
                 }
             }
         }
-        let mut order: Vec<usize> = kept.iter().chain(&pruned).copied().collect();
+        let order: Vec<usize> = kept.iter().chain(&pruned).copied().collect();
         // One entry must go: the last of `order`, or with `force` (when the heuristic would
         // drop the new element) any of the last few. Only one another element links to.
         let candidates: Vec<usize> = order.iter().rev().take(if force { 4 } else { 3 }).copied().collect();
@@ -593,22 +785,24 @@ impl<E: Elem> Connect<'_, E> {
                 }
                 return None;
             }
-            if self.linked_from_elsewhere(members[x].0, members[x].1, e.vector, layer) {
-                order.retain(|&i| i != x);
-                return Some(order.iter().map(|&i| members[i].0).collect());
+            let rest: Vec<ItemRef> = order.iter().filter(|&&i| i != x).map(|&i| members[i].0).collect();
+            if self.linked_from_elsewhere(members[x].0, members[x].1, &rest, layer) {
+                return Some((rest, (members[x].0, members[x].1)));
             }
         }
         None
     }
 
-    /// Whether some element other than `except` links to `x` on `layer`: looked for among
-    /// the nearest of `x`'s own neighbours (links are mostly mutual), so a `false` can be
-    /// wrong, never a `true`.
-    fn linked_from_elsewhere(&mut self, x: ItemRef, x_node: ItemRef, except: ItemRef, layer: usize) -> bool {
+    /// Whether `x` stays reachable once `e` no longer links to it: some element of `via` (what
+    /// `e` will link to, so reachable wherever `e` is) links to `x`. Looked for among `x`'s own
+    /// neighbours (links are mostly mutual) that are in `via`, so a `false` can be wrong, never
+    /// a `true`. A weaker test — "something else links to `x`" — lets two elements that only
+    /// link to each other drift off the graph together.
+    fn linked_from_elsewhere(&mut self, x: ItemRef, x_node: ItemRef, via: &[ItemRef], layer: usize) -> bool {
         let neighbours: Vec<ItemRef> = {
             let buf = Buffer::read_recent(self.index, x_node.block, Lock::Share);
             let Some(data) = buf.page().item(x_node.offset) else { return false };
-            NodeTuple::parse(data, self.m).neighbors(layer).filter(|n| *n != except).take(8).collect()
+            NodeTuple::parse(data, self.m).neighbors(layer).filter(|n| *n != x && via.contains(n)).take(8).collect()
         };
         for y in neighbours {
             let y_node = {

@@ -4,10 +4,12 @@
 pub mod build;
 pub mod check;
 pub mod cost;
+pub mod filter;
 pub mod graph;
 pub mod insert;
 pub mod opclass;
 pub mod options;
+pub mod planner;
 pub mod scan;
 pub mod vacuum;
 
@@ -31,9 +33,9 @@ fn hnsw_handler(_fcinfo: pg_sys::FunctionCallInfo) -> PgBox<pg_sys::IndexAmRouti
     am.amcanorderbyop = true;
     am.amcanbackward = false;
     am.amcanunique = false;
-    am.amcanmulticol = false;
+    am.amcanmulticol = true;
     am.amoptionalkey = true;
-    am.amsearcharray = false;
+    am.amsearcharray = true;
     am.amsearchnulls = false;
     am.amstorage = false;
     am.amclusterable = false;

@@ -10,6 +10,7 @@ use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::filter::Columns;
 use crate::storage::meta::{ELEM_F16, ELEM_F32};
 use crate::types::raise;
 
@@ -63,19 +64,36 @@ fn unqualified(name: *mut core::ffi::c_char) -> String {
     s.rsplit('.').next().unwrap_or("").trim_matches('"').to_string()
 }
 
-/// [`resolve`], cached in the relcache entry (`rd_amcache`, freed with it on invalidation), so
-/// per-row inserts and per-query scans skip the catalog lookups.
-pub fn cached(index: pg_sys::Relation) -> Kind {
-    // SAFETY: rd_amcache is ours: null, or a Kind we allocated in rd_indexcxt below.
+/// What the catalog says about an index: [`resolve`] and its filter columns.
+#[derive(Clone, Copy, Debug)]
+struct Cached {
+    kind: Kind,
+    columns: Columns,
+}
+
+fn cache(index: pg_sys::Relation) -> Cached {
+    // SAFETY: rd_amcache is ours: null, or a Cached (plain data) we allocated in rd_indexcxt
+    // below, freed with the relcache entry on invalidation.
     unsafe {
         if (*index).rd_amcache.is_null() {
-            let kind = resolve(index);
-            let p = pg_sys::MemoryContextAlloc((*index).rd_indexcxt, core::mem::size_of::<Kind>()).cast::<Kind>();
-            p.write(kind);
+            let c = Cached { kind: resolve(index), columns: Columns::of(index) };
+            let p = pg_sys::MemoryContextAlloc((*index).rd_indexcxt, core::mem::size_of::<Cached>()).cast::<Cached>();
+            p.write(c);
             (*index).rd_amcache = p.cast();
         }
-        *((*index).rd_amcache as *const Kind)
+        *((*index).rd_amcache as *const Cached)
     }
+}
+
+/// [`resolve`], cached in the relcache entry, so per-row inserts and per-query scans skip the
+/// catalog lookups.
+pub fn cached(index: pg_sys::Relation) -> Kind {
+    cache(index).kind
+}
+
+/// The index's filter columns (cached like [`cached`]).
+pub fn columns(index: pg_sys::Relation) -> Columns {
+    cache(index).columns
 }
 
 pub fn resolve(index: pg_sys::Relation) -> Kind {
@@ -90,7 +108,10 @@ pub fn resolve(index: pg_sys::Relation) -> Kind {
     let elem = match type_name.as_str() {
         "vector" => ELEM_F32,
         "halfvec" => ELEM_F16,
-        other => raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, format!("hnsw cannot index type {other}")),
+        other => raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("the first column of an hnsw index must be of type vector or halfvec, not {other}"),
+        ),
     };
     let metric = match func_name.as_str() {
         "l2_distance" | "vector_l2_squared_distance" | "halfvec_l2_squared_distance" => Metric::L2,

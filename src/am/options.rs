@@ -33,6 +33,19 @@ pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeSca
 /// `hnsw.max_scan_tuples`: heap rows an iterative scan hands out at most.
 pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
+/// `hnsw.filter_strategy`: how a scan with index quals on filter columns finds its rows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, pgrx::PostgresGucEnum)]
+pub enum FilterStrategy {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"graph"]
+    Graph,
+    #[name = c"exact"]
+    Exact,
+}
+
+pub static FILTER_STRATEGY: GucSetting<FilterStrategy> = GucSetting::<FilterStrategy>::new(FilterStrategy::Auto);
+
 /// The reloption kind Postgres assigned to us at load time.
 static RELOPT_KIND: AtomicU32 = AtomicU32::new(0);
 
@@ -64,6 +77,17 @@ pub fn init() {
           index cannot check), the search goes on outward, nearly in distance order. off: stop \
           after ef_search results, as pgvector does by default.",
         &ITERATIVE_SCAN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"hnsw.filter_strategy",
+        c"How index scans answer conditions on the filter columns of an hnsw index",
+        c"graph: walk the graph, stepping through non-matching elements without counting them \
+          toward hnsw.ef_search. exact: read the filter values of every element and measure \
+          the matching ones (exact results). auto (default): start the walk and switch to the \
+          exact scan when the share of matching elements it meets makes that cheaper.",
+        &FILTER_STRATEGY,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -154,6 +178,10 @@ pub fn ef_search() -> usize {
 
 pub fn iterative_scan() -> bool {
     ITERATIVE_SCAN.get() != IterativeScan::Off
+}
+
+pub fn filter_strategy() -> FilterStrategy {
+    FILTER_STRATEGY.get()
 }
 
 pub fn max_scan_tuples() -> usize {

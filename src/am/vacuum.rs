@@ -35,9 +35,10 @@ use super::graph::{DiskWalk, Elem};
 use super::insert::{PageLock, INSERT_LOCK};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::attr;
 use crate::storage::page::{ItemRef, PAGE_DATA};
 use crate::storage::tuple::{
-    layer_capacity, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_DELETED, FLAG_FREE,
+    layer_capacity, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE,
     KIND_NODE, KIND_TIDS,
 };
 
@@ -67,6 +68,8 @@ struct Scan {
     remaining: f64,
     /// Deleted, not yet freed elements: vector ref -> node ref.
     deleted: HashMap<ItemRef, ItemRef>,
+    /// Freed elements an insert was reusing when this VACUUM saw them: (node ref, vector ref).
+    claimed: Vec<(ItemRef, ItemRef)>,
     /// The live element with the highest level: (level, vector ref, node ref).
     top: Option<(usize, ItemRef, ItemRef)>,
 }
@@ -86,9 +89,13 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     let is_dead = |tid: &pg_sys::ItemPointerData| unsafe { callback(tid as *const _ as *mut _, callback_state) };
     let meta = Meta::read(index);
     let scan = remove_dead(index, &meta, is_dead);
-    if !scan.deleted.is_empty() {
-        // Barrier: inserts that may have picked a now-deleted element as a neighbour are done.
+    if !scan.deleted.is_empty() || !scan.claimed.is_empty() {
+        // Barrier: inserts that may have picked a now-deleted element as a neighbour are done,
+        // and so are the inserts that were reusing freed elements.
         drop(PageLock::exclusive(index, INSERT_LOCK));
+        release_abandoned(index, &meta, &scan.claimed);
+    }
+    if !scan.deleted.is_empty() {
         replace_entry(index, &scan);
         match meta.elem {
             ELEM_F16 => {
@@ -116,8 +123,9 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
     let m = meta.m as usize;
     let mut scan = Scan::default();
     // Elements whose inline TIDs are gone but that have TID lists: alive iff a list is not empty.
-    let mut check_lists: Vec<(ItemRef, ItemRef, ItemRef)> = Vec::new();
-    let mut newly_deleted: Vec<(ItemRef, ItemRef)> = Vec::new();
+    let mut check_lists: Vec<(ItemRef, ItemRef, ItemRef, ItemRef)> = Vec::new();
+    // Elements left without rows: (node ref, vector ref, attribute record).
+    let mut newly_deleted: Vec<(ItemRef, ItemRef, ItemRef)> = Vec::new();
     for block in 1..nblocks(index) {
         delay_point();
         let buf = Buffer::read(index, block, Lock::Exclusive);
@@ -131,6 +139,10 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
             let dead = match data.first() {
                 Some(&KIND_NODE) => {
                     let t = NodeTuple::parse(data, m);
+                    if t.is_claimed() {
+                        scan.claimed.push((ItemRef::new(block, off), t.vector()));
+                        continue;
+                    }
                     if t.is_deleted() {
                         if !t.is_free() {
                             scan.deleted.insert(t.vector(), ItemRef::new(block, off));
@@ -142,9 +154,9 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
                     let at = ItemRef::new(block, off);
                     if dead == t.heap_tid_count() {
                         if t.overflow().is_valid() {
-                            check_lists.push((at, t.vector(), t.overflow()));
+                            check_lists.push((at, t.vector(), t.overflow(), t.attr()));
                         } else {
-                            newly_deleted.push((at, t.vector()));
+                            newly_deleted.push((at, t.vector(), t.attr()));
                         }
                     }
                     if scan.top.is_none_or(|(l, _, _)| t.level() > l) && dead < t.heap_tid_count() {
@@ -183,7 +195,7 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
         wal.finish();
     }
     // An element whose TID lists are all empty now has no rows either.
-    for (node, vector, mut list) in check_lists {
+    for (node, vector, mut list, attr) in check_lists {
         let mut alive = false;
         while list.is_valid() && !alive {
             let buf = Buffer::read(index, list.block, Lock::Share);
@@ -193,22 +205,80 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
             list = l.next();
         }
         if !alive {
-            newly_deleted.push((node, vector));
+            newly_deleted.push((node, vector, attr));
         }
     }
-    mark(index, m, &newly_deleted, FLAG_DELETED);
-    for (node, vector) in newly_deleted {
-        scan.deleted.insert(vector, node);
+    let elements: Vec<(ItemRef, ItemRef)> = newly_deleted.iter().map(|&(n, v, _)| (n, v)).collect();
+    let marked = mark(index, m, &elements, FLAG_DELETED);
+    if meta.filters > 0 {
+        let mut attrs: Vec<ItemRef> =
+            newly_deleted.iter().filter(|(n, _, a)| a.is_valid() && marked.contains(n)).map(|&(_, _, a)| a).collect();
+        attr::set_deleted(index, meta.attr_record as usize, &mut attrs);
+    }
+    for (node, vector) in elements {
+        if marked.contains(&node) {
+            scan.deleted.insert(vector, node);
+        }
     }
     scan
 }
 
-/// Set `flag` on both tuples of each (node ref, vector ref) element, a page at a time.
-fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag: u8) {
-    let mut by_page: HashMap<u32, Vec<(u16, bool)>> = HashMap::new();
-    for &(node, vector) in elements {
-        by_page.entry(node.block).or_default().push((node.offset, true));
-        by_page.entry(vector.block).or_default().push((vector.offset, false));
+/// Set `flag` on both tuples of each (node ref, vector ref) element, a page at a time: node
+/// tuples first, then the vector tuples of the elements whose node tuple took the flag. The
+/// condition is rechecked under each node page's exclusive lock, since inserts run meanwhile:
+/// FLAG_DELETED only goes on an element that still has no row (an insert of an equal vector
+/// may have just added one), FLAG_FREE only on one that is deleted and not claimed for reuse.
+/// Returns the node refs of the elements marked.
+fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag: u8) -> HashSet<ItemRef> {
+    let mut marked = HashSet::new();
+    let mut nodes: HashMap<u32, Vec<u16>> = HashMap::new();
+    for &(node, _) in elements {
+        nodes.entry(node.block).or_default().push(node.offset);
+    }
+    let mut blocks: Vec<u32> = nodes.keys().copied().collect();
+    blocks.sort_unstable();
+    for block in blocks {
+        delay_point();
+        let buf = Buffer::read(index, block, Lock::Exclusive);
+        let todo: Vec<u16> = nodes[&block]
+            .iter()
+            .copied()
+            .filter(|&off| {
+                buf.page().item(off).is_some_and(|data| {
+                    let t = NodeTuple::parse(data, m);
+                    match flag {
+                        FLAG_DELETED => !t.is_deleted() && t.heap_tid_count() == 0,
+                        _ => t.is_deleted() && !t.is_claimed() && !t.is_free(),
+                    }
+                })
+            })
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let mut wal = Wal::start(index, &buf, Logging::Wal, false);
+        {
+            let mut page = wal.page();
+            for &off in &todo {
+                let data = page.item_mut(off).expect("checked under the same lock");
+                let mut t = NodeTupleMut::edit(data, m);
+                let flags = t.as_ref().flags();
+                t.set_flags(flags | flag);
+                marked.insert(ItemRef::new(block, off));
+            }
+        }
+        wal.finish();
+    }
+    let vectors: Vec<ItemRef> = elements.iter().filter(|(n, _)| marked.contains(n)).map(|&(_, v)| v).collect();
+    set_vector_flags_of(index, &vectors, flag);
+    marked
+}
+
+/// Set `flag` on vector tuples, a page at a time.
+fn set_vector_flags_of(index: pg_sys::Relation, vectors: &[ItemRef], flag: u8) {
+    let mut by_page: HashMap<u32, Vec<u16>> = HashMap::new();
+    for v in vectors {
+        by_page.entry(v.block).or_default().push(v.offset);
     }
     let mut blocks: Vec<u32> = by_page.keys().copied().collect();
     blocks.sort_unstable();
@@ -218,19 +288,44 @@ fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag
         let mut wal = Wal::start(index, &buf, Logging::Wal, false);
         {
             let mut page = wal.page();
-            for &(off, is_node) in &by_page[&block] {
+            for &off in &by_page[&block] {
                 let Some(data) = page.item_mut(off) else { continue };
-                if is_node {
-                    let mut t = NodeTupleMut::edit(data, m);
-                    let flags = t.as_ref().flags();
-                    t.set_flags(flags | flag);
-                } else {
-                    let flags = VectorTuple::parse(data).flags();
-                    set_vector_flags(data, flags | flag);
-                }
+                let flags = VectorTuple::parse(data).flags();
+                set_vector_flags(data, flags | flag);
             }
         }
         wal.finish();
+    }
+}
+
+/// Elements an insert claimed for reuse and that are still claimed after the insert barrier:
+/// that insert failed before finishing (nobody links to them yet); free them again.
+fn release_abandoned(index: pg_sys::Relation, meta: &Meta, claimed: &[(ItemRef, ItemRef)]) {
+    let m = meta.m as usize;
+    let mut freed = Vec::new();
+    for &(node, vector) in claimed {
+        let buf = Buffer::read(index, node.block, Lock::Exclusive);
+        let still = buf.page().item(node.offset).is_some_and(|d| NodeTuple::parse(d, m).is_claimed());
+        if !still {
+            continue;
+        }
+        let mut wal = Wal::start(index, &buf, Logging::Wal, false);
+        {
+            let mut page = wal.page();
+            let mut t = NodeTupleMut::edit(page.item_mut(node.offset).expect("checked under the same lock"), m);
+            let flags = t.as_ref().flags();
+            t.set_flags((flags & !FLAG_CLAIMED) | FLAG_DELETED | FLAG_FREE);
+        }
+        wal.finish();
+        freed.push((node, vector));
+    }
+    let vectors: Vec<ItemRef> = freed.iter().map(|&(_, v)| v).collect();
+    set_vector_flags_of(index, &vectors, FLAG_DELETED | FLAG_FREE);
+    // SAFETY: updating the open index's free space map (a hint, not WAL-logged).
+    unsafe {
+        for (node, _) in freed {
+            pg_sys::RecordPageWithFreeSpace(index, node.block, pg_sys::BLCKSZ as usize / 2);
+        }
     }
 }
 
@@ -404,8 +499,8 @@ impl<E: Elem> Repair<'_, E> {
 /// Phase 4: free the deleted elements and record their node pages in the free space map.
 fn free(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
     let elements: Vec<(ItemRef, ItemRef)> = deleted.iter().map(|(&v, &n)| (n, v)).collect();
-    mark(index, meta.m as usize, &elements, FLAG_FREE);
-    let mut pages: Vec<u32> = elements.iter().map(|(n, _)| n.block).collect();
+    let marked = mark(index, meta.m as usize, &elements, FLAG_FREE);
+    let mut pages: Vec<u32> = marked.iter().map(|n| n.block).collect();
     pages.sort_unstable();
     pages.dedup();
     // SAFETY: updating the open index's free space map (a hint, not WAL-logged).

@@ -10,7 +10,7 @@ use crate::types::raise;
 pub const META_BLOCK: u32 = 0;
 pub const MAGIC: u32 = 0x574E_5348; // "HSNW"
 /// On-disk format version; see the module docs of `storage`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Element storage of the vector tuples.
 pub const ELEM_F32: u8 = 1;
@@ -33,9 +33,15 @@ pub struct Meta {
     pub entry_level: u8,
     /// Last page known to have had room: where inserts try first.
     pub insert_page: u32,
+    /// Filter columns (index key columns after the vector), and the size of their attribute
+    /// records; the first and last attribute page (0 when there are none).
+    pub filters: u8,
+    pub attr_record: u16,
+    pub attr_first: u32,
+    pub attr_last: u32,
 }
 
-const LEN: usize = 40;
+const LEN: usize = 48;
 
 impl Meta {
     pub fn has_entry(&self) -> bool {
@@ -56,6 +62,10 @@ impl Meta {
         self.entry_vector.write(&mut b[20..26]);
         self.entry_node.write(&mut b[26..32]);
         b[32..36].copy_from_slice(&self.insert_page.to_le_bytes());
+        b[36] = self.filters;
+        b[38..40].copy_from_slice(&self.attr_record.to_le_bytes());
+        b[40..44].copy_from_slice(&self.attr_first.to_le_bytes());
+        b[44..48].copy_from_slice(&self.attr_last.to_le_bytes());
         b
     }
 
@@ -84,6 +94,10 @@ impl Meta {
             entry_vector: ItemRef::read(&b[20..26]),
             entry_node: ItemRef::read(&b[26..32]),
             insert_page: u32_at(32),
+            filters: b[36],
+            attr_record: u16_at(38),
+            attr_first: u32_at(40),
+            attr_last: u32_at(44),
         }
     }
 

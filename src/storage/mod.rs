@@ -14,7 +14,8 @@
 //! vector tuple   0  u8   kind = 1
 //!                1  u8   flags (bit 0: element deleted; scans route through it, never return it)
 //!                2  6B   node ref: where this element's node tuple is
-//!                8  ...  dims elements: f32 (vector) or f16 (halfvec), native order, 8-aligned
+//!                8  ...  dims elements: f32 (vector) or f16 (halfvec), native order, 8-aligned,
+//!                        then the element's filter values (see am/filter.rs)
 //!
 //! node tuple     0  u8   kind = 2
 //!                1  u8   flags (as in the vector tuple, kept equal)
@@ -24,9 +25,19 @@
 //!               10  u16  version, bumped by every change (optimistic updates)
 //!               12  3x6B heap TIDs (block u32, offset u16)
 //!               30  6B   first TID-list tuple, for an element with more rows (duplicates)
-//!               36  per layer l in 0..=L: u16 count, then cap(l) refs of 6 bytes
+//!               36  6B   attribute record (block, index) in an index with filter columns
+//!               42  per layer l in 0..=L: u16 count, then cap(l) refs of 6 bytes
 //!                        cap(0) = 2*m, cap(l>0) = m; unused slots are zero
 //!                        (a reused tuple may be longer than its level needs)
+//!
+//! attribute     a page of fixed-size records instead of items, packed from PageGetContents
+//! pages         to pd_lower; special space: kind 3 and the next attribute page. A record:
+//!                0  u8   flags (bit 0: element deleted)   1  u8  NULL bitmap of the columns
+//!                2  6B   vector ref                        8  8B per filter column: the value
+//!                        (integers, dates, timestamps, booleans), a 64-bit hash (text, uuid) or
+//!                        a 64-bit signature of the elements (arrays): enough to rule an element
+//!                        out without touching its vector page; a possible match is then
+//!                        checked exactly against the filter values in its vector tuple.
 //!
 //! TID list       0  u8   kind = 3
 //!                1  u8   flags
@@ -50,6 +61,7 @@
 //! covers both, or reuse the two tuples of an element VACUUM freed. The meta page's `version` names this format; later formats (filter columns,
 //! quantized vectors) bump it.
 
+pub mod attr;
 pub mod buffer;
 pub mod meta;
 pub mod page;

@@ -16,6 +16,10 @@ pub const FLAG_DELETED: u8 = 1;
 /// A deleted element whose links VACUUM has removed: its two tuples may be reused by an
 /// insert (always together with FLAG_DELETED until they are).
 pub const FLAG_FREE: u8 = 2;
+/// A freed element an insert has claimed for reuse and is rewriting (with FLAG_DELETED until
+/// it is done). VACUUM leaves it alone, unless it is still claimed after VACUUM's insert
+/// barrier: then its insert failed midway, and VACUUM frees it again.
+pub const FLAG_CLAIMED: u8 = 4;
 
 pub const VECTOR_HEADER: usize = 8;
 pub const NODE_HEADER: usize = 12;
@@ -23,7 +27,8 @@ pub const NODE_HEADER: usize = 12;
 pub const HEAP_TIDS: usize = 3;
 const TIDS_START: usize = NODE_HEADER;
 const OVERFLOW_AT: usize = TIDS_START + HEAP_TIDS * ItemRef::SIZE;
-const LISTS_START: usize = OVERFLOW_AT + ItemRef::SIZE;
+const ATTR_AT: usize = OVERFLOW_AT + ItemRef::SIZE;
+const LISTS_START: usize = ATTR_AT + ItemRef::SIZE;
 /// TIDs per TID-list tuple.
 pub const TID_LIST_CAPACITY: usize = 64;
 const TID_LIST_HEADER: usize = 12;
@@ -32,9 +37,9 @@ fn corrupt(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index tuple is corrupted: {what}"))
 }
 
-/// Size of a vector tuple of `dims` elements of `E`.
-pub fn vector_tuple_size<E: VectorElem>(dims: usize) -> usize {
-    maxalign(VECTOR_HEADER + dims * E::SIZE)
+/// Size of a vector tuple of `dims` elements of `E` carrying `payload` bytes of filter values.
+pub fn vector_tuple_size<E: VectorElem>(dims: usize, payload: usize) -> usize {
+    maxalign(VECTOR_HEADER + dims * E::SIZE + payload)
 }
 
 pub fn layer_capacity(m: usize, layer: usize) -> usize {
@@ -54,16 +59,19 @@ pub fn node_tuple_size(m: usize, level: usize) -> usize {
     maxalign(layer_start(m, level + 1))
 }
 
-/// Build a vector tuple.
-pub fn encode_vector<E: VectorElem>(values: &[E], node: ItemRef, flags: u8, out: &mut Vec<u8>) {
+/// Build a vector tuple: the vector, then the element's filter values (`payload`, as encoded
+/// by `am::filter`; empty for an index without filter columns).
+pub fn encode_vector<E: VectorElem>(values: &[E], payload: &[u8], node: ItemRef, flags: u8, out: &mut Vec<u8>) {
     out.clear();
-    out.resize(vector_tuple_size::<E>(values.len()), 0);
+    out.resize(vector_tuple_size::<E>(values.len(), payload.len()), 0);
     out[0] = KIND_VECTOR;
     out[1] = flags;
     node.write(&mut out[2..8]);
     // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
     let bytes = unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), core::mem::size_of_val(values)) };
     out[VECTOR_HEADER..VECTOR_HEADER + bytes.len()].copy_from_slice(bytes);
+    let at = VECTOR_HEADER + bytes.len();
+    out[at..at + payload.len()].copy_from_slice(payload);
 }
 
 /// A vector tuple read in place.
@@ -88,6 +96,12 @@ impl<'a> VectorTuple<'a> {
     #[inline]
     pub fn node(&self) -> ItemRef {
         ItemRef::read(&self.data[2..8])
+    }
+
+    /// The filter values after the vector (self-delimiting; see `am::filter`).
+    #[inline]
+    pub fn payload<E: VectorElem>(&self, dims: usize) -> &'a [u8] {
+        self.data.get(VECTOR_HEADER + dims * E::SIZE..).unwrap_or(&[])
     }
 
     /// The elements, borrowed from the page (no copy).
@@ -175,8 +189,17 @@ impl<'a> NodeTuple<'a> {
         ItemRef::read(&self.data[OVERFLOW_AT..OVERFLOW_AT + 6])
     }
 
+    /// This element's attribute record (block, index), for indexes with filter columns.
+    pub fn attr(&self) -> ItemRef {
+        ItemRef::read(&self.data[ATTR_AT..ATTR_AT + 6])
+    }
+
     pub fn is_free(&self) -> bool {
         self.flags() & FLAG_FREE != 0
+    }
+
+    pub fn is_claimed(&self) -> bool {
+        self.flags() & FLAG_CLAIMED != 0
     }
 
     /// Neighbour refs on `layer` (empty above the element's level).
@@ -235,6 +258,11 @@ impl<'a> NodeTupleMut<'a> {
         vector.write(&mut self.data[4..10]);
         tid.write(&mut self.data[TIDS_START..TIDS_START + 6]);
         ItemRef::INVALID.write(&mut self.data[OVERFLOW_AT..OVERFLOW_AT + 6]);
+        ItemRef::INVALID.write(&mut self.data[ATTR_AT..ATTR_AT + 6]);
+    }
+
+    pub fn set_attr(&mut self, r: ItemRef) {
+        r.write(&mut self.data[ATTR_AT..ATTR_AT + 6]);
     }
 
     /// Add a heap TID inline; false if the inline places are full.

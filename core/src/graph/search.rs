@@ -77,6 +77,13 @@ pub trait Walk {
     fn is_result(&self, _item: &Self::Item) -> bool {
         true
     }
+
+    /// Whether a [`ResumableSearch`] round should stop early (the walk decided another way of
+    /// answering is cheaper); checked after every expansion.
+    #[inline]
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Heaps reused across searches so a search allocates nothing in the steady state.
@@ -248,7 +255,7 @@ impl<I: Copy> ResumableSearch<I> {
         let ef = ef.max(1);
         self.reset_best(ef);
         while let Some(&Near(c)) = self.frontier.peek() {
-            if c.dist > self.bound(ef) {
+            if c.dist > self.bound(ef) || walk.should_stop() {
                 break;
             }
             self.frontier.pop();
