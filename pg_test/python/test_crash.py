@@ -39,6 +39,7 @@ CLIENTS = 4
 ROUNDS = int(os.environ.get("HNSW_EXT_CRASH_ROUNDS", "5"))
 SAMPLE = 1500
 EF = 400
+EF_MAX = 1000
 
 
 def vec_text(v):
@@ -204,8 +205,34 @@ def check_index(conn, rows, sample, rng):
             got = cur.fetchone()
             if got is None or got[0] != i:
                 missed.append((i, got))  # (id, (id returned, its distance: > 0 if the row's vector is not in the index))
+    # Uniform random 32-d data is hard for any graph: at ef_search 400 an approximate search
+    # may, very rarely (about 1 in 10^4 here), end its walk next to a row and not on it. That is
+    # recall, not loss; a row the crash lost from the graph is not found at the widest beam either.
+    widened = len(missed)
+    if missed:
+        conn.execute(f"SET hnsw.ef_search = {EF_MAX}")
+        with conn.cursor() as cur:
+            still = []
+            for i, first in missed:
+                text = vec_text(rows[i])
+                got = cur.execute("SELECT id, v <-> %s::vector FROM t ORDER BY v <-> %s::vector LIMIT 1", (text, text)).fetchone()
+                if got is None or got[0] != i:
+                    still.append((i, first, got))
+            missed = still
+    report = ""
+    if missed:
+        # Does an iterative scan that goes on until it has handed out every row reach it?
+        conn.execute("SET hnsw.max_scan_tuples = 10000000")
+        ranks = []
+        for i, _, _ in missed:
+            text = vec_text(rows[i])
+            ids = [r[0] for r in conn.execute("SELECT id FROM t ORDER BY v <-> %s::vector LIMIT 1000000", (text,))]
+            ranks.append((i, ids.index(i) if i in ids else None, len(ids)))
+        report = f"(id, rank in a full iterative scan, rows it returned): {ranks}\n" + conn.execute("SELECT hnsw_index_check('t_v_idx')").fetchone()[0]
     conn.execute("RESET ALL")
-    assert not missed, f"{len(missed)} of {len(ids)} rows not found by the index on their own vector: {missed[:20]}"
+    assert not missed, f"{len(missed)} of {len(ids)} rows not found by the index on their own vector: {missed[:20]}\n{report}"
+    if widened:
+        print(f"  {widened} row(s) found only at ef_search {EF_MAX}")
     return len(ids)
 
 
@@ -214,7 +241,8 @@ def check_graph(conn, rows=None, exact=False):
     after a VACUUM that did not skip the index)."""
     report = conn.execute("SELECT hnsw_index_check('t_v_idx')").fetchone()[0]
     assert report.strip().splitlines()[-1] == "OK", report
-    shape = report.splitlines()[0]
+    lines = report.strip().splitlines()
+    shape = "; ".join(lines[:-1])  # the counts, and notes such as elements left for VACUUM
     if rows is not None:
         tids = int(re.search(r"(\d+) heap TIDs", shape).group(1))
         assert tids == rows if exact else tids >= rows, f"{rows} rows, {tids} heap TIDs in the index: {shape}"

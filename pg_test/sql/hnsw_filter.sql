@@ -70,6 +70,19 @@ SELECT id FROM items WHERE cat = 3 AND tag = 'new' ORDER BY v <-> '[3,3,3]' LIMI
 SELECT hnsw_index_check('items_filter_idx') ~ 'OK$' AS ok;
 RESET enable_seqscan;
 
+-- The planner weighs the filter's selectivity: a btree on the filter column (and a sort) when a
+-- handful of rows match, the hnsw index when many do; a query without LIMIT never uses hnsw.
+CREATE TABLE sel (id int, v vector(4), wide int, narrow int);
+INSERT INTO sel SELECT i, ARRAY[i % 11, i % 13, i % 17, i % 19]::vector, i % 10, i % 2000 FROM generate_series(1, 20000) i;
+CREATE INDEX sel_hnsw ON sel USING hnsw (v vector_l2_ops, wide, narrow);
+CREATE INDEX sel_narrow ON sel (narrow);
+CREATE INDEX sel_wide ON sel (wide);
+ANALYZE sel;
+EXPLAIN (COSTS OFF) SELECT id FROM sel WHERE narrow = 7 ORDER BY v <-> '[1,2,3,4]' LIMIT 10;
+EXPLAIN (COSTS OFF) SELECT id FROM sel WHERE wide = 7 ORDER BY v <-> '[1,2,3,4]' LIMIT 10;
+EXPLAIN (COSTS OFF) SELECT id FROM sel WHERE wide = 7 ORDER BY v <-> '[1,2,3,4]';
+DROP TABLE sel;
+
 -- Errors, each with its SQLSTATE.
 CREATE INDEX ON items USING hnsw (cat, v vector_l2_ops);
 \echo :LAST_ERROR_SQLSTATE

@@ -25,6 +25,9 @@ pub struct Report {
     /// Live elements whose rows are all gone, left for the next VACUUM to mark deleted (what a
     /// cancelled or crashed VACUUM leaves: searches never return them).
     pub rowless: u64,
+    /// Live elements nothing links to whose rows are not visible now (inserts that did not
+    /// commit, or are still running).
+    pub unlinked_invisible: u64,
     pub heap_tids: u64,
     pub links: u64,
     pub max_level: usize,
@@ -46,6 +49,12 @@ impl Report {
         );
         if self.rowless > 0 {
             s.push_str(&format!("{} element(s) without rows, left for the next VACUUM\n", self.rowless));
+        }
+        if self.unlinked_invisible > 0 {
+            s.push_str(&format!(
+                "{} unreachable element(s) without a visible row (inserts that did not commit), left for the next VACUUM\n",
+                self.unlinked_invisible
+            ));
         }
         if self.problems.is_empty() {
             s.push_str("OK");
@@ -69,6 +78,8 @@ struct Element {
     overflow: ItemRef,
     attr: ItemRef,
     links: Vec<(usize, ItemRef)>,
+    /// Inline heap TIDs (the TID lists are only counted).
+    tids: Vec<pg_sys::ItemPointerData>,
 }
 
 pub fn check(index: pg_sys::Relation) -> Report {
@@ -163,6 +174,7 @@ pub fn check(index: pg_sys::Relation) -> Report {
                         overflow: t.overflow(),
                         attr: t.attr(),
                         links,
+                        tids: t.heap_tids().collect(),
                     };
                     elements.insert(at, (t.vector(), e));
                 }
@@ -285,8 +297,13 @@ pub fn check(index: pg_sys::Relation) -> Report {
                     e.node.block, e.node.offset, n.block, n.offset
                 )),
                 Some(&lvl) if lvl < layer => r.problem(format!(
-                    "({},{}) layer {layer}: link to ({},{}) whose level is only {lvl}",
-                    e.node.block, e.node.offset, n.block, n.offset
+                    "({},{}){} layer {layer}: link to ({},{}) whose level is only {lvl}{}",
+                    e.node.block,
+                    e.node.offset,
+                    if e.deleted { " (deleted)" } else { "" },
+                    n.block,
+                    n.offset,
+                    if vectors.get(&n).is_some_and(|(_, d)| *d) { " (deleted)" } else { "" }
                 )),
                 Some(_) => {
                     let (node, deleted) = vectors[&n];
@@ -322,7 +339,13 @@ pub fn check(index: pg_sys::Relation) -> Report {
                 }
             }
         }
-        let lost: Vec<&Element> = elements.iter().filter(|(_, (v, e))| !e.deleted && !reached.contains(v)).map(|(_, (_, e))| e).collect();
+        let unreached: Vec<&Element> = elements.iter().filter(|(_, (v, e))| !e.deleted && !reached.contains(v)).map(|(_, (_, e))| e).collect();
+        // An insert places its element before linking it, so one that failed in between (a
+        // crash, or an insert still running) leaves an element nothing links to yet. Its row
+        // never committed: no search should return it, and VACUUM frees it. Only elements
+        // holding a row that is visible now must be reachable.
+        let (lost, invisible): (Vec<&Element>, Vec<&Element>) = unreached.into_iter().partition(|e| holds_visible_row(index, e));
+        r.unlinked_invisible = invisible.len() as u64;
         if let Some(e) = lost.first() {
             r.problem(format!(
                 "{} live element(s) unreachable from the entry point, e.g. ({},{})",
@@ -354,6 +377,29 @@ pub fn check(index: pg_sys::Relation) -> Report {
         r.problem("elements but no entry point".into());
     }
     r
+}
+
+/// Whether some row of `e` is visible to a fresh snapshot (conservatively true when its TIDs
+/// continue in TID lists).
+fn holds_visible_row(index: pg_sys::Relation, e: &Element) -> bool {
+    if e.overflow.is_valid() {
+        return true;
+    }
+    // SAFETY: the index is open and locked, so its table exists; the table is opened and
+    // closed here with AccessShareLock, the snapshot registered and unregistered around the
+    // fetches (an ERROR in between releases both through the resource owner).
+    unsafe {
+        let heap = pg_sys::table_open((*(*index).rd_index).indrelid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let visible = e.tids.iter().any(|tid| {
+            let mut tid = *tid;
+            let mut all_dead = false;
+            pg_sys::table_index_fetch_tuple_check(heap, &mut tid, snapshot, &mut all_dead)
+        });
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        visible
+    }
 }
 
 /// A `regclass` argument, as its OID.

@@ -208,7 +208,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     let (vref, nref, level) = place(index, &meta, vector, attrs, level, &lists, tid, logging);
     selected.truncate(level + 1);
 
-    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new(), depth: 0 };
+    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new() };
     let mut reachable = false;
     for (layer, sel) in selected.iter().enumerate() {
         for c in sel {
@@ -621,8 +621,6 @@ struct Connect<'a, E: Elem> {
     new_node: ItemRef,
     /// Vectors of a full list being re-selected.
     scratch: Vec<E>,
-    /// Nesting of [`Connect::reinstate`] (which links, and may drop, in turn).
-    depth: u8,
 }
 
 impl<E: Elem> Connect<'_, E> {
@@ -634,8 +632,9 @@ impl<E: Elem> Connect<'_, E> {
     /// `e` links to `new` afterwards.
     fn link(&mut self, e: Node, e_vec: &[E], d: f32, new: ItemRef, layer: usize, force: bool) -> bool {
         let cap = layer_capacity(self.m, layer);
-        // A retry happens only when another backend changed this list meanwhile, so some
-        // backend always makes progress; interrupts are honoured while retrying.
+        // A retry happens only when another backend changed this list (or the witness's)
+        // meanwhile, so some backend always makes progress; interrupts are honoured while
+        // retrying.
         loop {
             check_for_interrupts!();
             let (version, list) = {
@@ -656,14 +655,34 @@ impl<E: Elem> Connect<'_, E> {
                 (l, None)
             } else {
                 match self.reselect(e_vec, &list, d, new, layer, force) {
-                    Some((l, x)) => (l, Some(x)),
+                    Some((l, x, witness)) => (l, Some((x, witness))),
                     None => return false,
                 }
             };
+            // A dropped entry `x` stays reachable through `witness` (in the new list) only if
+            // the witness still links to `x` when the list is written: its page is locked too,
+            // in share mode, so that no other insert can drop that link meanwhile (two inserts
+            // each dropping one of two links to `x`, each relying on the other's, would cut it
+            // off). This is the only place that holds two buffer locks; it takes them in block
+            // order, so two inserts doing it cannot deadlock. The list is one WAL record: a
+            // crash either has the old list or the new one, and `x` is reachable in both.
+            let witness_block = dropped.map(|(_, w)| w.block).filter(|&b| b != e.node.block);
+            let before = witness_block.filter(|&b| b < e.node.block).map(|b| Buffer::read(self.index, b, Lock::Share));
             let buf = Buffer::read(self.index, e.node.block, Lock::Exclusive);
+            let after = witness_block.filter(|&b| b > e.node.block).map(|b| Buffer::read(self.index, b, Lock::Share));
             let Some(data) = buf.page().item(e.node.offset) else { return false };
             if NodeTuple::parse(data, self.m).version() != version {
                 continue;
+            }
+            if let Some(((x, _), w)) = dropped {
+                let wpage = before.as_ref().or(after.as_ref()).unwrap_or(&buf).page();
+                let still = wpage.item(w.offset).is_some_and(|data| {
+                    let t = NodeTuple::parse(data, self.m);
+                    !t.is_deleted() && t.neighbors(layer).any(|n| n == x)
+                });
+                if !still {
+                    continue;
+                }
             }
             let mut wal = Wal::start(self.index, &buf, self.logging, false);
             {
@@ -672,60 +691,8 @@ impl<E: Elem> Connect<'_, E> {
                 NodeTupleMut::edit(data, self.m).set_neighbors(layer, &new_list);
             }
             wal.finish();
-            drop(buf);
-            // Another insert may have dropped the other link to `x` at the same time, each
-            // having seen the other's: checked again now that this list no longer has it, and
-            // if nothing links to `x` any more, one of its own neighbours takes it back. Of
-            // two such inserts the later one's check sees both drops (page locks order them).
-            if let Some((x, x_node)) = dropped {
-                if layer == 0 && self.depth < 2 && !self.linked_from_elsewhere(x, x_node, &new_list, layer) {
-                    self.reinstate(x, x_node, &new_list, layer);
-                }
-            }
             return true;
         }
-    }
-
-    /// Link `x` from one of `via` (reachable), nearest first, whatever their heuristic says.
-    fn reinstate(&mut self, x: ItemRef, x_node: ItemRef, via: &[ItemRef], layer: usize) {
-        let Some((x_vec, _, x_deleted)) = self.read_element(x) else { return };
-        if x_deleted {
-            return;
-        }
-        let mut candidates: Vec<(f32, ItemRef, ItemRef, Vec<E>)> = via
-            .iter()
-            .filter(|&&y| y != x)
-            .filter_map(|&y| {
-                let (y_vec, y_node, deleted) = self.read_element(y)?;
-                (!deleted).then(|| (E::distance(self.metric, &y_vec, &x_vec), y, y_node, y_vec))
-            })
-            .collect();
-        candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut other = Connect {
-            index: self.index,
-            m: self.m,
-            dims: self.dims,
-            metric: self.metric,
-            logging: self.logging,
-            new_vector: &x_vec,
-            new_node: x_node,
-            scratch: Vec::new(),
-            depth: self.depth + 1,
-        };
-        for (d, y, y_node, y_vec) in candidates {
-            let node = Node { vector: y, node: y_node, deleted: false, matches: true, slot: u32::MAX };
-            if other.link(node, &y_vec, d, x, layer, true) {
-                return;
-            }
-        }
-    }
-
-    /// The vector at `r`, its node ref and whether it is deleted.
-    fn read_element(&self, r: ItemRef) -> Option<(Vec<E>, ItemRef, bool)> {
-        let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
-        let data = buf.page().item(r.offset)?;
-        let t = VectorTuple::parse(data);
-        Some((t.values::<E>(self.dims).to_vec(), t.node(), t.flags() & FLAG_DELETED != 0))
     }
 
     /// Choose among a full list plus the new element: the heuristic's kept entries, then the
@@ -740,7 +707,7 @@ impl<E: Elem> Connect<'_, E> {
         new: ItemRef,
         layer: usize,
         force: bool,
-    ) -> Option<(Vec<ItemRef>, (ItemRef, ItemRef))> {
+    ) -> Option<(Vec<ItemRef>, (ItemRef, ItemRef), ItemRef)> {
         let dims = self.dims;
         self.scratch.clear();
         // (vector ref, node ref, slot of its vector in `scratch`); candidates point into this.
@@ -786,22 +753,22 @@ impl<E: Elem> Connect<'_, E> {
                 return None;
             }
             let rest: Vec<ItemRef> = order.iter().filter(|&&i| i != x).map(|&i| members[i].0).collect();
-            if self.linked_from_elsewhere(members[x].0, members[x].1, &rest, layer) {
-                return Some((rest, (members[x].0, members[x].1)));
+            if let Some(witness) = self.linked_from_elsewhere(members[x].0, members[x].1, &rest, layer) {
+                return Some((rest, (members[x].0, members[x].1), witness));
             }
         }
         None
     }
 
     /// Whether `x` stays reachable once `e` no longer links to it: some element of `via` (what
-    /// `e` will link to, so reachable wherever `e` is) links to `x`. Looked for among `x`'s own
-    /// neighbours (links are mostly mutual) that are in `via`, so a `false` can be wrong, never
-    /// a `true`. A weaker test — "something else links to `x`" — lets two elements that only
-    /// link to each other drift off the graph together.
-    fn linked_from_elsewhere(&mut self, x: ItemRef, x_node: ItemRef, via: &[ItemRef], layer: usize) -> bool {
+    /// `e` will link to, so reachable wherever `e` is) links to `x`; returns that witness's
+    /// node ref. Looked for among `x`'s own neighbours (links are mostly mutual) that are in
+    /// `via`, so a `None` can be wrong, never a witness. A weaker test — "something else links
+    /// to `x`" — lets two elements that only link to each other drift off the graph together.
+    fn linked_from_elsewhere(&mut self, x: ItemRef, x_node: ItemRef, via: &[ItemRef], layer: usize) -> Option<ItemRef> {
         let neighbours: Vec<ItemRef> = {
             let buf = Buffer::read_recent(self.index, x_node.block, Lock::Share);
-            let Some(data) = buf.page().item(x_node.offset) else { return false };
+            let data = buf.page().item(x_node.offset)?;
             NodeTuple::parse(data, self.m).neighbors(layer).filter(|n| *n != x && via.contains(n)).take(8).collect()
         };
         for y in neighbours {
@@ -817,9 +784,9 @@ impl<E: Elem> Connect<'_, E> {
             let buf = Buffer::read_recent(self.index, y_node.block, Lock::Share);
             let Some(data) = buf.page().item(y_node.offset) else { continue };
             if NodeTuple::parse(data, self.m).neighbors(layer).any(|n| n == x) {
-                return true;
+                return Some(y_node);
             }
         }
-        false
+        None
     }
 }
