@@ -44,6 +44,7 @@ def main():
     p.add_argument("--rows", type=int, default=0, help="first N base rows (default all)")
     p.add_argument("--nq", type=int, default=500, help="queries for recall and rows for the INSERT test")
     p.add_argument("--ef", type=int, default=100, help="hnsw.ef_search for recall")
+    p.add_argument("--steps", default="insert,vacuum10,vacuum50", help="which of insert, vacuum10, vacuum50 to run")
     p.add_argument("--out", help="write the figures as JSON here")
     a = p.parse_args()
 
@@ -95,11 +96,12 @@ def main():
     def size():
         return conn.execute("SELECT pg_relation_size('items_idx')").fetchone()[0]
 
+    steps = a.steps.split(",")
     # 1. single-row INSERT throughput.
     conn.execute("SET synchronous_commit = off")
     t = time.time()
     with conn.cursor() as cur:
-        for i, q in enumerate(qtext):
+        for i, q in enumerate(qtext if "insert" in steps else []):
             cur.execute("INSERT INTO items (id, embedding) VALUES (%s, %s::vector)", (n + i, q))
     out["insert_rows_per_s"] = len(qtext) / (time.time() - t)
     conn.execute("RESET synchronous_commit")
@@ -109,6 +111,8 @@ def main():
 
     rng = np.random.default_rng(42)
     for step, share in (("vacuum10", 0.1), ("vacuum50", 0.5)):
+        if step not in steps:
+            continue
         before = recall()
         live = np.flatnonzero(alive)
         dead = rng.choice(live, int(len(live) * share), replace=False)

@@ -452,6 +452,19 @@ impl Filter {
         })
     }
 
+    /// The one `column = integer` condition of this filter, if that is all it is: the common
+    /// case, which an exact scan tests on each of the index's records with a plain load and
+    /// compare instead of [`Filter::record_may_match`]'s general loop.
+    pub fn single_int_eq(&self) -> Option<(usize, u64)> {
+        match self.keys.as_slice() {
+            [k] if !self.impossible && k.strategy == EQ => match k.arg {
+                Arg::Int(a) => Some((k.col, a as u64)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether [`Filter::record_may_match`] decides exactly (every key on integer-like columns).
     pub fn exact_on_records(&self) -> bool {
         self.keys.iter().all(|k| matches!(k.arg, Arg::Int(_) | Arg::IntSet(_) | Arg::IntAny(_)))

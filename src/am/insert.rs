@@ -638,7 +638,7 @@ impl<E: Elem> Connect<'_, E> {
         loop {
             check_for_interrupts!();
             let (version, list) = {
-                let buf = Buffer::read(self.index, e.node.block, Lock::Share);
+                let buf = Buffer::read_recent(self.index, e.node.block, Lock::Share);
                 let Some(data) = buf.page().item(e.node.offset) else { return false };
                 let t = NodeTuple::parse(data, self.m);
                 if t.level() < layer || t.is_deleted() {
@@ -667,9 +667,9 @@ impl<E: Elem> Connect<'_, E> {
             // order, so two inserts doing it cannot deadlock. The list is one WAL record: a
             // crash either has the old list or the new one, and `x` is reachable in both.
             let witness_block = dropped.map(|(_, w)| w.block).filter(|&b| b != e.node.block);
-            let before = witness_block.filter(|&b| b < e.node.block).map(|b| Buffer::read(self.index, b, Lock::Share));
-            let buf = Buffer::read(self.index, e.node.block, Lock::Exclusive);
-            let after = witness_block.filter(|&b| b > e.node.block).map(|b| Buffer::read(self.index, b, Lock::Share));
+            let before = witness_block.filter(|&b| b < e.node.block).map(|b| Buffer::read_recent(self.index, b, Lock::Share));
+            let buf = Buffer::read_recent(self.index, e.node.block, Lock::Exclusive);
+            let after = witness_block.filter(|&b| b > e.node.block).map(|b| Buffer::read_recent(self.index, b, Lock::Share));
             let Some(data) = buf.page().item(e.node.offset) else { return false };
             if NodeTuple::parse(data, self.m).version() != version {
                 continue;
@@ -714,7 +714,7 @@ impl<E: Elem> Connect<'_, E> {
         let mut members: Vec<(ItemRef, ItemRef, usize)> = Vec::with_capacity(list.len() + 1);
         let mut cands: Vec<Candidate<usize>> = Vec::with_capacity(list.len() + 1);
         for r in list {
-            let buf = Buffer::read(self.index, r.block, Lock::Share);
+            let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
             let Some(data) = buf.page().item(r.offset) else { continue };
             let t = VectorTuple::parse(data);
             let v = t.values::<E>(dims);

@@ -352,16 +352,12 @@ fn exact_matches<E: Elem>(index: pg_sys::Relation, meta: &Meta, mut filter: Filt
     let (dims, size) = (meta.dims as usize, meta.attr_record as usize);
     let mut refs: Vec<ItemRef> = Vec::new();
     if size > 0 {
-        attr::for_each_page(index, meta.attr_first, |_, page| {
-            for rec in page.attr_records(size) {
-                if rec.flags() & ATTR_DELETED == 0 && filter.record_may_match(rec.nulls(), rec.slots()) {
-                    let v = rec.vector();
-                    if v.is_valid() {
-                        refs.push(v);
-                    }
-                }
+        match filter.single_int_eq() {
+            Some((col, want)) => {
+                matching_records(index, meta, &mut refs, |rec| rec.nulls() & (1 << col) == 0 && rec.slot(col) == want)
             }
-        });
+            None => matching_records(index, meta, &mut refs, |rec| filter.record_may_match(rec.nulls(), rec.slots())),
+        }
     }
     refs.sort_unstable_by_key(|r| (r.block, r.offset));
     refs.dedup();
@@ -385,6 +381,22 @@ fn exact_matches<E: Elem>(index: pg_sys::Relation, meta: &Meta, mut filter: Filt
         check_for_interrupts!();
     }
     out
+}
+
+/// The vector refs of the live attribute records that pass `test`. Every record of the index
+/// is tested, so this loop is most of an exact scan's time; `test` is inlined into it.
+fn matching_records(index: pg_sys::Relation, meta: &Meta, refs: &mut Vec<ItemRef>, test: impl Fn(&attr::Record) -> bool) {
+    let size = meta.attr_record as usize;
+    attr::for_each_page(index, meta.attr_first, |_, page| {
+        for rec in page.attr_records(size) {
+            if rec.flags() & ATTR_DELETED == 0 && test(&rec) {
+                let v = rec.vector();
+                if v.is_valid() {
+                    refs.push(v);
+                }
+            }
+        }
+    });
 }
 
 /// `pgstat_count_index_scan()`: the scan shows in pg_stat_user_indexes.idx_scan.

@@ -61,6 +61,12 @@ impl<'a> Record<'a> {
     pub fn slots(&self) -> &'a [u8] {
         &self.0[ATTR_HEADER..]
     }
+    /// The condensed value of column `col`.
+    #[inline]
+    pub fn slot(&self, col: usize) -> u64 {
+        let at = ATTR_HEADER + col * 8;
+        u64::from_le_bytes(self.0[at..at + 8].try_into().expect("8 bytes"))
+    }
 }
 
 impl<'a> Page<'a> {
