@@ -25,6 +25,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from test_recall import DATA, DSN, read_idx
+from pgdb import fresh_database
 
 DB = "hnsw_filter_test"
 ROWS, INITIAL, QUERIES, K, EF = 50_000, 40_000, 100, 10, 40
@@ -146,15 +147,7 @@ def assert_good(r, floor=FLOOR):
 
 @pytest.fixture(scope="module")
 def dsn():
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-    url = f"{DSN} dbname={DB}"
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE EXTENSION hnsw_ext")
-    yield url
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    yield from fresh_database(DSN, DB)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
+from pgdb import fresh_database
 
 DSN = os.environ.get("HNSW_EXT_TEST_DSN", "host=127.0.0.1 port=5499 user=postgres dbname=postgres")
 DATA = "/usr/share/datasets/fashion-mnist"
@@ -54,15 +55,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def dsn():
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB}")
-        c.execute(f"CREATE DATABASE {DB}")
-    url = f"{DSN} dbname={DB}"
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE EXTENSION hnsw_ext")
-    yield url
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    yield from fresh_database(DSN, DB)
 
 
 def prepare(base, queries, typ, normalize):

@@ -11,6 +11,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from test_recall import DATA, DSN, load, read_idx
+from pgdb import fresh_database
 
 DB = "hnsw_vacuum_test"
 ROWS = 20_000
@@ -18,15 +19,7 @@ ROWS = 20_000
 
 @pytest.fixture(scope="module")
 def dsn():
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB}")
-        c.execute(f"CREATE DATABASE {DB}")
-    url = f"{DSN} dbname={DB}"
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE EXTENSION hnsw_ext")
-    yield url
-    with psycopg.connect(DSN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    yield from fresh_database(DSN, DB)
 
 
 @pytest.fixture(scope="module")
