@@ -408,6 +408,8 @@ pub struct RegClass(pub pg_sys::Oid);
 impl_sql_translatable!(RegClass, arg_only = "regclass");
 
 impl FromDatum for RegClass {
+    // SAFETY: unsafe by the trait's signature only; a regclass datum is an OID by value, read
+    // without dereferencing anything.
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
         (!is_null).then(|| RegClass(pg_sys::Oid::from(datum.value() as u32)))
     }

@@ -56,6 +56,8 @@ impl_sql_translatable!(ArrayArg<NUMERIC>, arg_only = "numeric[]");
 impl_sql_translatable!(ArrayArg<CSTRING>, arg_only = "cstring[]");
 
 impl<const K: u8> FromDatum for ArrayArg<K> {
+    // SAFETY: the caller (pgrx's argument unboxing) passes a datum of this function's declared
+    // array argument type, which is detoasted below before anything reads it.
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
         if is_null || datum.is_null() {
             return None;
