@@ -172,3 +172,47 @@ def test_recall_after_concurrent_inserts(dsn, data, opclass, typ, op, metric, no
         print(f"{opclass} concurrent inserts: recall@10 {r:.4f}")
         assert r >= floor_for(metric), f"{opclass} concurrent inserts: recall@10 {r}"
         conn.execute(f"DROP TABLE {table}")
+
+
+def own_vector_misses(conn, table, vectors, ef):
+    """How many rows are not the first answer to a search for their own vector."""
+    conn.execute(f"SET hnsw.ef_search = {ef}")
+    conn.execute("SET enable_seqscan = off")
+    misses = 0
+    with conn.cursor() as cur:
+        for i, v in enumerate(vectors):
+            text = "[" + ",".join(repr(float(x)) for x in v) + "]"
+            got = cur.execute(f"SELECT id FROM {table} ORDER BY v <-> %s::vector LIMIT 1", (text,), prepare=True).fetchone()
+            misses += got is None or got[0] != i
+    conn.execute("RESET ALL")
+    return misses
+
+
+def test_inserted_graph_as_findable_as_built(dsn):
+    """Uniform random 32-d points (no structure to help a graph) added one row at a time must
+    be as easy to find as the same points indexed by CREATE INDEX: at ef_search 40 a search for
+    a row's own vector returns it, but for a handful. Inserts that gave up adding their back-link
+    to a full neighbour list whenever no witness for the entry it would push out was found
+    once missed 49 of these 10,000 rows (287 of 15,000), the built index none."""
+    rng = np.random.default_rng(7)
+    n = 10_000
+    pts = rng.uniform(-1, 1, size=(n, 32)).astype(np.float32)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        misses = {}
+        for mode in ("built", "inserted"):
+            table = f"own_{mode}"
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"CREATE TABLE {table} (id int, v vector(32))")
+            if mode == "inserted":
+                conn.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops)")
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY {table} (id, v) FROM STDIN") as copy:
+                    for i, v in enumerate(pts):
+                        copy.write_row((i, "[" + ",".join(repr(float(x)) for x in v) + "]"))
+            if mode == "built":
+                conn.execute(f"CREATE INDEX ON {table} USING hnsw (v vector_l2_ops)")
+            misses[mode] = own_vector_misses(conn, table, pts, 40)
+            conn.execute(f"DROP TABLE {table}")
+    print(f"rows not found on their own vector at ef_search 40: {misses}")
+    assert misses["built"] <= 5, misses
+    assert misses["inserted"] <= 10, misses

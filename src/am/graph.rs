@@ -77,6 +77,8 @@ pub struct DiskWalk<E: Elem, F: Fn(&[E]) -> f32> {
     visited: Visited,
     /// When set (inserts), every measured vector is copied here, for the neighbour heuristic.
     arena: Option<Vec<E>>,
+    /// (vector ref, node ref, deleted) of each arena slot.
+    arena_refs: Vec<(ItemRef, ItemRef, bool)>,
     refs: Vec<ItemRef>,
     /// A scan's index quals on filter columns: elements failing them route the walk but are
     /// not results.
@@ -137,7 +139,12 @@ impl Switch {
 impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
     /// `keep_vectors`: copy each measured vector into an arena (see [`Node::slot`]).
     pub fn new(rel: pg_sys::Relation, meta: &Meta, dist: F, visited: Visited, keep_vectors: bool) -> Self {
-        let arena = keep_vectors.then(Vec::new);
+        // Room for what an insert's walk usually measures (about 20 elements per unit of
+        // ef_construction), so that the copies are not moved again and again as the arena
+        // grows; capped at 4 MiB.
+        let dims = (meta.dims as usize).max(1);
+        let expected = (meta.ef_construction as usize * 24).min((4 << 20) / (dims * E::SIZE));
+        let arena = keep_vectors.then(|| Vec::with_capacity(expected * dims));
         DiskWalk {
             rel,
             m: meta.m as usize,
@@ -145,6 +152,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
             dist,
             visited,
             arena,
+            arena_refs: Vec::new(),
             refs: Vec::new(),
             filter: None,
             measured: 0,
@@ -194,6 +202,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
         let slot = match self.arena.as_mut() {
             Some(arena) => {
                 arena.extend_from_slice(values);
+                self.arena_refs.push((r, t.node(), deleted));
                 (arena.len() / self.dims - 1) as u32
             }
             None => u32::MAX,
@@ -211,6 +220,12 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
     pub fn arena_vector(&self, slot: u32) -> &[E] {
         let arena = self.arena.as_deref().expect("walk has no arena");
         &arena[slot as usize * self.dims..(slot as usize + 1) * self.dims]
+    }
+
+    /// Everything an insert's walk measured: the arena of vectors and, per slot, the element's
+    /// (vector ref, node ref, whether it was marked deleted).
+    pub fn arena(&self) -> (&[E], &[(ItemRef, ItemRef, bool)]) {
+        (self.arena.as_deref().expect("walk has no arena"), &self.arena_refs)
     }
 }
 

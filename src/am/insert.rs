@@ -1,10 +1,12 @@
 //! Online inserts (`aminsert`), safe with any number of backends inserting at once.
 //!
 //! Locking discipline (what makes it deadlock-free): a backend holds at most one buffer lock at
-//! a time, never waits for a buffer lock while holding another, and takes the meta page's lock
-//! only on its own. Neighbour lists are updated optimistically: read the list and its version
-//! under a share lock, compute the new list with no lock held (this may read other pages), then
-//! take the exclusive lock and write only if the version is unchanged, else start over.
+//! a time — except when a back-link pushes an entry out of a full list, where the page of the
+//! entry's witness is share-locked too, the two taken in block order (see [`Connect::link`]) —
+//! and takes the meta page's lock only on its own. Neighbour lists are updated optimistically:
+//! read the list and its version under a share lock, compute the new list with no lock held
+//! (this may read other pages), then take the exclusive lock and write only if the version is
+//! unchanged, else start over.
 //! The very first element of an empty index is placed under a heavyweight lock so that two
 //! first inserts cannot both become unconnected entry points. Every insert holds a share lock
 //! on a second heavyweight lock that VACUUM takes exclusively for a moment after marking
@@ -16,12 +18,13 @@
 //! other's neighbour lists and fall out of reach.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 
 use half::f16;
 use hnsw_core::graph::build::{random_level, splitmix64};
 use hnsw_core::graph::heuristic::select_neighbors;
 use hnsw_core::graph::search::{greedy_closest, search_layer};
-use hnsw_core::graph::{Candidate, SearchScratch, Visited};
+use hnsw_core::graph::{Candidate, SearchScratch};
 use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -167,7 +170,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     let top = meta.entry_level as usize;
 
     // Search as the build does, keeping a copy of every measured vector for the heuristic.
-    let mut walk = DiskWalk::new(index, &meta, |v: &[E]| E::distance(metric, vector, v), Visited::default(), true);
+    let mut walk = DiskWalk::new(index, &meta, |v: &[E]| E::distance(metric, vector, v), super::scan::take_visited(), true);
     let mut cur = walk.measure(meta.entry_vector);
     let mut buf = Vec::new();
     for layer in (level + 1..=top).rev() {
@@ -208,7 +211,18 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     let (vref, nref, level) = place(index, &meta, vector, attrs, level, &lists, tid, logging);
     selected.truncate(level + 1);
 
-    let mut connect = Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new() };
+    let (arena, arena_refs) = walk.arena();
+    // Elements the walk met alive: their refs cannot be freed and reused before this insert
+    // ends (VACUUM's barrier waits for it), so their copies stand in for buffer reads when a
+    // full list is re-selected. Deleted ones may be freed and reused meanwhile: read afresh.
+    let measured: HashMap<u64, (u32, ItemRef)> = arena_refs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, _, deleted))| !deleted)
+        .map(|(slot, (v, n, _))| (v.visited_key(), (slot as u32, *n)))
+        .collect();
+    let mut connect =
+        Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new(), arena, measured };
     let mut reachable = false;
     for (layer, sel) in selected.iter().enumerate() {
         for c in sel {
@@ -224,6 +238,8 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
             }
         }
     }
+    drop(connect);
+    super::scan::return_visited(walk.into_visited());
     if level > top {
         Meta::update(index, logging, |m| {
             if level > m.entry_level as usize {
@@ -296,7 +312,7 @@ fn place_new<E: Elem>(
         }
     };
     if maxalign(vsize) + maxalign(nsize) + 2 * ITEM_ID_SIZE <= page_capacity() {
-        let first = append(index, meta, &[vsize, nsize], logging, |block, first, out| {
+        let first = append(index, &[vsize, nsize], logging, |block, first, out| {
             let (vref, nref) = (ItemRef::new(block, first), ItemRef::new(block, first + 1));
             encode_vector(vector, payload, nref, 0, &mut out[0]);
             node_tuple(vref, &mut out[1]);
@@ -315,7 +331,7 @@ fn place_new<E: Elem>(
     encode_vector(vector, payload, ItemRef::INVALID, 0, &mut tuple);
     write_items(index, &buf, true, &[tuple], logging);
     drop(buf);
-    let nref = append(index, meta, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
+    let nref = append(index, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
     let buf = Buffer::read(index, vref.block, Lock::Exclusive);
     let mut wal = Wal::start(index, &buf, logging, false);
     {
@@ -530,7 +546,7 @@ fn add_heap_tid(index: pg_sys::Relation, meta: &Meta, node: ItemRef, tid: ItemRe
         // Every list is full: a new one goes in front of them.
         let mut tuple = Vec::new();
         encode_tid_list(&[tid], head, &mut tuple);
-        let new = append(index, meta, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
+        let new = append(index, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
         let buf = Buffer::read(index, node.block, Lock::Exclusive);
         let Some(data) = buf.page().item(node.offset) else { return false };
         let t = NodeTuple::parse(data, m);
@@ -557,16 +573,19 @@ fn add_heap_tid(index: pg_sys::Relation, meta: &Meta, node: ItemRef, tid: ItemRe
 /// addresses are known. Returns the address of the first.
 fn append(
     index: pg_sys::Relation,
-    meta: &Meta,
     sizes: &[usize],
     logging: Logging,
     fill: impl FnOnce(u32, u16, &mut [Vec<u8>]),
 ) -> ItemRef {
     let mut tuples = vec![Vec::new(); sizes.len()];
+    // The insert page as it is now, not as it was when this insert began: with several
+    // backends inserting, another one has often moved it on to a page it just added, and
+    // appending to the stale one's successor would leave pages a few elements full.
+    let insert_page = Meta::read(index).insert_page;
     // SAFETY: the index is open and locked by the caller.
     let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
-    if meta.insert_page > 0 && meta.insert_page < nblocks {
-        let buf = Buffer::read(index, meta.insert_page, Lock::Exclusive);
+    if insert_page > 0 && insert_page < nblocks {
+        let buf = Buffer::read(index, insert_page, Lock::Exclusive);
         let page = buf.page();
         if !page.is_new() && page.opaque().kind == PAGE_DATA && page.fits(sizes) {
             let first = page.max_offset() + 1;
@@ -609,8 +628,9 @@ fn write_items(index: pg_sys::Relation, buf: &Buffer, new_page: bool, tuples: &[
     wal.finish();
 }
 
-/// Adds back-links from the new element's neighbours to it.
-struct Connect<'a, E: Elem> {
+/// Adds back-links from the new element's neighbours to it (and, for VACUUM's repair, from a
+/// repaired element's new neighbours to it).
+pub(super) struct Connect<'a, E: Elem> {
     index: pg_sys::Relation,
     m: usize,
     dims: usize,
@@ -619,11 +639,39 @@ struct Connect<'a, E: Elem> {
     new_vector: &'a [E],
     /// The new element's node tuple.
     new_node: ItemRef,
-    /// Vectors of a full list being re-selected.
+    /// Vectors of a full list being re-selected that the walk did not measure.
     scratch: Vec<E>,
+    /// The insert walk's vector copies, and where each live element it measured has its copy
+    /// (by [`ItemRef::visited_key`]) and its node tuple.
+    arena: &'a [E],
+    measured: HashMap<u64, (u32, ItemRef)>,
 }
 
-impl<E: Elem> Connect<'_, E> {
+impl<'a, E: Elem> Connect<'a, E> {
+    /// For links to the element with vector `vector` and node tuple `node`, outside an insert
+    /// (no walk's copies to draw on).
+    pub(super) fn new(index: pg_sys::Relation, meta: &Meta, logging: Logging, vector: &'a [E], node: ItemRef) -> Self {
+        Connect {
+            index,
+            m: meta.m as usize,
+            dims: meta.dims as usize,
+            metric: Metric::from_u8(meta.metric).expect("metric checked when the index was built"),
+            logging,
+            new_vector: vector,
+            new_node: node,
+            scratch: Vec::new(),
+            arena: &[],
+            measured: HashMap::new(),
+        }
+    }
+
+    /// Make the element `e` (vector `e_vec`, at distance `d`) link to this element's vector
+    /// `new` on `layer` if its list has room or the heuristic prefers it; whether it does.
+    pub(super) fn offer(&mut self, e_vector: ItemRef, e_node: ItemRef, e_vec: &[E], d: f32, new: ItemRef, layer: usize) -> bool {
+        let e = Node { vector: e_vector, node: e_node, deleted: false, matches: true, slot: u32::MAX };
+        self.link(e, e_vec, d, new, layer, false)
+    }
+
     /// Make `e` (whose vector is `e_vec`) link to the new element `new` at distance `d`.
     /// Make `e` link to `new`. When `e`'s list is full, the neighbour heuristic picks the entry
     /// to give up (with `force`, the list's last entries are candidates even if the heuristic
@@ -710,28 +758,47 @@ impl<E: Elem> Connect<'_, E> {
     ) -> Option<(Vec<ItemRef>, (ItemRef, ItemRef), ItemRef)> {
         let dims = self.dims;
         self.scratch.clear();
-        // (vector ref, node ref, slot of its vector in `scratch`); candidates point into this.
-        let mut members: Vec<(ItemRef, ItemRef, usize)> = Vec::with_capacity(list.len() + 1);
+        // (vector ref, node ref, where its vector is: `Some(arena slot)`, `None` for scratch
+        // slot `usize`); candidates point into this.
+        let mut members: Vec<(ItemRef, ItemRef, Option<u32>, usize)> = Vec::with_capacity(list.len() + 1);
         let mut cands: Vec<Candidate<usize>> = Vec::with_capacity(list.len() + 1);
         for r in list {
+            if let Some(&(slot, node)) = self.measured.get(&r.visited_key()) {
+                let v = &self.arena[slot as usize * dims..(slot as usize + 1) * dims];
+                cands.push(Candidate::new(E::distance(self.metric, e_vec, v), members.len()));
+                members.push((*r, node, Some(slot), 0));
+                continue;
+            }
             let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
             let Some(data) = buf.page().item(r.offset) else { continue };
             let t = VectorTuple::parse(data);
             let v = t.values::<E>(dims);
             cands.push(Candidate::new(E::distance(self.metric, e_vec, v), members.len()));
-            members.push((*r, t.node(), self.scratch.len() / dims));
+            members.push((*r, t.node(), None, self.scratch.len() / dims));
             self.scratch.extend_from_slice(v);
         }
         let new_at = members.len();
         cands.push(Candidate::new(d_new, new_at));
-        members.push((new, self.new_node, self.scratch.len() / dims));
+        members.push((new, self.new_node, None, self.scratch.len() / dims));
         self.scratch.extend_from_slice(self.new_vector);
         cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
         // The heuristic's kept set, and the pruned ones (nearest first).
         let (mut kept, mut pruned): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
         {
-            let scratch = &self.scratch;
-            let vec_of = |i: usize| &scratch[members[i].2 * dims..(members[i].2 + 1) * dims];
+            let (scratch, arena) = (&self.scratch, self.arena);
+            let vec_of = |i: usize| match members[i].2 {
+                Some(slot) => &arena[slot as usize * dims..(slot as usize + 1) * dims],
+                None => &scratch[members[i].3 * dims..(members[i].3 + 1) * dims],
+            };
+            // The usual outcome, settled without the pairwise distances: the new element is the
+            // farthest candidate and the nearest one (always kept) is closer to it than `e` is,
+            // so it is pruned, last in the order, and the one to go.
+            if !force && cands.len() >= 2 && cands[cands.len() - 1].item == new_at {
+                let first = cands[0].item;
+                if E::distance(self.metric, vec_of(first), vec_of(new_at)) < d_new {
+                    return None;
+                }
+            }
             for c in &cands {
                 let closer = kept.iter().any(|&k| E::distance(self.metric, vec_of(c.item), vec_of(k)) < c.dist);
                 if closer || kept.len() >= list.len() {
@@ -766,6 +833,16 @@ impl<E: Elem> Connect<'_, E> {
     /// `via`, so a `None` can be wrong, never a witness. A weaker test — "something else links
     /// to `x`" — lets two elements that only link to each other drift off the graph together.
     fn linked_from_elsewhere(&mut self, x: ItemRef, x_node: ItemRef, via: &[ItemRef], layer: usize) -> Option<ItemRef> {
+        // The new element first: it was placed near `e`, so its own list often holds `x`.
+        {
+            let buf = Buffer::read_recent(self.index, self.new_node.block, Lock::Share);
+            if let Some(data) = buf.page().item(self.new_node.offset) {
+                let t = NodeTuple::parse(data, self.m);
+                if !t.is_deleted() && t.level() >= layer && t.neighbors(layer).any(|n| n == x) {
+                    return Some(self.new_node);
+                }
+            }
+        }
         let neighbours: Vec<ItemRef> = {
             let buf = Buffer::read_recent(self.index, x_node.block, Lock::Share);
             let data = buf.page().item(x_node.offset)?;

@@ -40,11 +40,11 @@ thread_local! {
     static VISITED_POOL: RefCell<Vec<Visited>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_visited() -> Visited {
+pub(super) fn take_visited() -> Visited {
     VISITED_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
 }
 
-fn return_visited(mut v: Visited) {
+pub(super) fn return_visited(mut v: Visited) {
     v.clear();
     VISITED_POOL.with(|p| {
         let mut pool = p.borrow_mut();

@@ -10,8 +10,9 @@
 //!    Every live element must be reachable through live elements alone (see [`reconnect`]).
 //!    Then every live element with a deleted neighbour keeps its live neighbours and gives the
 //!    deleted ones' places to the deleted neighbours' neighbours, chosen with the neighbour
-//!    heuristic — a local repair that reconnects through the hole, not a fresh search. Lists
-//!    are written with the same optimistic version check as inserts, so both may run at once.
+//!    heuristic — a local repair that reconnects through the hole, not a fresh search — and
+//!    each new neighbour is offered a link back, as an insert's neighbours are. Lists are
+//!    written with the same optimistic version check as inserts, so both may run at once.
 //! 4. **Free.** No live element links to a deleted one any more: mark them free and tell the
 //!    free space map, so inserts reuse their tuples instead of growing the index.
 //! 5. **Reconnect** (in `amvacuumcleanup`, so every VACUUM and autovacuum runs it, with or
@@ -32,7 +33,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::graph::{DiskWalk, Elem};
-use super::insert::{PageLock, INSERT_LOCK};
+use super::insert::{Connect, PageLock, INSERT_LOCK};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::attr;
@@ -356,7 +357,7 @@ fn replace_entry(index: pg_sys::Relation, scan: &Scan) {
 fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
     let m = meta.m as usize;
     let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
-    let mut r = Repair::<E> { index, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new() };
+    let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new() };
     for block in 1..nblocks(index) {
         delay_point();
         // Which live elements on this page need work, and on which layers.
@@ -392,6 +393,7 @@ fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemR
 
 struct Repair<'a, E: Elem> {
     index: pg_sys::Relation,
+    meta: &'a Meta,
     m: usize,
     dims: usize,
     metric: Metric,
@@ -405,8 +407,8 @@ impl<E: Elem> Repair<'_, E> {
         &self.arena[slot * self.dims..(slot + 1) * self.dims]
     }
 
-    /// Copy the vector at `r` into the arena; its slot, or None if it is gone.
-    fn load(&mut self, r: ItemRef) -> Option<usize> {
+    /// Copy the vector at `r` into the arena; its slot and node ref, or None if it is gone.
+    fn load(&mut self, r: ItemRef) -> Option<(usize, ItemRef)> {
         let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
         let data = buf.page().item(r.offset)?;
         let t = VectorTuple::parse(data);
@@ -414,7 +416,7 @@ impl<E: Elem> Repair<'_, E> {
             return None;
         }
         self.arena.extend_from_slice(t.values::<E>(self.dims));
-        Some(self.arena.len() / self.dims - 1)
+        Some((self.arena.len() / self.dims - 1, t.node()))
     }
 
     fn repair(&mut self, node: ItemRef, layer: usize) {
@@ -451,11 +453,11 @@ impl<E: Elem> Repair<'_, E> {
             if self.load(own).is_none() {
                 return;
             }
-            let mut cands: Vec<Candidate<(ItemRef, usize)>> = Vec::with_capacity(refs.len());
+            let mut cands: Vec<Candidate<(ItemRef, usize, ItemRef)>> = Vec::with_capacity(refs.len());
             for r in refs {
-                if let Some(slot) = self.load(r) {
+                if let Some((slot, rnode)) = self.load(r) {
                     let d = E::distance(self.metric, self.vector(0), self.vector(slot));
-                    cands.push(Candidate::new(d, (r, slot)));
+                    cands.push(Candidate::new(d, (r, slot, rnode)));
                 }
             }
             // The live neighbours all stay (so repair never takes away a way in: see
@@ -464,33 +466,44 @@ impl<E: Elem> Repair<'_, E> {
             cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
             let (live, fresh): (Vec<_>, Vec<_>) = cands.into_iter().partition(|c| list.contains(&c.item.0));
             let room = cap.saturating_sub(live.len());
-            let mut chosen: Vec<(ItemRef, usize)> = live.iter().map(|c| c.item).collect();
+            let mut chosen: Vec<Candidate<(ItemRef, usize, ItemRef)>> = live.clone();
             let mut pruned = Vec::new();
             for c in fresh {
                 if chosen.len() - live.len() >= room {
                     break;
                 }
-                if chosen.iter().any(|k| E::distance(self.metric, self.vector(c.item.1), self.vector(k.1)) < c.dist) {
-                    pruned.push(c.item);
+                if chosen.iter().any(|k| E::distance(self.metric, self.vector(c.item.1), self.vector(k.item.1)) < c.dist) {
+                    pruned.push(c);
                 } else {
-                    chosen.push(c.item);
+                    chosen.push(c);
                 }
             }
             chosen.extend(pruned.into_iter().take(room.saturating_sub(chosen.len() - live.len())));
-            let new_list: Vec<ItemRef> = chosen.iter().map(|c| c.0).collect();
+            let new_list: Vec<ItemRef> = chosen.iter().map(|c| c.item.0).collect();
 
-            let buf = Buffer::read(self.index, node.block, Lock::Exclusive);
-            let Some(data) = buf.page().item(node.offset) else { return };
-            if NodeTuple::parse(data, self.m).version() != version {
-                continue;
-            }
-            let mut wal = Wal::start(self.index, &buf, Logging::Wal, false);
             {
-                let mut page = wal.page();
-                let data = page.item_mut(node.offset).expect("item checked under the same lock");
-                NodeTupleMut::edit(data, self.m).set_neighbors(layer, &new_list);
+                let buf = Buffer::read(self.index, node.block, Lock::Exclusive);
+                let Some(data) = buf.page().item(node.offset) else { return };
+                if NodeTuple::parse(data, self.m).version() != version {
+                    continue;
+                }
+                let mut wal = Wal::start(self.index, &buf, Logging::Wal, false);
+                {
+                    let mut page = wal.page();
+                    let data = page.item_mut(node.offset).expect("item checked under the same lock");
+                    NodeTupleMut::edit(data, self.m).set_neighbors(layer, &new_list);
+                }
+                wal.finish();
             }
-            wal.finish();
+            // The new neighbours learn of this element too, as an insert's neighbours learn of
+            // the new element. Without that, an element whose ways in all ran through deleted
+            // ones stays reachable (`reconnect` sees to it) but only from far away, where a
+            // search for its own neighbourhood does not look.
+            let own_vec = self.vector(0).to_vec();
+            let mut connect = Connect::new(self.index, self.meta, Logging::Wal, &own_vec, node);
+            for c in &chosen[live.len()..] {
+                connect.offer(c.item.0, c.item.2, self.vector(c.item.1), c.dist, own, layer);
+            }
             return;
         }
     }
@@ -556,8 +569,9 @@ struct Reach {
 /// entry that other elements link to as well.
 ///
 /// With `live_only`, deleted elements do not route: every live element must be reachable
-/// through live ones alone. VACUUM establishes that before it repairs (which only ever adds
-/// links between live elements), so a VACUUM cancelled at any point leaves every row reachable.
+/// through live ones alone. VACUUM establishes that before it repairs (which only adds links
+/// between live elements, and takes a link away only where a live element kept in the same
+/// list links on to it), so a VACUUM cancelled at any point leaves every row reachable.
 fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> f64 {
     let m = meta.m as usize;
     let mut live_tids = 0f64;
