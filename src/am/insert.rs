@@ -19,6 +19,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use half::f16;
 use hnsw_core::graph::build::{random_level, splitmix64};
@@ -215,7 +216,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     // Elements the walk met alive: their refs cannot be freed and reused before this insert
     // ends (VACUUM's barrier waits for it), so their copies stand in for buffer reads when a
     // full list is re-selected. Deleted ones may be freed and reused meanwhile: read afresh.
-    let measured: HashMap<u64, (u32, ItemRef)> = arena_refs
+    let measured: Measured = arena_refs
         .iter()
         .enumerate()
         .filter(|(_, (_, _, deleted))| !deleted)
@@ -644,7 +645,35 @@ pub(super) struct Connect<'a, E: Elem> {
     /// The insert walk's vector copies, and where each live element it measured has its copy
     /// (by [`ItemRef::visited_key`]) and its node tuple.
     arena: &'a [E],
-    measured: HashMap<u64, (u32, ItemRef)>,
+    measured: Measured,
+}
+
+/// Where an insert's walk copied each live element it measured: (arena slot, node ref) by
+/// [`ItemRef::visited_key`]. Built and probed about a thousand times per insert, so the
+/// keys — distinct page positions — are hashed with one multiplication instead of SipHash.
+type Measured = HashMap<u64, (u32, ItemRef), BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        // A multiplication mixes each key bit into the bits above it; folding the high half
+        // down gives the low bits (the bucket) a share of all of them too: keys differ mostly
+        // in their block, above the few offsets a page of vectors uses.
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
 }
 
 impl<'a, E: Elem> Connect<'a, E> {
@@ -661,7 +690,7 @@ impl<'a, E: Elem> Connect<'a, E> {
             new_node: node,
             scratch: Vec::new(),
             arena: &[],
-            measured: HashMap::new(),
+            measured: Measured::default(),
         }
     }
 
