@@ -206,8 +206,8 @@ def check_index(conn, rows, sample, rng):
             if got is None or got[0] != i:
                 missed.append((i, got))  # (id, (id returned, its distance: > 0 if the row's vector is not in the index))
     # Uniform random 32-d data is hard for any graph: at ef_search 400 an approximate search
-    # may, very rarely (about 1 in 10^4 here), end its walk next to a row and not on it. That is
-    # recall, not loss; a row the crash lost from the graph is not found at the widest beam either.
+    # may, very rarely, end its walk next to a row and not on it. That is recall, not loss; a
+    # row the crash lost from the graph is not found at the widest beam either.
     widened = len(missed)
     if missed:
         conn.execute(f"SET hnsw.ef_search = {EF_MAX}")
