@@ -38,7 +38,7 @@ use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::tuple::{
-    encode_tid_list, encode_vector, layer_capacity, node_tuple_size, set_vector_node, vector_tuple_size, NodeTuple,
+    encode_tid_list, encode_vector, layer_capacity, node_tuple_size, node_tuples, set_vector_node, vector_tuple_size, NodeTuple,
     NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_NODE,
 };
 
@@ -387,21 +387,10 @@ fn reuse_free<E: Elem>(
         // Free node tuples here: (offset, level capacity, vector ref).
         let free: Vec<(u16, usize, ItemRef)> = {
             let buf = Buffer::read(index, block, Lock::Share);
-            let page = buf.page();
-            if page.is_new() || page.opaque().kind != PAGE_DATA {
-                Vec::new()
-            } else {
-                (1..=page.max_offset())
-                    .filter_map(|off| {
-                        let data = page.item(off)?;
-                        if data.first() != Some(&KIND_NODE) {
-                            return None;
-                        }
-                        let t = NodeTuple::parse(data, m);
-                        t.is_free().then(|| (off, level_capacity(m, data.len()), t.vector()))
-                    })
-                    .collect()
-            }
+            node_tuples(buf.page(), m)
+                .filter(|(_, t)| t.is_free())
+                .map(|(off, t)| (off, level_capacity(m, t.size()), t.vector()))
+                .collect()
         };
         if free.is_empty() {
             forget_free_page(index, block);

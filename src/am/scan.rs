@@ -29,9 +29,8 @@ use super::options::{self, FilterStrategy};
 use crate::storage::attr::{self, ATTR_DELETED};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
-use crate::storage::page::PAGE_DATA;
 use crate::storage::page::ItemRef;
-use crate::storage::tuple::{NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_NODE};
+use crate::storage::tuple::{node_tuples, NodeTuple, TidList, VectorTuple, FLAG_DELETED};
 
 thread_local! {
     /// Visited sets kept between scans of this backend: a set is sized to the index and cleared
@@ -471,19 +470,10 @@ fn page_tids(index: pg_sys::Relation, block: u32, m: usize, out: &mut Vec<pg_sys
     let mut chains = Vec::new();
     {
         let buf = Buffer::read(index, block, Lock::Share);
-        let page = buf.page();
-        if page.is_new() || page.opaque().kind != PAGE_DATA {
-            return;
-        }
-        for off in 1..=page.max_offset() {
-            if let Some(data) = page.item(off) {
-                if data.first() == Some(&KIND_NODE) {
-                    let t = NodeTuple::parse(data, m);
-                    if !t.is_deleted() {
-                        out.extend(t.heap_tids());
-                        chains.push(t.overflow());
-                    }
-                }
+        for (_, t) in node_tuples(buf.page(), m) {
+            if !t.is_deleted() {
+                out.extend(t.heap_tids());
+                chains.push(t.overflow());
             }
         }
     }

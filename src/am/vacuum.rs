@@ -39,7 +39,7 @@ use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::attr;
 use crate::storage::page::{ItemRef, PAGE_DATA};
 use crate::storage::tuple::{
-    layer_capacity, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE,
+    layer_capacity, node_tuples, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE,
     KIND_NODE, KIND_TIDS,
 };
 
@@ -363,17 +363,8 @@ fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemR
         // Which live elements on this page need work, and on which layers.
         let todo: Vec<(ItemRef, Vec<usize>)> = {
             let buf = Buffer::read(index, block, Lock::Share);
-            let page = buf.page();
-            if page.is_new() || page.opaque().kind != PAGE_DATA {
-                continue;
-            }
-            (1..=page.max_offset())
-                .filter_map(|off| {
-                    let data = page.item(off)?;
-                    if data.first() != Some(&KIND_NODE) {
-                        return None;
-                    }
-                    let t = NodeTuple::parse(data, m);
+            node_tuples(buf.page(), m)
+                .filter_map(|(off, t)| {
                     if t.is_deleted() {
                         return None;
                     }

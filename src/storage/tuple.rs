@@ -5,7 +5,7 @@ use hnsw_core::metric::VectorElem;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::page::{maxalign, ItemRef};
+use super::page::{maxalign, ItemRef, Page, PAGE_DATA};
 use crate::types::raise;
 
 pub const KIND_VECTOR: u8 = 1;
@@ -135,6 +135,16 @@ pub fn set_vector_flags(data: &mut [u8], flags: u8) {
     data[1] = flags;
 }
 
+/// The node tuples on a data page, with their offsets (none on a new page or a page of
+/// another kind). The page's lock must outlive the iteration.
+pub fn node_tuples(page: Page<'_>, m: usize) -> impl Iterator<Item = (u16, NodeTuple<'_>)> {
+    let last = if page.is_new() || page.opaque().kind != PAGE_DATA { 0 } else { page.max_offset() };
+    (1..=last).filter_map(move |off| {
+        let data = page.item(off)?;
+        (data.first() == Some(&KIND_NODE)).then(|| (off, NodeTuple::parse(data, m)))
+    })
+}
+
 /// A node tuple read in place.
 pub struct NodeTuple<'a> {
     data: &'a [u8],
@@ -156,6 +166,11 @@ impl<'a> NodeTuple<'a> {
 
     pub fn flags(&self) -> u8 {
         self.data[1]
+    }
+
+    /// The tuple's size in bytes (room for its level's lists, or more in a reused slot).
+    pub fn size(&self) -> usize {
+        self.data.len()
     }
 
     pub fn is_deleted(&self) -> bool {
