@@ -700,8 +700,9 @@ impl<'a, E: Elem> Connect<'a, E> {
         let cap = layer_capacity(self.m, layer);
         // A retry happens only when another backend changed this list (or the witness's)
         // meanwhile, so some backend always makes progress; interrupts are honoured while
-        // retrying.
-        loop {
+        // retrying. Should a list keep changing (or a witness keep failing the check below),
+        // the link is given up after a while: leaving the list as it is is always safe.
+        for _ in 0..64 {
             check_for_interrupts!();
             let (version, list) = {
                 let buf = Buffer::read_recent(self.index, e.node.block, Lock::Share);
@@ -759,6 +760,7 @@ impl<'a, E: Elem> Connect<'a, E> {
             wal.finish();
             return true;
         }
+        false
     }
 
     /// Choose among a full list plus the new element: the heuristic's kept entries, then the
@@ -878,7 +880,10 @@ impl<'a, E: Elem> Connect<'a, E> {
             };
             let buf = Buffer::read_recent(self.index, y_node.block, Lock::Share);
             let Some(data) = buf.page().item(y_node.offset) else { continue };
-            if NodeTuple::parse(data, self.m).neighbors(layer).any(|n| n == x) {
+            // The same test `link` repeats under the lock: a node tuple can be marked deleted
+            // while its vector tuple is not (an insert reusing the slot, or a crash amid that).
+            let t = NodeTuple::parse(data, self.m);
+            if !t.is_deleted() && t.neighbors(layer).any(|n| n == x) {
                 return Some(y_node);
             }
         }
