@@ -3,8 +3,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-PG_BIN=/usr/lib/postgresql/15/bin
+# HNSW_EXT_PG_CONFIG points at another (e.g. relocated) Postgres 15 installation; the system one
+# by default.
+PG_CONFIG="${HNSW_EXT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+PG_BIN="$(dirname "$PG_CONFIG")"
 PGRX_VERSION=0.18.1
 # Everything the servers write lives here: readable by `postgres`, outside the checkout.
 STATE_DIR="${HNSW_EXT_STATE_DIR:-/var/tmp/hnsw_ext}"

@@ -27,7 +27,7 @@ import time
 
 import psycopg
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_BIN = os.path.dirname(os.environ.get("HNSW_EXT_PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config"))
 TESTS_DIR = os.environ.get("HNSW_EXT_TESTS_DIR", "/var/tmp/hnsw_ext/tests")
 CONF = "hnsw_ext_test.conf"
 
