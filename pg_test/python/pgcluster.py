@@ -29,6 +29,7 @@ import psycopg
 
 PG_BIN = os.path.dirname(os.environ.get("HNSW_EXT_PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config"))
 TESTS_DIR = os.environ.get("HNSW_EXT_TESTS_DIR", "/var/tmp/hnsw_ext/tests")
+PORT_OFFSET = int(os.environ.get("HNSW_EXT_PORT_OFFSET", "0"))
 CONF = "hnsw_ext_test.conf"
 
 # pg_ctl daemonizes the postmaster, so it is reparented when pg_ctl exits, normally to PID 1.
@@ -114,7 +115,8 @@ def _descendants(pid):
 class Server:
     def __init__(self, name, port, base=TESTS_DIR):
         self.name = name
-        self.port = port
+        # HNSW_EXT_PORT_OFFSET moves every test server, so two checkouts can test at once.
+        self.port = port + PORT_OFFSET
         self.dir = os.path.join(base, name)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
