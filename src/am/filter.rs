@@ -340,8 +340,11 @@ struct Key {
     strategy: u16,
     typid: pg_sys::Oid,
     arg: Arg,
-    /// `col = ANY(array)`: the array's elements (for the exact check of hashed columns).
+    /// `col op ANY(array)`: the array's non-NULL elements (never empty: see
+    /// [`Filter::compile`]), each compared with the operator's function.
     elements: Vec<pg_sys::Datum>,
+    /// Whether `argument` is such an array (not a value of the operator's right-hand type).
+    array: bool,
     func: pg_sys::FmgrInfo,
     collation: pg_sys::Oid,
     argument: pg_sys::Datum,
@@ -384,6 +387,12 @@ impl Filter {
                 // `col op ANY(array)`: only `=` is condensed; other operators go to the function.
                 let elemtype;
                 (elements, elemtype) = array_elements(k.sk_argument);
+                if elements.is_empty() {
+                    // `op ANY('{}')` is false and `op ANY('{NULL}')` is NULL: no row matches.
+                    // (Never let the array itself reach the scalar operator below.)
+                    f.impossible = true;
+                    continue;
+                }
                 match (col.kind, k.sk_strategy) {
                     (ColumnKind::Int, EQ) => {
                         let mut set: Vec<i64> = elements.iter().map(|&e| int_value(elemtype, e)).collect();
@@ -413,6 +422,7 @@ impl Filter {
                 typid: col.typid,
                 arg,
                 elements,
+                array,
                 func: k.sk_func,
                 collation: k.sk_collation,
                 argument: k.sk_argument,
@@ -526,7 +536,7 @@ fn call_on_bytes(k: &mut Key, bytes: &[u8], scratch: &mut Vec<u64>) -> bool {
         // the column's type and the key's argument, as the operator is declared.
         unsafe { pg_sys::FunctionCall2Coll(func, collation, stored, arg) }.value() != 0
     };
-    if k.elements.is_empty() {
+    if !k.array {
         let hash_ok = match &k.arg {
             Arg::Hash(h) => hash_bytes(content(k.typid, bytes)) == *h,
             _ => true,
