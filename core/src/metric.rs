@@ -37,12 +37,15 @@ impl Metric {
 /// Scale `v` to unit length in place. Returns false (and leaves `v` alone) for a zero vector,
 /// which has no direction and cannot take part in a cosine index.
 pub fn normalize(v: &mut [f32]) -> bool {
-    let norm = (kernels().norm_squared)(v).sqrt();
+    // The norm in f64: squared in f32, components above ~1.8e19 overflow to infinity and
+    // components below ~1e-23 vanish, and such a vector would be taken for a zero vector (left
+    // out of the index) or scaled wrongly. Every finite f32 vector has a finite, nonzero f64
+    // norm unless it is zero.
+    let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     if !(norm > 0.0) || !norm.is_finite() {
         return false;
     }
     // Divide in f64 so that the stored unit vector is as close to exact as f32 allows.
-    let norm = norm as f64;
     for x in v.iter_mut() {
         *x = (*x as f64 / norm) as f32;
     }
@@ -144,5 +147,20 @@ mod tests {
         let mut v = [3.0f32, 4.0];
         assert!(normalize(&mut v));
         assert!((v[0] - 0.6).abs() < 1e-7 && (v[1] - 0.8).abs() < 1e-7);
+    }
+
+    /// Norms whose square leaves the f32 range are still norms: such vectors have a direction.
+    #[test]
+    fn normalize_handles_huge_and_tiny_norms() {
+        let h = core::f32::consts::FRAC_1_SQRT_2;
+        for scale in [1e20f32, 3e38, 1e-30, 1e-40, f32::MIN_POSITIVE] {
+            let mut v = [scale, scale, 0.0];
+            assert!(normalize(&mut v), "{scale:e}");
+            assert!((v[0] - h).abs() < 1e-6 && (v[1] - h).abs() < 1e-6 && v[2] == 0.0, "{scale:e}: {v:?}");
+            let d = f32::distance_to(Metric::Cosine, &v, &[h, h, 0.0]);
+            assert!(d.abs() < 1e-6, "{scale:e}: {d}");
+        }
+        let mut inf = [f32::INFINITY, 1.0];
+        assert!(!normalize(&mut inf));
     }
 }

@@ -76,9 +76,23 @@ pub fn negative_inner_product<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>
 /// 1 - cos(a, b); NaN when either vector is zero (no direction), as in pgvector.
 pub fn cosine_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
     let (a, b) = pair(a, b);
-    let (dot, na, nb) = E::cosine_parts(a, b);
+    let (d32, na32, nb32) = E::cosine_parts(a, b);
+    let (mut dot, mut na, mut nb) = (d32 as f64, na32 as f64, nb32 as f64);
+    if !(na32.is_normal() && nb32.is_normal() && d32.is_finite()) {
+        // A square left the f32 range (components above ~1e19 or below ~1e-19): the f32 sums
+        // (pgvector's arithmetic) would make such a vector look zero or infinitely long. Sum
+        // in f64 instead, as the index normalizes its vectors; ordinary vectors keep
+        // pgvector's exact results.
+        (dot, na, nb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
+            dot += x * y;
+            na += x * x;
+            nb += y * y;
+        }
+    }
     // sqrt(na * nb) rather than sqrt(na) * sqrt(nb): one rounding, as pgvector does.
-    let similarity = (dot as f64 / (na as f64 * nb as f64).sqrt()).clamp(-1.0, 1.0);
+    let similarity = (dot / (na * nb).sqrt()).clamp(-1.0, 1.0);
     1.0 - similarity
 }
 
