@@ -380,3 +380,7 @@ CREATE OPERATOR CLASS array_ops
     DEFAULT FOR TYPE anyarray USING hnsw AS
     OPERATOR 7 && (anyarray, anyarray),
     OPERATOR 8 @> (anyarray, anyarray);
+
+-- hnsw_index_check reads every page of an index and reports row counts of its table: like
+-- amcheck's functions, only for roles granted EXECUTE (and it checks ownership itself).
+REVOKE EXECUTE ON FUNCTION hnsw_index_check(regclass) FROM PUBLIC;

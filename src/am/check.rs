@@ -426,6 +426,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
 /// Verify an hnsw index and describe it; the last line is `OK` or the problems found.
 #[pg_extern(volatile, strict, parallel_safe)]
 fn hnsw_index_check(index: RegClass) -> String {
+    check_privileges(index.0);
     // SAFETY: with_lock opens the relation by OID (ERROR if there is none) and keeps it open
     // and locked until `rel` drops.
     let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
@@ -436,4 +437,25 @@ fn hnsw_index_check(index: RegClass) -> String {
         raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
     }
     check(rel.as_ptr()).text(rel.name())
+}
+
+/// The report shows how many rows a table holds and which pages the index has: the caller
+/// must own the table (or be allowed to read every statistic). EXECUTE is revoked from PUBLIC
+/// too, as amcheck does; this also covers a role it was granted to.
+fn check_privileges(relid: pg_sys::Oid) {
+    // SAFETY: catalog lookups on the backend's thread; IndexGetRelation returns InvalidOid
+    // for a relation that is no index (missing_ok), pg_class_ownercheck raises an ERROR for an
+    // OID that names no relation.
+    let allowed = unsafe {
+        let user = pg_sys::GetUserId();
+        let heap = pg_sys::IndexGetRelation(relid, true);
+        let owned = if heap != pg_sys::InvalidOid { heap } else { relid };
+        pg_sys::pg_class_ownercheck(owned, user) || pg_sys::has_privs_of_role(user, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
+    };
+    if !allowed {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied: hnsw_index_check needs ownership of the index's table or the privileges of pg_read_all_stats",
+        );
+    }
 }
