@@ -29,6 +29,40 @@ pub struct Node {
     pub slot: u32,
 }
 
+/// The index's length in blocks, to check references read from disk before following them.
+/// A corrupt reference, or a node ref a crash left unset (`INVALID`: block 0xFFFFFFFF is
+/// `P_NEW`, and reading it would extend the relation), must be neither read nor used to size
+/// a per-block table (visited sets, buffer hints): the element it belongs to is skipped.
+pub struct Extent {
+    rel: pg_sys::Relation,
+    nblocks: u32,
+}
+
+impl Extent {
+    pub fn new(rel: pg_sys::Relation) -> Extent {
+        Extent { rel, nblocks: nblocks(rel) }
+    }
+
+    /// Whether `r` can name an item on a data page: valid, past the meta page, before the end
+    /// of the relation (looked up again past the cached end: the index grows meanwhile).
+    #[inline]
+    pub fn holds(&mut self, r: ItemRef) -> bool {
+        if !r.is_valid() || r.block == 0 {
+            return false;
+        }
+        if r.block < self.nblocks {
+            return true;
+        }
+        self.nblocks = nblocks(self.rel);
+        r.block < self.nblocks
+    }
+}
+
+fn nblocks(rel: pg_sys::Relation) -> u32 {
+    // SAFETY: the relation is open and locked by the caller.
+    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
+}
+
 /// A vector ready to store: checked against the index's dimensions, normalized for cosine.
 /// `None` for a zero vector in a cosine index, which has no direction and is not indexed.
 pub fn prepare_stored<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<E>> {
@@ -80,6 +114,7 @@ pub struct DiskWalk<E: Elem, F: Fn(&[E]) -> f32> {
     /// (vector ref, node ref, deleted) of each arena slot.
     arena_refs: Vec<(ItemRef, ItemRef, bool)>,
     refs: Vec<ItemRef>,
+    extent: Extent,
     /// A scan's index quals on filter columns: elements failing them route the walk but are
     /// not results.
     filter: Option<Filter>,
@@ -154,6 +189,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
             arena,
             arena_refs: Vec::new(),
             refs: Vec::new(),
+            extent: Extent::new(rel),
             filter: None,
             measured: 0,
             matched: 0,
@@ -189,7 +225,9 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
         let t = VectorTuple::parse(item);
         let values = t.values::<E>(self.dims);
         let d = (self.dist)(values);
-        let deleted = t.flags() & FLAG_DELETED != 0;
+        // An element whose node ref is broken cannot be expanded or returned: it only routes
+        // as far as itself, like a deleted one (and nothing links to it).
+        let deleted = t.flags() & FLAG_DELETED != 0 || !self.extent.holds(t.node());
         let matches = match self.filter.as_mut() {
             None => true,
             Some(f) => !deleted && f.payload_matches(t.payload::<E>(self.dims)),
@@ -212,6 +250,9 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
 
     /// Measure one element by its vector ref (entry points).
     pub fn measure(&mut self, r: ItemRef) -> Candidate<Node> {
+        if !self.extent.holds(r) {
+            dangling(r);
+        }
         let buf = Buffer::read_recent(self.rel, r.block, Lock::Share);
         self.measure_on(buf.page(), r)
     }
@@ -294,11 +335,14 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<E, F> {
 
     fn expand(&mut self, item: &Node, layer: usize, out: &mut Vec<Candidate<Node>>) {
         self.refs.clear();
+        if !self.extent.holds(item.node) {
+            return;
+        }
         {
             let buf = Buffer::read_recent(self.rel, item.node.block, Lock::Share);
             let data = buf.page().item(item.node.offset).unwrap_or_else(|| dangling(item.node));
             for r in NodeTuple::parse(data, self.m).neighbors(layer) {
-                if r.is_valid() && self.visited.insert(r.visited_key()) {
+                if self.extent.holds(r) && self.visited.insert(r.visited_key()) {
                     self.refs.push(r);
                 }
             }

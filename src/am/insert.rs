@@ -31,7 +31,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::filter::Attrs;
-use super::graph::{prepare_stored, DiskWalk, Elem, Node};
+use super::graph::{prepare_stored, DiskWalk, Elem, Extent, Node};
 use super::opclass::{self, Kind};
 use crate::storage::attr::{self, encode_record};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
@@ -151,6 +151,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     if !meta.has_entry() {
         let _first = PageLock::exclusive(index, FIRST_INSERT_LOCK);
         meta = Meta::read(index);
+        same_dims(&meta, vector.len());
         if !meta.has_entry() {
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
             let lists = vec![Vec::new(); level + 1];
@@ -165,6 +166,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
             return;
         }
     }
+    same_dims(&meta, vector.len());
     let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
     let (m, dims) = (meta.m as usize, meta.dims as usize);
     let level = random_level(random_u64(), m, meta.max_level as usize);
@@ -222,8 +224,19 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
         .filter(|(_, (_, _, deleted))| !deleted)
         .map(|(slot, (v, n, _))| (v.visited_key(), (slot as u32, *n)))
         .collect();
-    let mut connect =
-        Connect { index, m, dims, metric, logging, new_vector: vector, new_node: nref, scratch: Vec::new(), arena, measured };
+    let mut connect = Connect {
+        index,
+        m,
+        dims,
+        metric,
+        logging,
+        new_vector: vector,
+        new_node: nref,
+        scratch: Vec::new(),
+        arena,
+        measured,
+        extent: Extent::new(index),
+    };
     let mut reachable = false;
     for (layer, sel) in selected.iter().enumerate() {
         for c in sel {
@@ -252,6 +265,15 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
                 false
             }
         });
+    }
+}
+
+/// The caller checked the vector against the dimensions it read from the meta page; on a
+/// column without declared dimensions, the first insert of another session may have fixed
+/// them since (under FIRST_INSERT_LOCK, which the first-insert path holds when it checks).
+fn same_dims(meta: &Meta, len: usize) {
+    if meta.dims != 0 {
+        crate::types::check_expected_dim(meta.dims as i32, len);
     }
 }
 
@@ -516,46 +538,80 @@ fn add_heap_tid(index: pg_sys::Relation, meta: &Meta, node: ItemRef, tid: ItemRe
             }
             t.overflow()
         };
-        let mut r = head;
-        while r.is_valid() {
-            let buf = Buffer::read(index, r.block, Lock::Exclusive);
-            let Some(data) = buf.page().item(r.offset) else { break };
-            let list = TidList::parse(data);
-            let next = list.next();
-            if list.count() < list.capacity() {
-                let mut wal = Wal::start(index, &buf, logging, false);
-                {
-                    let mut page = wal.page();
-                    TidListMut::edit(page.item_mut(r.offset).expect("seen above")).push(tid);
-                }
-                wal.finish();
-                return true;
-            }
-            r = next;
+        if let Some(added) = add_to_lists(index, meta, node, head, tid, logging) {
+            return added;
         }
-        // Every list is full: a new one goes in front of them.
-        let mut tuple = Vec::new();
-        encode_tid_list(&[tid], head, &mut tuple);
-        let new = append(index, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
-        let buf = Buffer::read(index, node.block, Lock::Exclusive);
-        let Some(data) = buf.page().item(node.offset) else { return false };
-        let t = NodeTuple::parse(data, m);
-        if t.is_deleted() {
-            // The new list holds only this row and is unreachable; the row gets its own element.
-            return false;
-        }
-        if t.overflow() == head {
+    }
+}
+
+/// Add `tid` to the TID lists of element `node`, whose inline places were full and whose first
+/// list was `head`. Whether it was added (false: the element was deleted meanwhile); `None`
+/// if another backend changed the chain meanwhile (start over).
+pub(super) fn add_to_lists(index: pg_sys::Relation, meta: &Meta, node: ItemRef, head: ItemRef, tid: ItemRef, logging: Logging) -> Option<bool> {
+    let m = meta.m as usize;
+    let mut r = head;
+    let mut extent = Extent::new(index);
+    while extent.holds(r) {
+        let buf = Buffer::read(index, r.block, Lock::Exclusive);
+        let Some(data) = buf.page().item(r.offset) else { break };
+        let list = TidList::parse(data);
+        let next = list.next();
+        if list.count() < list.capacity() {
             let mut wal = Wal::start(index, &buf, logging, false);
             {
                 let mut page = wal.page();
-                NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).set_overflow(new);
+                TidListMut::edit(page.item_mut(r.offset).expect("seen above")).push(tid);
             }
             wal.finish();
-            return true;
+            drop(buf);
+            return Some(confirm_list_row(index, m, node, logging));
         }
-        // Another backend changed the chain meanwhile: start over (the list made here stays
-        // unreachable; duplicates racing this way are rare).
+        r = next;
     }
+    // Every list is full: a new one goes in front of them.
+    let mut tuple = Vec::new();
+    encode_tid_list(&[tid], head, &mut tuple);
+    let new = append(index, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
+    let buf = Buffer::read(index, node.block, Lock::Exclusive);
+    let Some(data) = buf.page().item(node.offset) else { return Some(false) };
+    let t = NodeTuple::parse(data, m);
+    if t.is_deleted() {
+        // The new list holds only this row and is unreachable; the row gets its own element.
+        return Some(false);
+    }
+    if t.overflow() == head {
+        // Setting the overflow ref bumps the version too (see `confirm_list_row`).
+        let mut wal = Wal::start(index, &buf, logging, false);
+        {
+            let mut page = wal.page();
+            NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).set_overflow(new);
+        }
+        wal.finish();
+        return Some(true);
+    }
+    // Another backend changed the chain meanwhile: start over (the list made here stays
+    // unreachable; duplicates racing this way are rare).
+    None
+}
+
+/// After a row went into one of element `node`'s existing TID lists: bump the node tuple's
+/// version, under its lock, unless the element is deleted by now (false: the row then gets an
+/// element of its own; its copy in the deleted element's list is never returned). A VACUUM
+/// that found the lists empty before this row arrived sees the version change and leaves the
+/// element alone (see `vacuum::Rowless`); one that marks it first is seen here.
+fn confirm_list_row(index: pg_sys::Relation, m: usize, node: ItemRef, logging: Logging) -> bool {
+    let buf = Buffer::read(index, node.block, Lock::Exclusive);
+    let Some(data) = buf.page().item(node.offset) else { return false };
+    if NodeTuple::parse(data, m).is_deleted() {
+        return false;
+    }
+    let mut wal = Wal::start(index, &buf, logging, false);
+    {
+        let mut page = wal.page();
+        NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).bump_version();
+    }
+    wal.finish();
+    true
 }
 
 /// Append items of the given sizes on the insert page if they fit there, else on a new page
@@ -635,6 +691,8 @@ pub(super) struct Connect<'a, E: Elem> {
     /// (by [`ItemRef::visited_key`]) and its node tuple.
     arena: &'a [E],
     measured: Measured,
+    /// For the references read from neighbour lists before they are followed.
+    extent: Extent,
 }
 
 /// Where an insert's walk copied each live element it measured: (arena slot, node ref) by
@@ -680,6 +738,7 @@ impl<'a, E: Elem> Connect<'a, E> {
             scratch: Vec::new(),
             arena: &[],
             measured: Measured::default(),
+            extent: Extent::new(index),
         }
     }
 
@@ -789,9 +848,15 @@ impl<'a, E: Elem> Connect<'a, E> {
                 members.push((*r, node, Some(slot), 0));
                 continue;
             }
+            if !self.extent.holds(*r) {
+                continue;
+            }
             let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
             let Some(data) = buf.page().item(r.offset) else { continue };
             let t = VectorTuple::parse(data);
+            if !self.extent.holds(t.node()) {
+                continue;
+            }
             let v = t.values::<E>(dims);
             cands.push(Candidate::new(E::distance(self.metric, e_vec, v), members.len()));
             members.push((*r, t.node(), None, self.scratch.len() / dims));
@@ -869,6 +934,9 @@ impl<'a, E: Elem> Connect<'a, E> {
             NodeTuple::parse(data, self.m).neighbors(layer).filter(|n| *n != x && via.contains(n)).take(8).collect()
         };
         for y in neighbours {
+            if !self.extent.holds(y) {
+                continue;
+            }
             let y_node = {
                 let buf = Buffer::read_recent(self.index, y.block, Lock::Share);
                 let Some(data) = buf.page().item(y.offset) else { continue };
@@ -878,6 +946,9 @@ impl<'a, E: Elem> Connect<'a, E> {
                 }
                 t.node()
             };
+            if !self.extent.holds(y_node) {
+                continue;
+            }
             let buf = Buffer::read_recent(self.index, y_node.block, Lock::Share);
             let Some(data) = buf.page().item(y_node.offset) else { continue };
             // The same test `link` repeats under the lock: a node tuple can be marked deleted

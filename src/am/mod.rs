@@ -15,6 +15,8 @@ pub mod vacuum;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests_issue9;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;

@@ -23,7 +23,7 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use super::filter::{Columns, Filter};
-use super::graph::{prepare_query, DiskWalk, Elem, Node, Switch};
+use super::graph::{prepare_query, DiskWalk, Elem, Extent, Node, Switch};
 use super::opclass::{self, Kind};
 use super::options::{self, FilterStrategy};
 use crate::storage::attr::{self, ATTR_DELETED};
@@ -297,16 +297,18 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
         return Mode::Physical { block: 1, nblocks, m };
     };
+    let strategy = options::filter_strategy();
+    if strategy == FilterStrategy::Exact {
+        if let Some(filter) = filter {
+            // Reads the attribute records, not the graph: it needs no entry point.
+            return exact(filter, Some(&query));
+        }
+    }
     if !meta.has_entry() {
         return Mode::Done;
     }
-    let switch = match options::filter_strategy() {
-        FilterStrategy::Exact => {
-            if let Some(filter) = filter {
-                return exact(filter, Some(&query));
-            }
-            None
-        }
+    let switch = match strategy {
+        FilterStrategy::Exact => None,
         FilterStrategy::Graph => None,
         FilterStrategy::Auto => Some(Switch::new(ef, index_elements(index), RECORDS_PER_MEASURE, MEASURES_PER_RESULT)),
     };
@@ -361,13 +363,17 @@ fn exact_matches<E: Elem>(index: pg_sys::Relation, meta: &Meta, mut filter: Filt
     refs.sort_unstable_by_key(|r| (r.block, r.offset));
     refs.dedup();
     let mut out = Vec::with_capacity(refs.len());
+    let mut extent = Extent::new(index);
     for group in refs.chunk_by(|a, b| a.block == b.block) {
+        if !extent.holds(group[0]) {
+            continue;
+        }
         let buf = Buffer::read_recent(index, group[0].block, Lock::Share);
         let page = buf.page();
         for r in group {
             let Some(item) = page.item(r.offset) else { continue };
             let t = VectorTuple::parse(item);
-            if t.flags() & FLAG_DELETED != 0 || !filter.payload_matches(t.payload::<E>(dims)) {
+            if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !filter.payload_matches(t.payload::<E>(dims)) {
                 continue;
             }
             let d = match query {
@@ -439,6 +445,10 @@ fn start_search<E: Elem>(
 
 /// The heap TIDs of one element (inline, then its TID lists), reversed: they are popped.
 fn element_tids(index: pg_sys::Relation, n: Node, m: usize, out: &mut Vec<pg_sys::ItemPointerData>) {
+    // Walks and exact scans check node refs against the index's extent when they measure.
+    if !n.node.is_valid() {
+        return;
+    }
     let overflow = {
         let buf = Buffer::read(index, n.node.block, Lock::Share);
         let Some(data) = buf.page().item(n.node.offset) else { return };
@@ -455,7 +465,11 @@ fn element_tids(index: pg_sys::Relation, n: Node, m: usize, out: &mut Vec<pg_sys
 
 /// Append the TIDs of a chain of TID-list tuples.
 fn overflow_tids(index: pg_sys::Relation, mut r: ItemRef, out: &mut Vec<pg_sys::ItemPointerData>) {
-    while r.is_valid() {
+    if !r.is_valid() {
+        return;
+    }
+    let mut extent = Extent::new(index);
+    while extent.holds(r) {
         let buf = Buffer::read(index, r.block, Lock::Share);
         let Some(data) = buf.page().item(r.offset) else { return };
         let list = TidList::parse(data);

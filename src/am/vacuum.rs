@@ -32,7 +32,7 @@ use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::graph::{DiskWalk, Elem};
+use super::graph::{DiskWalk, Elem, Extent};
 use super::insert::{Connect, PageLock, INSERT_LOCK};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
@@ -64,7 +64,7 @@ fn delay_point() {
 
 /// What phase 1 learned about the index.
 #[derive(Default)]
-struct Scan {
+pub(super) struct Scan {
     removed: f64,
     remaining: f64,
     /// Deleted, not yet freed elements: vector ref -> node ref.
@@ -109,6 +109,8 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             }
         }
         free(index, &meta, &scan.deleted);
+    } else if !meta.has_entry() && scan.top.is_some() {
+        replace_entry(index, &scan);
     }
     // SAFETY: `stats` is ours (allocated above or passed in).
     unsafe {
@@ -121,12 +123,24 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
 
 /// Phase 1: drop dead TIDs; mark elements without TIDs deleted.
 fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::ItemPointerData) -> bool) -> Scan {
+    let (mut scan, rowless) = find_rowless(index, meta, is_dead);
+    mark_rowless(index, meta, &mut scan, &rowless);
+    scan
+}
+
+/// Phase 1 up to the marking: drop dead TIDs, and find the elements left without any.
+pub(super) fn find_rowless(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    is_dead: impl Fn(&pg_sys::ItemPointerData) -> bool,
+) -> (Scan, Vec<Rowless>) {
     let m = meta.m as usize;
     let mut scan = Scan::default();
     // Elements whose inline TIDs are gone but that have TID lists: alive iff a list is not empty.
-    let mut check_lists: Vec<(ItemRef, ItemRef, ItemRef, ItemRef)> = Vec::new();
-    // Elements left without rows: (node ref, vector ref, attribute record).
-    let mut newly_deleted: Vec<(ItemRef, ItemRef, ItemRef)> = Vec::new();
+    // (node ref, vector ref, first list, attribute record, level)
+    let mut check_lists: Vec<(ItemRef, ItemRef, ItemRef, ItemRef, usize)> = Vec::new();
+    // Elements left without rows.
+    let mut newly_deleted: Vec<Rowless> = Vec::new();
     for block in 1..nblocks(index) {
         delay_point();
         let buf = Buffer::read(index, block, Lock::Exclusive);
@@ -155,12 +169,12 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
                     let at = ItemRef::new(block, off);
                     if dead == t.heap_tid_count() {
                         if t.overflow().is_valid() {
-                            check_lists.push((at, t.vector(), t.overflow(), t.attr()));
+                            check_lists.push((at, t.vector(), t.overflow(), t.attr(), t.level()));
                         } else {
-                            newly_deleted.push((at, t.vector(), t.attr()));
+                            newly_deleted.push((at, t.vector(), t.attr(), None));
                         }
                     }
-                    if scan.top.is_none_or(|(l, _, _)| t.level() > l) && dead < t.heap_tid_count() {
+                    if scan.top.is_none_or(|(l, _, _)| t.level() > l) && dead < t.heap_tid_count() && t.vector().is_valid() {
                         scan.top = Some((t.level(), t.vector(), at));
                     }
                     dead
@@ -195,10 +209,42 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
         }
         wal.finish();
     }
-    // An element whose TID lists are all empty now has no rows either.
-    for (node, vector, mut list, attr) in check_lists {
-        let mut alive = false;
-        while list.is_valid() && !alive {
+    rowless_by_lists(index, m, &mut scan, check_lists, &mut newly_deleted);
+    (scan, newly_deleted)
+}
+
+/// An element left without rows: (node ref, vector ref, attribute record, what its node tuple
+/// must still be for the element to be marked deleted). `None`: it had no TID list when seen
+/// (an insert adds a row inline, or starts a list, which changes its overflow ref). `Some`:
+/// its version when its TID lists were found empty; an insert that adds a row to one of those
+/// lists bumps the version afterwards (see `insert::add_heap_tid`), so a changed version means
+/// the lists may hold a row again.
+pub(super) type Rowless = (ItemRef, ItemRef, ItemRef, Option<u16>);
+
+/// Of the elements whose inline TIDs are all gone but that have TID lists
+/// ((node ref, vector ref, first list, attribute record, level)), add those whose lists are
+/// all empty to `rowless`; the others (alive through their lists only) are entry point
+/// candidates like any live element.
+fn rowless_by_lists(
+    index: pg_sys::Relation,
+    m: usize,
+    scan: &mut Scan,
+    check_lists: Vec<(ItemRef, ItemRef, ItemRef, ItemRef, usize)>,
+    rowless: &mut Vec<Rowless>,
+) {
+    let mut extent = Extent::new(index);
+    for (node, vector, _, attr, level) in check_lists {
+        // Version and list head as they are now, before the lists are read.
+        let seen = {
+            let buf = Buffer::read(index, node.block, Lock::Share);
+            buf.page().item(node.offset).map(|data| {
+                let t = NodeTuple::parse(data, m);
+                (t.is_deleted() || t.heap_tid_count() > 0, t.version(), t.overflow())
+            })
+        };
+        let Some((has_rows, version, mut list)) = seen else { continue };
+        let mut alive = has_rows;
+        while !alive && extent.holds(list) {
             let buf = Buffer::read(index, list.block, Lock::Share);
             let Some(data) = buf.page().item(list.offset) else { break };
             let l = TidList::parse(data);
@@ -206,22 +252,30 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
             list = l.next();
         }
         if !alive {
-            newly_deleted.push((node, vector, attr));
+            rowless.push((node, vector, attr, Some(version)));
+        } else if scan.top.is_none_or(|(l, _, _)| level > l) && extent.holds(vector) {
+            // Alive through its TID lists only (rows of an equal vector): as good an entry
+            // point as any. Leaving it out could leave a live index without one.
+            scan.top = Some((level, vector, node));
         }
     }
-    let elements: Vec<(ItemRef, ItemRef)> = newly_deleted.iter().map(|&(n, v, _)| (n, v)).collect();
-    let marked = mark(index, m, &elements, FLAG_DELETED);
+}
+
+/// Mark the `rowless` elements deleted (those still without rows under their node page's
+/// lock), with their attribute records, and add them to `scan.deleted`.
+pub(super) fn mark_rowless(index: pg_sys::Relation, meta: &Meta, scan: &mut Scan, rowless: &[Rowless]) {
+    let elements: Vec<(ItemRef, ItemRef, Option<u16>)> = rowless.iter().map(|&(n, v, _, version)| (n, v, version)).collect();
+    let marked = mark(index, meta.m as usize, &elements, FLAG_DELETED);
     if meta.filters > 0 {
         let mut attrs: Vec<ItemRef> =
-            newly_deleted.iter().filter(|(n, _, a)| a.is_valid() && marked.contains(n)).map(|&(_, _, a)| a).collect();
+            rowless.iter().filter(|(n, _, a, _)| a.is_valid() && marked.contains(n)).map(|&(_, _, a, _)| a).collect();
         attr::set_deleted(index, meta.attr_record as usize, &mut attrs);
     }
-    for (node, vector) in elements {
+    for (node, vector, _) in elements {
         if marked.contains(&node) {
             scan.deleted.insert(vector, node);
         }
     }
-    scan
 }
 
 /// Set `flag` on both tuples of each (node ref, vector ref) element, a page at a time: node
@@ -230,11 +284,11 @@ fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::I
 /// FLAG_DELETED only goes on an element that still has no row (an insert of an equal vector
 /// may have just added one), FLAG_FREE only on one that is deleted and not claimed for reuse.
 /// Returns the node refs of the elements marked.
-fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag: u8) -> HashSet<ItemRef> {
+fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef, Option<u16>)], flag: u8) -> HashSet<ItemRef> {
     let mut marked = HashSet::new();
-    let mut nodes: HashMap<u32, Vec<u16>> = HashMap::new();
-    for &(node, _) in elements {
-        nodes.entry(node.block).or_default().push(node.offset);
+    let mut nodes: HashMap<u32, Vec<(u16, Option<u16>)>> = HashMap::new();
+    for &(node, _, version) in elements {
+        nodes.entry(node.block).or_default().push((node.offset, version));
     }
     let mut blocks: Vec<u32> = nodes.keys().copied().collect();
     blocks.sort_unstable();
@@ -243,16 +297,24 @@ fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag
         let buf = Buffer::read(index, block, Lock::Exclusive);
         let todo: Vec<u16> = nodes[&block]
             .iter()
-            .copied()
-            .filter(|&off| {
+            .filter(|&&(off, version)| {
                 buf.page().item(off).is_some_and(|data| {
                     let t = NodeTuple::parse(data, m);
                     match flag {
-                        FLAG_DELETED => !t.is_deleted() && t.heap_tid_count() == 0,
+                        // No row inline, and none in TID lists: see `Rowless`.
+                        FLAG_DELETED => {
+                            !t.is_deleted()
+                                && t.heap_tid_count() == 0
+                                && match version {
+                                    None => !t.overflow().is_valid(),
+                                    Some(v) => t.version() == v,
+                                }
+                        }
                         _ => t.is_deleted() && !t.is_claimed() && !t.is_free(),
                     }
                 })
             })
+            .map(|&(off, _)| off)
             .collect();
         if todo.is_empty() {
             continue;
@@ -270,7 +332,7 @@ fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag
         }
         wal.finish();
     }
-    let vectors: Vec<ItemRef> = elements.iter().filter(|(n, _)| marked.contains(n)).map(|&(_, v)| v).collect();
+    let vectors: Vec<ItemRef> = elements.iter().filter(|(n, _, _)| marked.contains(n)).map(|&(_, v, _)| v).collect();
     set_vector_flags_of(index, &vectors, flag);
     marked
 }
@@ -278,7 +340,8 @@ fn mark(index: pg_sys::Relation, m: usize, elements: &[(ItemRef, ItemRef)], flag
 /// Set `flag` on vector tuples, a page at a time.
 fn set_vector_flags_of(index: pg_sys::Relation, vectors: &[ItemRef], flag: u8) {
     let mut by_page: HashMap<u32, Vec<u16>> = HashMap::new();
-    for v in vectors {
+    let mut extent = Extent::new(index);
+    for v in vectors.iter().filter(|&&v| extent.holds(v)) {
         by_page.entry(v.block).or_default().push(v.offset);
     }
     let mut blocks: Vec<u32> = by_page.keys().copied().collect();
@@ -334,7 +397,10 @@ fn release_abandoned(index: pg_sys::Relation, meta: &Meta, claimed: &[(ItemRef, 
 /// the index without one if nothing is left).
 fn replace_entry(index: pg_sys::Relation, scan: &Scan) {
     Meta::update(index, Logging::Wal, |meta| {
-        if !meta.has_entry() || !scan.deleted.contains_key(&meta.entry_vector) {
+        // No entry while live elements remain is what an older VACUUM could leave behind:
+        // give the index one again.
+        let lost = if meta.has_entry() { scan.deleted.contains_key(&meta.entry_vector) } else { scan.top.is_some() };
+        if !lost {
             return false;
         }
         match scan.top {
@@ -357,7 +423,7 @@ fn replace_entry(index: pg_sys::Relation, scan: &Scan) {
 fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
     let m = meta.m as usize;
     let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
-    let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new() };
+    let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index) };
     for block in 1..nblocks(index) {
         delay_point();
         // Which live elements on this page need work, and on which layers.
@@ -391,6 +457,7 @@ struct Repair<'a, E: Elem> {
     deleted: &'a HashMap<ItemRef, ItemRef>,
     /// Vectors of the element being repaired (slot 0) and of its candidates.
     arena: Vec<E>,
+    extent: Extent,
 }
 
 impl<E: Elem> Repair<'_, E> {
@@ -400,10 +467,13 @@ impl<E: Elem> Repair<'_, E> {
 
     /// Copy the vector at `r` into the arena; its slot and node ref, or None if it is gone.
     fn load(&mut self, r: ItemRef) -> Option<(usize, ItemRef)> {
+        if !self.extent.holds(r) {
+            return None;
+        }
         let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
         let data = buf.page().item(r.offset)?;
         let t = VectorTuple::parse(data);
-        if t.flags() & FLAG_DELETED != 0 {
+        if t.flags() & FLAG_DELETED != 0 || !self.extent.holds(t.node()) {
             return None;
         }
         self.arena.extend_from_slice(t.values::<E>(self.dims));
@@ -502,7 +572,7 @@ impl<E: Elem> Repair<'_, E> {
 
 /// Phase 4: free the deleted elements and record their node pages in the free space map.
 fn free(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
-    let elements: Vec<(ItemRef, ItemRef)> = deleted.iter().map(|(&v, &n)| (n, v)).collect();
+    let elements: Vec<(ItemRef, ItemRef, Option<u16>)> = deleted.iter().map(|(&v, &n)| (n, v, None)).collect();
     let marked = mark(index, meta.m as usize, &elements, FLAG_FREE);
     let mut pages: Vec<u32> = marked.iter().map(|n| n.block).collect();
     pages.sort_unstable();
@@ -644,6 +714,9 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
 /// Elements near `v`'s vector, nearest first, as a search from the entry point finds them.
 fn nearest_reachable<E: Elem>(index: pg_sys::Relation, meta: &Meta, v: ItemRef) -> Vec<ItemRef> {
     let Some(metric) = Metric::from_u8(meta.metric) else { return Vec::new() };
+    if !Extent::new(index).holds(v) {
+        return Vec::new();
+    }
     let query: Vec<E> = {
         let buf = Buffer::read(index, v.block, Lock::Share);
         let Some(data) = buf.page().item(v.offset) else { return Vec::new() };

@@ -296,7 +296,9 @@ impl<'a> NodeTupleMut<'a> {
         self.bump_version();
     }
 
-    fn bump_version(&mut self) {
+    /// Mark a change that is not in this tuple: a row added to one of the element's TID
+    /// lists (VACUUM compares versions before it marks an element without rows deleted).
+    pub fn bump_version(&mut self) {
         let v = u16::from_le_bytes([self.data[10], self.data[11]]).wrapping_add(1);
         self.data[10..12].copy_from_slice(&v.to_le_bytes());
     }
