@@ -54,6 +54,8 @@ SELECT cosine_distance('[1,2,3,4,5,6,7,8,9]'::vector, '[-1,-2,-3,-4,-5,-6,-7,-8,
 -- a zero vector has no direction: NaN, as in pgvector
 SELECT cosine_distance('[1,2]'::vector, '[0,0]');
 SELECT '[0,0]'::vector <=> '[0,0]';
+-- squares beyond the float4 range are summed in float8 (pgvector's float4 sums give NaN here):
+-- the same direction, as a cosine index sees it
 SELECT cosine_distance('[3e38]'::vector, '[3e38]');
 SELECT l1_distance('[0,0]'::vector, '[3,4]');
 SELECT '[0,0]'::vector <+> '[3,4]';
