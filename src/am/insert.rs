@@ -32,6 +32,7 @@ use pgrx::prelude::*;
 
 use super::filter::Attrs;
 use super::graph::{prepare_stored, DiskWalk, Elem, Node};
+use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use crate::storage::attr::{self, encode_record};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
@@ -65,13 +66,17 @@ pub unsafe extern "C-unwind" fn aminsert(
         return false;
     }
     let kind = opclass::cached(index);
-    // SAFETY: as above.
-    let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
     let tid = crate::storage::tuple::from_tid(&tid);
-    match kind.elem {
-        ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
-        _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
-    }
+    // The executor calls us in its per-query context: without a context of our own, every
+    // row's detoasted vector and filter values would stay until the statement ends.
+    TempContext::new(c"hnsw insert").run(|| {
+        // SAFETY: as above.
+        let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
+        match kind.elem {
+            ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
+        }
+    });
     false
 }
 

@@ -1,0 +1,124 @@
+//! Memory discipline of the access method: short-lived Postgres memory contexts for per-row
+//! work (detoasted values), and budgets that keep Rust-heap structures within the setting
+//! Postgres would use (`maintenance_work_mem`, `work_mem`).
+
+use core::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::types::raise_hint;
+
+/// A memory context for the work of one row, as pgvector's build and insert keep one:
+/// whatever is palloc'd while [`TempContext::run`] runs (detoasted vectors and filter values,
+/// deconstructed arrays) is freed when it returns. Deleted (with all it holds) on drop.
+pub struct TempContext(pg_sys::MemoryContext);
+
+impl TempContext {
+    /// A new context under the current one.
+    pub fn new(name: &'static CStr) -> TempContext {
+        // SAFETY: on the backend's thread; the name is static, as AllocSetContextCreate wants.
+        let cx = unsafe {
+            pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                name.as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        };
+        TempContext(cx)
+    }
+
+    /// Run `f` with this context current, then free what it allocated there. `f` must not
+    /// return (or store anywhere) a pointer to memory it palloc'd: copy into Rust memory.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        /// Switches back (and resets) also when `f` raises an ERROR, so the caller's context
+        /// is current again while the error unwinds.
+        struct Switched(pg_sys::MemoryContext, pg_sys::MemoryContext);
+        impl Drop for Switched {
+            fn drop(&mut self) {
+                // SAFETY: `self.0` was current before `run` and outlives it (it is this
+                // context's parent or an ancestor's sibling still alive); `self.1` is ours.
+                unsafe {
+                    pg_sys::CurrentMemoryContext = self.0;
+                    pg_sys::MemoryContextReset(self.1);
+                }
+            }
+        }
+        // SAFETY: on the backend's thread; restored by `Switched` on every exit.
+        let _switched = Switched(unsafe { pg_sys::MemoryContextSwitchTo(self.0) }, self.0);
+        f()
+    }
+}
+
+impl Drop for TempContext {
+    fn drop(&mut self) {
+        // SAFETY: the context is ours and not current (`run` switched back); deleting it frees
+        // what is left in it.
+        unsafe { pg_sys::MemoryContextDelete(self.0) };
+    }
+}
+
+/// The settings a budget can come from, named in the error's hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    MaintenanceWorkMem,
+    WorkMem,
+}
+
+impl Setting {
+    fn name(self) -> &'static str {
+        match self {
+            Setting::MaintenanceWorkMem => "maintenance_work_mem",
+            Setting::WorkMem => "work_mem",
+        }
+    }
+
+    /// The setting's current value in bytes.
+    pub fn bytes(self) -> usize {
+        // SAFETY: plain reads of GUC variables on the backend's thread.
+        let kb = unsafe {
+            match self {
+                Setting::MaintenanceWorkMem => pg_sys::maintenance_work_mem,
+                Setting::WorkMem => pg_sys::work_mem,
+            }
+        };
+        (kb.max(64) as usize).saturating_mul(1024)
+    }
+}
+
+/// Bytes a structure may hold, from a setting; [`Budget::charge`] raises 53200 beyond it.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub setting: Setting,
+    pub limit: usize,
+    pub used: usize,
+}
+
+impl Budget {
+    pub fn new(setting: Setting) -> Budget {
+        Budget { setting, limit: setting.bytes(), used: 0 }
+    }
+
+    /// Whether `bytes` more still fit.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.used.saturating_add(bytes) <= self.limit
+    }
+
+    /// Count `bytes` more, or raise `ERROR 53200` naming `what` and the setting.
+    pub fn charge(&mut self, bytes: usize, what: &str) {
+        if !self.fits(bytes) {
+            self.exceeded(what);
+        }
+        self.used += bytes;
+    }
+
+    pub fn exceeded(&self, what: &str) -> ! {
+        raise_hint(
+            PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+            format!("{what} needs more than {} = {} kB", self.setting.name(), self.limit / 1024),
+            format!("Increase {} and try again.", self.setting.name()),
+        )
+    }
+}
