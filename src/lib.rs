@@ -27,6 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     // The backend is single-threaded while a library loads, so changing its environment is safe.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     am::options::init();
+    am::mem::init();
     am::planner::init();
 }
 

@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 
 use super::filter::Columns;
 use super::graph::{prepare_stored, Elem};
-use super::insert::insert_vector;
+use super::insert::{check_row_size, insert_vector};
 use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use super::options;
@@ -219,6 +219,7 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     // SAFETY: as above, an entry per key column.
     let row = row_cx.run(|| prepare_stored::<E>(datum, kind, dims).map(|v| (v, unsafe { columns.encode_row(values, isnull) })));
     let Some((v, attrs)) = row else { return };
+    check_row_size::<E>(v.len(), attrs.payload.len());
     st.indexed += 1.0;
     if st.on_disk {
         st.row_cx.run(|| insert_vector(st.index, &v, &attrs, tid, Logging::Build));

@@ -122,3 +122,28 @@ impl Budget {
         )
     }
 }
+
+/// Bytes of per-backend caches (pooled visited sets, buffer hints) kept from one transaction
+/// to the next: enough for indexes of about 1 GB, whose scans gain most from not allocating
+/// afresh. Bigger ones are dropped at transaction end.
+pub const CACHE_KEEP: usize = 1 << 20;
+
+/// Register [`release_caches`] (once per backend, from `_PG_init`).
+pub fn init() {
+    // SAFETY: registering a transaction callback with no argument, on the backend's thread.
+    unsafe { pg_sys::RegisterXactCallback(Some(xact_callback), core::ptr::null_mut()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut core::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PARALLEL_ABORT) {
+        release_caches();
+    }
+}
+
+/// Shrink the per-backend caches to [`CACHE_KEEP`] bytes in all; returns the bytes kept.
+pub fn release_caches() -> usize {
+    let hints = crate::storage::buffer::trim_recent(CACHE_KEEP / 2);
+    hints + super::scan::trim_visited_pool(CACHE_KEEP - hints)
+}

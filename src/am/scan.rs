@@ -43,7 +43,29 @@ pub(super) fn take_visited() -> Visited {
     VISITED_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
 }
 
+/// Drop pooled visited sets beyond `keep` bytes in all (at transaction end, see
+/// [`super::mem::release_caches`]): a set is sized to the largest index it searched, and a
+/// backend that once scanned a huge index should not hold that memory until it exits.
+pub(super) fn trim_visited_pool(keep: usize) -> usize {
+    VISITED_POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        let mut kept = 0;
+        pool.retain(|v| {
+            let fits = kept + v.bytes() <= keep;
+            kept += if fits { v.bytes() } else { 0 };
+            fits
+        });
+        kept
+    })
+}
+
 pub(super) fn return_visited(mut v: Visited) {
+    // A scan whose memory is freed by an abort returns its set after the transaction-end trim:
+    // keep it only while it would be trimmed later.
+    // SAFETY: reads the backend's transaction state.
+    if !unsafe { pg_sys::IsTransactionState() } && v.bytes() > super::mem::CACHE_KEEP / 2 {
+        return;
+    }
     v.clear();
     VISITED_POOL.with(|p| {
         let mut pool = p.borrow_mut();
