@@ -75,17 +75,25 @@ impl Setting {
         }
     }
 
-    /// The setting's current value in bytes.
+    /// The setting's current value in bytes (`autovacuum_work_mem`, when set, in an autovacuum
+    /// worker, as Postgres' own VACUUM does).
     pub fn bytes(self) -> usize {
-        // SAFETY: plain reads of GUC variables on the backend's thread.
+        // SAFETY: plain reads of GUC variables and of the process kind on the backend's thread.
         let kb = unsafe {
             match self {
+                Setting::MaintenanceWorkMem if IsAutoVacuumWorkerProcess() && autovacuum_work_mem != -1 => autovacuum_work_mem,
                 Setting::MaintenanceWorkMem => pg_sys::maintenance_work_mem,
                 Setting::WorkMem => pg_sys::work_mem,
             }
         };
         (kb.max(64) as usize).saturating_mul(1024)
     }
+}
+
+// Postgres' own (autovacuum.h, which pgrx's bindings leave out); neither can raise an error.
+extern "C" {
+    static autovacuum_work_mem: core::ffi::c_int;
+    fn IsAutoVacuumWorkerProcess() -> bool;
 }
 
 /// Bytes a structure may hold, from a setting; [`Budget::charge`] raises 53200 beyond it.
