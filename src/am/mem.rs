@@ -155,3 +155,35 @@ pub fn release_caches() -> usize {
     let hints = crate::storage::buffer::trim_recent(CACHE_KEEP / 2);
     hints + super::scan::trim_visited_pool(CACHE_KEEP - hints)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use hnsw_core::graph::Visited;
+    use pgrx::prelude::*;
+
+    use super::{xact_callback, CACHE_KEEP};
+    use crate::am::scan::{return_visited, take_visited, trim_visited_pool};
+
+    /// A visited set for a 200k-page index (1.6 MB) leaves the pool at transaction end; one
+    /// for a small index stays for the next transaction's scans.
+    #[pg_test]
+    fn large_pooled_visited_sets_go_at_transaction_end() {
+        trim_visited_pool(0);
+        return_visited(Visited::with_capacity(64 * 1000));
+        return_visited(Visited::with_capacity(64 * 200_000));
+        assert!(trim_visited_pool(usize::MAX) > CACHE_KEEP);
+        // SAFETY: the callback Postgres runs at commit; it only trims Rust caches.
+        unsafe { xact_callback(pg_sys::XactEvent::XACT_EVENT_COMMIT, core::ptr::null_mut()) };
+        let kept = trim_visited_pool(usize::MAX);
+        assert!(kept > 0 && kept <= CACHE_KEEP / 2, "{kept} bytes kept");
+        let small = take_visited();
+        assert!(small.bytes() >= 8 * 1000 && small.bytes() < 64 * 1024, "{}", small.bytes());
+        // Other events (PRE_COMMIT, PREPARE...) leave the pool alone.
+        return_visited(Visited::with_capacity(64 * 200_000));
+        // SAFETY: as above.
+        unsafe { xact_callback(pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT, core::ptr::null_mut()) };
+        assert!(trim_visited_pool(usize::MAX) > CACHE_KEEP);
+        trim_visited_pool(0);
+    }
+}
