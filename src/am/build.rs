@@ -20,7 +20,8 @@ use pgrx::prelude::*;
 
 use super::filter::Columns;
 use super::graph::{prepare_stored, Elem};
-use super::insert::insert_vector;
+use super::insert::{check_row_size, insert_vector};
+use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use super::options;
 use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
@@ -107,6 +108,8 @@ struct BuildState<E: Elem> {
     on_disk: bool,
     indexed: f64,
     threads: usize,
+    /// Reset after every row: the detoasted vector and filter values (see [`TempContext`]).
+    row_cx: TempContext,
 }
 
 #[pg_guard]
@@ -171,6 +174,7 @@ fn build<E: Elem>(
         on_disk: false,
         indexed: 0.0,
         threads: (workers.max(0) as usize + 1).min(cores).max(1),
+        row_cx: TempContext::new(c"hnsw build row"),
     };
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
     // SAFETY: the standard heap scan for index builds; the callback gets `state` back.
@@ -207,12 +211,18 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     if null {
         return;
     }
-    let Some(v) = prepare_stored::<E>(datum, &st.kind, st.dims) else { return };
+    // Detoasting (a vector of more than ~500 dimensions is stored out of line) pallocs a copy
+    // of the row in the current context, which lives as long as the build: read the row in a
+    // context of its own, reset after it; what is kept is copied into Rust memory.
+    let row_cx = &st.row_cx;
+    let (kind, dims, columns) = (&st.kind, st.dims, &st.columns);
     // SAFETY: as above, an entry per key column.
-    let attrs = unsafe { st.columns.encode_row(values, isnull) };
+    let row = row_cx.run(|| prepare_stored::<E>(datum, kind, dims).map(|v| (v, unsafe { columns.encode_row(values, isnull) })));
+    let Some((v, attrs)) = row else { return };
+    check_row_size::<E>(v.len(), attrs.payload.len());
     st.indexed += 1.0;
     if st.on_disk {
-        insert_vector(st.index, &v, &attrs, tid, Logging::Build);
+        st.row_cx.run(|| insert_vector(st.index, &v, &attrs, tid, Logging::Build));
         return;
     }
     if st.dims == 0 {

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgRelation};
 
+use crate::am::mem::{Budget, Setting};
 use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
@@ -104,6 +105,10 @@ pub fn check(index: pg_sys::Relation) -> Report {
     // Payload of each vector tuple (filter indexes).
     let mut payloads: HashMap<ItemRef, Vec<u8>> = HashMap::new();
     let dims = meta.dims as usize;
+    // Everything is held in maps until the end: bounded by maintenance_work_mem (estimated
+    // bytes per entry, hash table slack and the later per-element sets included).
+    let mut budget = Budget::new(Setting::MaintenanceWorkMem);
+    let what = "hnsw_index_check";
     for block in 0..nblocks {
         check_for_interrupts!();
         let buf = Buffer::read(index, block, Lock::Share);
@@ -121,6 +126,7 @@ pub fn check(index: pg_sys::Relation) -> Report {
         if kind == PAGE_ATTR && meta.filters > 0 {
             let size = meta.attr_record as usize;
             for (i, rec) in page.attr_records(size).enumerate() {
+                budget.charge(64 + rec.slots().len(), what);
                 records.insert(record_ref(block, i), (rec.vector(), rec.flags(), rec.nulls(), rec.slots().to_vec()));
             }
             attr_next.insert(block, page.attr_next());
@@ -146,15 +152,24 @@ pub fn check(index: pg_sys::Relation) -> Report {
                     if data.len() < VECTOR_HEADER + meta.dims as usize * elem_size {
                         r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
                     }
+                    budget.charge(48, what);
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
                     if meta.filters > 0 {
                         let payload = if meta.elem == ELEM_F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
+                        budget.charge(64 + payload.len(), what);
                         payloads.insert(at, payload.to_vec());
                     }
                 }
                 Some(&KIND_NODE) => {
                     let t = NodeTuple::parse(data, m);
-                    let links = (0..=t.level()).flat_map(|l| t.neighbors(l).map(move |n| (l, n))).collect();
+                    let links: Vec<(usize, ItemRef)> = (0..=t.level()).flat_map(|l| t.neighbors(l).map(move |n| (l, n))).collect();
+                    budget.charge(
+                        2 * core::mem::size_of::<(ItemRef, (ItemRef, Element))>()
+                            + 96
+                            + links.len() * core::mem::size_of::<(usize, ItemRef)>()
+                            + t.heap_tid_count() * core::mem::size_of::<pg_sys::ItemPointerData>(),
+                        what,
+                    );
                     if !t.is_deleted() {
                         r.heap_tids += t.heap_tid_count() as u64;
                     }
@@ -180,6 +195,7 @@ pub fn check(index: pg_sys::Relation) -> Report {
                 }
                 Some(&KIND_TIDS) => {
                     let l = TidList::parse(data);
+                    budget.charge(48, what);
                     lists.insert(at, (l.count(), l.next()));
                 }
                 other => r.problem(format!("({block},{off}): unknown tuple kind {other:?}")),

@@ -32,6 +32,7 @@ use pgrx::prelude::*;
 
 use super::filter::Attrs;
 use super::graph::{prepare_stored, DiskWalk, Elem, Extent, Node};
+use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use crate::storage::attr::{self, encode_record};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
@@ -65,13 +66,17 @@ pub unsafe extern "C-unwind" fn aminsert(
         return false;
     }
     let kind = opclass::cached(index);
-    // SAFETY: as above.
-    let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
     let tid = crate::storage::tuple::from_tid(&tid);
-    match kind.elem {
-        ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
-        _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
-    }
+    // The executor calls us in its per-query context: without a context of our own, every
+    // row's detoasted vector and filter values would stay until the statement ends.
+    TempContext::new(c"hnsw insert").run(|| {
+        // SAFETY: as above.
+        let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
+        match kind.elem {
+            ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
+        }
+    });
     false
 }
 
@@ -144,8 +149,26 @@ impl Drop for PageLock {
     }
 }
 
+/// Raise 54000 unless a row's vector tuple (its vector and filter values, stored together)
+/// fits on a page. Checked before anything is written, so that a row too long leaves nothing
+/// behind (no attribute record without an element), in a build as in an insert.
+pub fn check_row_size<E: Elem>(dims: usize, payload: usize) {
+    let need = vector_tuple_size::<E>(dims, payload) + ITEM_ID_SIZE;
+    if need > page_capacity() {
+        crate::types::raise_detail(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "value too long for an hnsw filter column",
+            format!(
+                "The row's vector and filter values need {need} bytes in the index, more than the {} bytes a page holds.",
+                page_capacity()
+            ),
+        );
+    }
+}
+
 /// Insert a prepared vector (checked, normalized) for heap row `tid`.
 pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid: ItemRef, logging: Logging) {
+    check_row_size::<E>(vector.len(), attrs.payload.len());
     let _insert = PageLock::share(index, INSERT_LOCK);
     let mut meta = Meta::read(index);
     if !meta.has_entry() {

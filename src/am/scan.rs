@@ -24,6 +24,7 @@ use pgrx::PgMemoryContexts;
 
 use super::filter::{Columns, Filter};
 use super::graph::{prepare_query, DiskWalk, Elem, Extent, Node, Switch};
+use super::mem::Setting;
 use super::opclass::{self, Kind};
 use super::options::{self, FilterStrategy};
 use crate::storage::attr::{self, ATTR_DELETED};
@@ -43,7 +44,29 @@ pub(super) fn take_visited() -> Visited {
     VISITED_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
 }
 
+/// Drop pooled visited sets beyond `keep` bytes in all (at transaction end, see
+/// [`super::mem::release_caches`]): a set is sized to the largest index it searched, and a
+/// backend that once scanned a huge index should not hold that memory until it exits.
+pub(super) fn trim_visited_pool(keep: usize) -> usize {
+    VISITED_POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        let mut kept = 0;
+        pool.retain(|v| {
+            let fits = kept + v.bytes() <= keep;
+            kept += if fits { v.bytes() } else { 0 };
+            fits
+        });
+        kept
+    })
+}
+
 pub(super) fn return_visited(mut v: Visited) {
+    // A scan whose memory is freed by an abort returns its set after the transaction-end trim:
+    // keep it only while it would be trimmed later.
+    // SAFETY: reads the backend's transaction state.
+    if !unsafe { pg_sys::IsTransactionState() } && v.bytes() > super::mem::CACHE_KEEP / 2 {
+        return;
+    }
     v.clear();
     VISITED_POOL.with(|p| {
         let mut pool = p.borrow_mut();
@@ -90,25 +113,58 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Source for GraphSource<E, F> {
     }
 }
 
-/// The matching elements of an exact scan, measured: handed out `ef` at a time, each round
-/// the nearest of the rest (sorting all of them up front would be wasted on `LIMIT 10`).
+/// One pass of an exact scan, for the index's element type (see [`exact_pass`]).
+type ExactPass = fn(pg_sys::Relation, &Meta, &mut Filter, Option<&[f32]>, Option<Key>, usize) -> (Vec<Candidate<Node>>, bool);
+
+/// The matching elements of an exact scan, measured, handed out `ef` at a time nearest first.
+/// Its memory is bounded by `work_mem`: a pass over the index keeps only the nearest matches
+/// that fit (all of them, usually); when it had to leave some out, another pass starts after
+/// the last one handed out once those are used up.
 struct ExactSource {
-    rest: Vec<Candidate<Node>>,
+    index: pg_sys::Relation,
+    meta: Meta,
+    filter: Filter,
+    query: Option<Vec<f32>>,
+    pass: ExactPass,
+    /// The current pass's matches, nearest first; `kept[next..]` are still to hand out.
+    kept: Vec<Candidate<Node>>,
+    next: usize,
+    /// Whether the last pass kept every match left.
+    complete: bool,
+    /// Matches a pass may keep.
+    cap: usize,
     ef: usize,
+}
+
+impl ExactSource {
+    fn new(index: pg_sys::Relation, meta: Meta, elem: u8, filter: Filter, query: Option<&[f32]>, ef: usize) -> ExactSource {
+        let pass: ExactPass = match elem {
+            ELEM_F16 => exact_pass::<f16>,
+            _ => exact_pass::<f32>,
+        };
+        let cap = (Setting::WorkMem.bytes() / 2 / core::mem::size_of::<Keyed>()).max(ef).max(1);
+        let (query, kept, next, complete) = (query.map(<[f32]>::to_vec), Vec::new(), 0, false);
+        let mut s = ExactSource { index, meta, filter, query, pass, kept, next, complete, cap, ef };
+        s.run_pass(None);
+        s
+    }
+
+    fn run_pass(&mut self, after: Option<Key>) {
+        let (kept, complete) = (self.pass)(self.index, &self.meta, &mut self.filter, self.query.as_deref(), after, self.cap);
+        (self.kept, self.next, self.complete) = (kept, 0, complete);
+    }
 }
 
 impl Source for ExactSource {
     fn next_round(&mut self, out: &mut Vec<Candidate<Node>>) {
-        let k = self.ef.min(self.rest.len());
-        if k == 0 {
-            return;
+        if self.next == self.kept.len() && !self.complete {
+            let Some(last) = self.kept.last() else { return };
+            let after = Keyed(*last).key();
+            self.run_pass(Some(after));
         }
-        if k < self.rest.len() {
-            self.rest.select_nth_unstable_by(k - 1, |a, b| a.dist.total_cmp(&b.dist));
-        }
-        let mut round: Vec<Candidate<Node>> = self.rest.drain(..k).collect();
-        round.sort_by(|a, b| a.dist.total_cmp(&b.dist));
-        out.extend(round);
+        let k = self.ef.min(self.kept.len() - self.next);
+        out.extend_from_slice(&self.kept[self.next..self.next + k]);
+        self.next += k;
     }
 
     fn into_visited(self: Box<Self>) -> Option<Visited> {
@@ -282,13 +338,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         source.next_round(&mut results);
         Mode::Ordered { source, results, next: 0, m, returned: 0 }
     };
-    let exact = |filter: Filter, query: Option<&[f32]>| {
-        let rest = match kind.elem {
-            ELEM_F16 => exact_matches::<f16>(index, &meta, filter, query),
-            _ => exact_matches::<f32>(index, &meta, filter, query),
-        };
-        ordered(Box::new(ExactSource { rest, ef }))
-    };
+    let exact = |filter: Filter, query: Option<&[f32]>| ordered(Box::new(ExactSource::new(index, meta, kind.elem, filter, query, ef)));
     let Some(query) = query else {
         if let Some(filter) = filter {
             return exact(filter, None);
@@ -346,62 +396,136 @@ fn index_elements(index: pg_sys::Relation) -> f64 {
     blocks as f64 * 4.0
 }
 
-/// Exact filtered scan: every element whose attribute record may pass the filter, checked on
-/// its stored values and measured (distance 0 without a query).
-fn exact_matches<E: Elem>(index: pg_sys::Relation, meta: &Meta, mut filter: Filter, query: Option<&[f32]>) -> Vec<Candidate<Node>> {
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
-    let (dims, size) = (meta.dims as usize, meta.attr_record as usize);
-    let mut refs: Vec<ItemRef> = Vec::new();
-    if size > 0 {
-        match filter.single_int_eq() {
-            Some((col, want)) => {
-                matching_records(index, meta, &mut refs, |rec| rec.nulls() & (1 << col) == 0 && rec.slot(col) == want)
-            }
-            None => matching_records(index, meta, &mut refs, |rec| filter.record_may_match(rec.nulls(), rec.slots())),
-        }
+/// The order of an exact scan's results: distance, then vector ref (physical order, which is
+/// also the whole order without a query).
+type Key = (f32, u32, u16);
+
+/// A candidate ordered by its [`Key`], for the bounded heap of [`exact_pass`].
+#[derive(Clone, Copy)]
+struct Keyed(Candidate<Node>);
+
+impl Keyed {
+    fn key(&self) -> Key {
+        (self.0.dist, self.0.item.vector.block, self.0.item.vector.offset)
     }
-    refs.sort_unstable_by_key(|r| (r.block, r.offset));
-    refs.dedup();
-    let mut out = Vec::with_capacity(refs.len());
-    let mut extent = Extent::new(index);
-    for group in refs.chunk_by(|a, b| a.block == b.block) {
-        if !extent.holds(group[0]) {
-            continue;
-        }
-        let buf = Buffer::read_recent(index, group[0].block, Lock::Share);
-        let page = buf.page();
-        for r in group {
-            let Some(item) = page.item(r.offset) else { continue };
-            let t = VectorTuple::parse(item);
-            if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !filter.payload_matches(t.payload::<E>(dims)) {
-                continue;
-            }
-            let d = match query {
-                Some(q) => E::distance_to(metric, q, t.values::<E>(dims)),
-                None => 0.0,
-            };
-            out.push(Candidate::new(d, Node { vector: *r, node: t.node(), deleted: false, matches: true, slot: u32::MAX }));
-        }
-        drop(buf);
-        check_for_interrupts!();
-    }
-    out
 }
 
-/// The vector refs of the live attribute records that pass `test`. Every record of the index
-/// is tested, so this loop is most of an exact scan's time; `test` is inlined into it.
-fn matching_records(index: pg_sys::Relation, meta: &Meta, refs: &mut Vec<ItemRef>, test: impl Fn(&attr::Record) -> bool) {
-    let size = meta.attr_record as usize;
-    attr::for_each_page(index, meta.attr_first, |_, page| {
-        for rec in page.attr_records(size) {
-            if rec.flags() & ATTR_DELETED == 0 && test(&rec) {
-                let v = rec.vector();
-                if v.is_valid() {
-                    refs.push(v);
-                }
+fn key_cmp(a: &Key, b: &Key) -> core::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Keyed {}
+impl PartialOrd for Keyed {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Keyed {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        key_cmp(&self.key(), &other.key())
+    }
+}
+
+/// What one exact pass holds: vector refs of records that passed, waiting to be measured, and
+/// the nearest measured matches so far (a max-heap of at most `cap`).
+struct PassState<'a> {
+    filter: &'a mut Filter,
+    refs: Vec<ItemRef>,
+    heap: std::collections::BinaryHeap<Keyed>,
+    cap: usize,
+    /// A match was left out for want of room.
+    dropped: bool,
+}
+
+/// One pass of an exact filtered scan: every element whose attribute record may pass the
+/// filter, checked on its stored values and measured (distance 0 without a query). Returns the
+/// nearest `cap` matches after `after` (nearest first) and whether that is all of them. Record
+/// refs are measured in batches of at most `cap` (sorted by block, for locality), so the pass
+/// holds O(`cap`) memory whatever the index's size.
+fn exact_pass<E: Elem>(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    filter: &mut Filter,
+    query: Option<&[f32]>,
+    after: Option<Key>,
+    cap: usize,
+) -> (Vec<Candidate<Node>>, bool) {
+    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let (dims, size) = (meta.dims as usize, meta.attr_record as usize);
+    let single = filter.single_int_eq();
+    let mut st = PassState { filter, refs: Vec::new(), heap: std::collections::BinaryHeap::new(), cap, dropped: false };
+    let mut extent = Extent::new(index);
+    let mut measure = |st: &mut PassState<'_>| {
+        st.refs.sort_unstable_by_key(|r| (r.block, r.offset));
+        st.refs.dedup();
+        for group in st.refs.chunk_by(|a, b| a.block == b.block) {
+            if !extent.holds(group[0]) {
+                continue;
             }
+            let buf = Buffer::read_recent(index, group[0].block, Lock::Share);
+            let page = buf.page();
+            for r in group {
+                let Some(item) = page.item(r.offset) else { continue };
+                let t = VectorTuple::parse(item);
+                if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !st.filter.payload_matches(t.payload::<E>(dims)) {
+                    continue;
+                }
+                let d = match query {
+                    Some(q) => E::distance_to(metric, q, t.values::<E>(dims)),
+                    None => 0.0,
+                };
+                let c = Keyed(Candidate::new(d, Node { vector: *r, node: t.node(), deleted: false, matches: true, slot: u32::MAX }));
+                if after.is_some_and(|a| key_cmp(&c.key(), &a).is_le()) {
+                    continue;
+                }
+                if st.heap.len() == st.cap {
+                    st.dropped = true;
+                    if st.heap.peek().is_some_and(|top| c < *top) {
+                        st.heap.pop();
+                    } else {
+                        continue;
+                    }
+                }
+                st.heap.push(c);
+            }
+            drop(buf);
+            check_for_interrupts!();
         }
-    });
+        st.refs.clear();
+    };
+    if size > 0 {
+        attr::for_each_page_pausing(
+            index,
+            meta.attr_first,
+            &mut st,
+            |st, _, page| {
+                for rec in page.attr_records(size) {
+                    let pass = match single {
+                        Some((col, want)) => rec.nulls() & (1 << col) == 0 && rec.slot(col) == want,
+                        None => st.filter.record_may_match(rec.nulls(), rec.slots()),
+                    };
+                    if rec.flags() & ATTR_DELETED == 0 && pass && rec.vector().is_valid() {
+                        st.refs.push(rec.vector());
+                    }
+                }
+            },
+            |st| {
+                if st.refs.len() >= st.cap {
+                    measure(st);
+                }
+            },
+        );
+        measure(&mut st);
+    }
+    let mut out: Vec<Candidate<Node>> = st.heap.into_sorted_vec().into_iter().map(|k| k.0).collect();
+    // A record listed twice in different batches was measured twice.
+    out.dedup_by_key(|c| c.item.vector);
+    (out, !st.dropped)
 }
 
 /// `pgstat_count_index_scan()`: the scan shows in pg_stat_user_indexes.idx_scan.

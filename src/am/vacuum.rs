@@ -33,6 +33,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::graph::{DiskWalk, Elem, Extent};
+use super::mem::{Budget, Setting};
 use super::insert::{Connect, PageLock, INSERT_LOCK};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
@@ -614,6 +615,10 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     stats
 }
 
+/// Bytes per element the reachability pass holds besides its links: the graph map's entry
+/// and the `reached` and in-degree sets', hash table slack included.
+const REACH_BYTES: usize = 2 * core::mem::size_of::<(ItemRef, Reach)>() + 64;
+
 /// One element as the reachability pass sees it.
 struct Reach {
     node: ItemRef,
@@ -639,6 +644,11 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
     for _round in 0..4 {
         live_tids = 0.0;
         let mut graph: HashMap<ItemRef, Reach> = HashMap::new();
+        // The layer-0 graph is held whole: within maintenance_work_mem (see [`REACH_BYTES`]),
+        // or the pass is skipped (the rows are still counted), as a VACUUM that fails for want
+        // of memory would leave the table's dead rows in place.
+        let mut budget = Budget::new(Setting::MaintenanceWorkMem);
+        let mut fits = true;
         for block in 1..nblocks(index) {
             delay_point();
             let buf = Buffer::read(index, block, Lock::Share);
@@ -654,8 +664,19 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
                         if !t.is_deleted() {
                             live_tids += t.heap_tid_count() as f64;
                         }
+                        if !fits {
+                            continue;
+                        }
                         // A freed element's lists are leftovers nobody follows.
-                        let links = if t.is_free() || (live_only && t.is_deleted()) { Vec::new() } else { t.neighbors(0).collect() };
+                        let links: Vec<ItemRef> =
+                            if t.is_free() || (live_only && t.is_deleted()) { Vec::new() } else { t.neighbors(0).collect() };
+                        let bytes = REACH_BYTES + links.len() * core::mem::size_of::<ItemRef>();
+                        if !budget.fits(bytes) {
+                            fits = false;
+                            graph = HashMap::new();
+                            continue;
+                        }
+                        budget.used += bytes;
                         let r = Reach { node: ItemRef::new(block, off), live: !t.is_deleted(), links };
                         graph.insert(t.vector(), r);
                     }
@@ -663,6 +684,15 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
                     _ => {}
                 }
             }
+        }
+        if !fits {
+            ereport!(
+                NOTICE,
+                PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                format!("hnsw index reachability check skipped: the graph does not fit into {} kB of maintenance_work_mem", budget.limit / 1024),
+                "Increase maintenance_work_mem (or autovacuum_work_mem) so that VACUUM can check that every row is reachable."
+            );
+            return live_tids;
         }
         let meta = Meta::read(index);
         if !meta.has_entry() {

@@ -250,6 +250,18 @@ pub fn set_deleted(rel: pg_sys::Relation, size: usize, refs: &mut [ItemRef]) {
 
 /// Visit every attribute page in chain order, share-locked, with its block number.
 pub fn for_each_page(rel: pg_sys::Relation, first: u32, mut visit: impl FnMut(u32, Page<'_>)) {
+    for_each_page_pausing(rel, first, &mut (), |_, block, page| visit(block, page), |_| {});
+}
+
+/// [`for_each_page`], running `pause` after each page with no buffer locked (to work on what
+/// the pages gave so far); both get `state`.
+pub fn for_each_page_pausing<S>(
+    rel: pg_sys::Relation,
+    first: u32,
+    state: &mut S,
+    mut visit: impl FnMut(&mut S, u32, Page<'_>),
+    mut pause: impl FnMut(&mut S),
+) {
     let blocks = || {
         // SAFETY: `rel` is open and locked by the caller.
         unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
@@ -259,10 +271,13 @@ pub fn for_each_page(rel: pg_sys::Relation, first: u32, mut visit: impl FnMut(u3
     let mut seen = 0u32;
     while block != 0 {
         check_for_interrupts!();
-        let buf = Buffer::read(rel, block, Lock::Share);
-        let page = buf.page();
-        visit(block, page);
-        block = page.attr_next();
+        block = {
+            let buf = Buffer::read(rel, block, Lock::Share);
+            let page = buf.page();
+            visit(state, block, page);
+            page.attr_next()
+        };
+        pause(state);
         seen += 1;
         // More pages than the relation has: a cycle (unless the chain grew meanwhile).
         if seen > limit {

@@ -179,6 +179,19 @@ thread_local! {
     static RECENT: RefCell<RecentBuffers> = RefCell::new(RecentBuffers { node: pg_sys::RelFileNode::default(), slots: Vec::new() });
 }
 
+/// Forget the buffer hints if their table holds more than `keep` bytes (at transaction end):
+/// it is sized by the largest block number searched. Returns the bytes kept.
+pub fn trim_recent(keep: usize) -> usize {
+    RECENT.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.slots.capacity() * core::mem::size_of::<pg_sys::Buffer>() > keep {
+            r.slots = Vec::new();
+            r.node = pg_sys::RelFileNode::default();
+        }
+        r.slots.capacity() * core::mem::size_of::<pg_sys::Buffer>()
+    })
+}
+
 fn same_node(a: &pg_sys::RelFileNode, b: &pg_sys::RelFileNode) -> bool {
     a.relNode == b.relNode && a.dbNode == b.dbNode && a.spcNode == b.spcNode
 }

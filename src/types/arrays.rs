@@ -31,12 +31,15 @@ pub fn array_to_vec<E: Element, const K: u8>(arr: ArrayArg<K>, typmod: i32) -> V
     if arr.ndim() > 1 {
         raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "array must be 1-D");
     }
-    let (elems, has_nulls) = arr.elements();
-    if has_nulls {
+    // Checked on the array's header and NULL bitmap before any element is copied: a huge
+    // array of the wrong size fails without first being deconstructed (pgvector's order).
+    if arr.contains_nulls() {
         raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "array must not contain nulls");
     }
-    check_dim::<E>(elems.len() as i64);
-    check_expected_dim(typmod, elems.len());
+    let n = arr.nitems();
+    check_dim::<E>(n as i64);
+    check_expected_dim(typmod, n);
+    let (elems, _) = arr.elements();
     let elemtype = arr.elemtype();
     // Convert every element before checking any, as pgvector does: an out-of-range element is
     // reported even when a NaN comes before it.

@@ -81,7 +81,9 @@ pub fn text_in<E: Element>(input: &CStr, typmod: i32) -> VecOut<E> {
     if s.get(pos) == Some(&b']') {
         raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{} must have at least 1 dimension", E::TYPE_NAME));
     }
-    let mut values: Vec<E> = Vec::with_capacity(s.len() / 2);
+    // At most one element per two bytes of input, and never more than MAX_DIM: a huge
+    // malformed literal must not reserve memory in proportion to its length.
+    let mut values: Vec<E> = Vec::with_capacity((s.len() / 2).min(MAX_DIM));
     loop {
         if values.len() == MAX_DIM {
             raise(

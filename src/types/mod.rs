@@ -54,6 +54,15 @@ pub fn raise_detail(code: PgSqlErrorCode, message: impl Into<String>, detail: im
     unreachable!("ERROR returned")
 }
 
+/// Raise an `ERROR` with a HINT line.
+#[track_caller]
+pub fn raise_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
+    ErrorReport::new(code, message.into(), "hnsw_ext")
+        .set_hint(hint.into())
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR returned")
+}
+
 /// The element type of a vector type: what differs between `vector` and `halfvec`.
 pub trait Element: Copy + Default + PartialEq + 'static {
     /// SQL type name, used in error messages exactly as pgvector words them.

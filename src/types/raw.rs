@@ -95,6 +95,23 @@ impl<const K: u8> ArrayArg<K> {
         unsafe { (*self.0.as_ptr()).elemtype }
     }
 
+    /// Number of elements, from the header (all dimensions multiplied).
+    pub fn nitems(&self) -> usize {
+        // SAFETY: a detoasted ArrayType: `ndim` dimension lengths follow the fixed header
+        // (ARR_DIMS); ArrayGetNItems multiplies them, raising on overflow.
+        unsafe {
+            let a = self.0.as_ptr();
+            let dims = a.cast::<u8>().add(core::mem::size_of::<pg_sys::ArrayType>()).cast::<i32>();
+            pg_sys::ArrayGetNItems((*a).ndim, dims).max(0) as usize
+        }
+    }
+
+    /// Whether any element is NULL, from the NULL bitmap alone.
+    pub fn contains_nulls(&self) -> bool {
+        // SAFETY: a detoasted ArrayType; array_contains_nulls reads its header and bitmap.
+        unsafe { pg_sys::array_contains_nulls(self.as_ptr()) }
+    }
+
     /// The elements as datums plus a flag telling whether any is NULL.
     /// The datums live in the current memory context.
     pub fn elements(&self) -> (Vec<pg_sys::Datum>, bool) {

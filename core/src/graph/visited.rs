@@ -50,6 +50,11 @@ impl Visited {
         self.touched.clear();
     }
 
+    /// Heap bytes the set holds on to.
+    pub fn bytes(&self) -> usize {
+        self.words.capacity() * 8 + self.touched.capacity() * 4
+    }
+
     /// Number of 64-key words currently marked (pages, for page keys).
     pub fn touched_words(&self) -> usize {
         self.touched.len()

@@ -1,0 +1,212 @@
+"""Backend memory: what a build, an insert or a scan holds must not grow by a copy of every row
+(detoasted vectors kept until the statement ends), per-backend caches must not outlive their
+transaction when large, input-sized work must be checked before it is done, and errors must
+reach clients without Rust internals.
+
+Memory is read from /proc/<backend pid>/status: RssAnon (the backend's private memory, not the
+shared buffers it touches), sampled from a second thread while the statement runs, or VmHWM
+(peak resident set) where no shared buffers are involved."""
+
+import os
+import re
+import shlex
+import threading
+import time
+
+import psycopg
+import pytest
+
+from pgcluster import PG_BIN, Server, as_postgres
+from pgdb import fresh_database
+from test_recall import DSN
+
+DB = "hnsw_memory_test"
+DIMS = 1536
+# One row's vector, as the build callback and aminsert detoast it.
+VECTOR_BYTES = DIMS * 4 + 8
+# Small graph parameters: fast, and an insert's copies of the vectors it measures (its arena)
+# stay small next to what a leak of one vector per row adds up to.
+WITH = "WITH (m = 4, ef_construction = 10)"
+
+
+@pytest.fixture(scope="module")
+def dsn():
+    yield from fresh_database(DSN, DB)
+
+
+def status_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakAnon:
+    """Peak RssAnon (bytes) of a backend above its value at start, sampled every 5 ms."""
+
+    def __init__(self, pid):
+        self.pid, self.base, self.peak = pid, status_kb(pid, "RssAnon"), 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        while not self.done.is_set():
+            try:
+                self.peak = max(self.peak, status_kb(self.pid, "RssAnon"))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, status_kb(self.pid, "RssAnon"))
+
+    @property
+    def grew(self):
+        return (self.peak - self.base) * 1024
+
+
+def make_table(conn, name, rows):
+    """`rows` random 1536-d vectors, stored out of line (TOAST), generated server-side."""
+    conn.execute(f"DROP TABLE IF EXISTS {name}")
+    conn.execute(f"CREATE TABLE {name} (id int, v vector({DIMS}))")
+    conn.execute(
+        f"""INSERT INTO {name}
+            SELECT i, (SELECT array_agg(random())::vector({DIMS}) FROM generate_series(1, {DIMS}) WHERE i > 0)
+            FROM generate_series(1, {rows}) i"""
+    )
+    conn.execute(f"VACUUM ANALYZE {name}")
+
+
+def build_growth(conn, table, rows, mwm):
+    """RssAnon growth of the backend while it builds an index on `table`."""
+    conn.execute(f"SET maintenance_work_mem = '{mwm}'")
+    conn.execute("SET max_parallel_maintenance_workers = 0")
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with PeakAnon(pid) as p:
+        conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v vector_l2_ops) {WITH}")
+    conn.execute(f"DROP INDEX {table}_idx")
+    return p.grew
+
+
+def test_build_does_not_keep_detoasted_rows(dsn):
+    # The in-memory graph holds one copy of each vector plus its links (about 1.01 vectors a
+    # row for m = 4); a build that also keeps every detoasted row grows by twice that.
+    rows = 3000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        make_table(conn, "mem_build", rows)
+        grew = build_growth(conn, "mem_build", rows, "1GB")
+        per_row = grew / rows
+        assert per_row < 1.5 * VECTOR_BYTES, f"build grew {grew >> 20} MB: {per_row:.0f} bytes a row"
+
+
+def test_build_past_maintenance_work_mem_does_not_keep_rows(dsn):
+    # With 1 MB for the graph, almost every row goes through the on-disk insert path: nothing
+    # of a row should stay once it is inserted.
+    rows = 3000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        make_table(conn, "mem_build_disk", rows)
+        conn.execute("SET client_min_messages = warning")
+        grew = build_growth(conn, "mem_build_disk", rows, "1MB")
+        assert grew < rows * VECTOR_BYTES / 2, f"build grew {grew >> 20} MB for {rows} rows"
+
+
+def test_insert_select_does_not_keep_detoasted_rows(dsn):
+    rows = 3000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        make_table(conn, "mem_src", rows)
+        conn.execute("DROP TABLE IF EXISTS mem_dst")
+        conn.execute(f"CREATE TABLE mem_dst (id int, v vector({DIMS}))")
+        conn.execute(f"CREATE INDEX ON mem_dst USING hnsw (v vector_l2_ops) {WITH}")
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with PeakAnon(pid) as p:
+            conn.execute("INSERT INTO mem_dst SELECT * FROM mem_src")
+        assert p.grew < rows * VECTOR_BYTES / 2, f"INSERT ... SELECT grew {p.grew >> 20} MB for {rows} rows"
+        assert conn.execute("SELECT count(*) FROM mem_dst").fetchone()[0] == rows
+
+
+def test_array_cast_checks_dimensions_before_copying(dsn):
+    # A 20M-element real[] (80 MB): the cast must fail on its header, not after deconstructing
+    # it (160 MB of datums and 20 MB of NULL flags) and copying the datums (160 MB more).
+    n = 20_000_000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        before = status_kb(pid, "VmHWM")
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="cannot have more than 16000 dimensions"):
+            conn.execute(f"SELECT array_fill(1::real, ARRAY[{n}])::vector")
+        grew = (status_kb(pid, "VmHWM") - before) * 1024
+        # The array itself is built twice (array_fill's result, then the cast's argument).
+        assert grew < 3 * 4 * n, f"peak grew by {grew >> 20} MB"
+        with pytest.raises(psycopg.errors.DataException, match="expected 3 dimensions, not 5"):
+            conn.execute("SELECT '{1,2,3,4,5}'::real[]::vector(3)")
+        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="must not contain nulls"):
+            conn.execute("SELECT '{1,NULL,3}'::real[]::vector(3)")
+        assert conn.execute("SELECT '{1,2,3}'::int[]::vector::text").fetchone()[0] == "[1,2,3]"
+
+
+def test_long_filter_values(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS longf")
+        conn.execute("CREATE TABLE longf (id int, v vector(3), tag text, tags text[])")
+        conn.execute("INSERT INTO longf VALUES (1, '[1,2,3]', 'short', '{a}')")
+        conn.execute("CREATE INDEX longf_idx ON longf USING hnsw (v vector_l2_ops, tag, tags)")
+        size = conn.execute("SELECT pg_relation_size('longf_idx')").fetchone()[0]
+        for value in ("repeat('x', 9000)", "'short'"):
+            tags = "ARRAY[repeat('y', 9000)]" if value == "'short'" else "'{a}'"
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="too long for an hnsw filter column"):
+                conn.execute(f"INSERT INTO longf VALUES (2, '[1,1,1]', {value}, {tags})")
+        # Nothing was written for the failed rows: no attribute record without an element.
+        assert conn.execute("SELECT pg_relation_size('longf_idx')").fetchone()[0] == size
+        report = conn.execute("SELECT hnsw_index_check('longf_idx')").fetchone()[0]
+        assert "OK" in report, report
+        conn.execute("DROP INDEX longf_idx")
+        conn.execute("INSERT INTO longf VALUES (3, '[3,2,1]', repeat('x', 9000), '{a}')")
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="too long for an hnsw filter column"):
+            conn.execute("CREATE INDEX longf_idx ON longf USING hnsw (v vector_l2_ops, tag)")
+        # Long values that compress or fit stay indexable.
+        conn.execute("DELETE FROM longf WHERE id = 3")
+        conn.execute("INSERT INTO longf VALUES (4, '[3,2,1]', repeat('x', 1000), '{a}')")
+        conn.execute("CREATE INDEX longf_idx ON longf USING hnsw (v vector_l2_ops, tag)")
+        conn.execute("SET enable_seqscan = off")
+        got = conn.execute(
+            "SELECT id FROM longf WHERE tag = repeat('x', 1000) ORDER BY v <-> '[3,2,1]' LIMIT 5"
+        ).fetchall()
+        assert got == [(4,)]
+
+
+@pytest.fixture(scope="module")
+def backtrace_server(request):
+    """A server started with RUST_BACKTRACE=1 in its environment."""
+    srv = Server("memory_backtrace", 5487)
+    request.addfinalizer(srv.cleanup)
+    srv.init()
+    as_postgres(
+        f"export RUST_BACKTRACE=1; {PG_BIN}/pg_ctl -D {shlex.quote(srv.data)} -w -l {shlex.quote(srv.log)} start"
+    )
+    return srv
+
+
+def test_errors_carry_no_rust_backtrace(backtrace_server):
+    with backtrace_server.connect() as conn:
+        conn.execute("CREATE EXTENSION hnsw_ext")
+        conn.execute("CREATE TABLE t (v vector(3))")
+        conn.execute("CREATE INDEX ON t USING hnsw (v vector_l2_ops)")
+        for sql in (
+            "SELECT '[1,2'::vector",  # raised by our code
+            "SELECT '[1,2]'::vector(3)",
+            "INSERT INTO t VALUES ('[1,2,3,4]')",  # inside aminsert
+            "SELECT '[1,2,3]'::vector <-> '[1,2]'::vector",
+        ):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(sql)
+            diag = e.value.diag
+            text = f"{diag.message_primary}\n{diag.message_detail}\n{diag.message_hint}\n{diag.context}"
+            assert "backtrace" not in text.lower() and not re.search(r"\.rs:\d+", text), text
+            assert (diag.message_detail or "").count("\n") < 3, text
+
