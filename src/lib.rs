@@ -22,6 +22,7 @@ extension_sql_file!("../sql/finalize.sql", finalize);
 pub extern "C-unwind" fn _PG_init() {
     am::options::init();
     am::planner::init();
+    am::limit::init();
 }
 
 /// Required by `cargo pgrx test`.
