@@ -29,6 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
     am::options::init();
     am::mem::init();
     am::planner::init();
+    am::limit::init();
 }
 
 /// Required by `cargo pgrx test`.

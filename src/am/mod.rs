@@ -7,6 +7,7 @@ pub mod cost;
 pub mod filter;
 pub mod graph;
 pub mod insert;
+pub mod limit;
 pub mod mem;
 pub mod opclass;
 pub mod options;

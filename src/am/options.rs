@@ -19,16 +19,19 @@ pub const MAX_EF_CONSTRUCTION: i32 = 1000;
 /// `hnsw.ef_search`: beam width of index scans.
 pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
 
-/// `hnsw.iterative_scan`: whether a scan goes on past its first `ef_search` results.
+/// `hnsw.iterative_scan`: whether a scan goes on past its first round, and how it orders the
+/// rows of later rounds (pgvector 0.8's three modes).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, pgrx::PostgresGucEnum)]
 pub enum IterativeScan {
     #[name = c"off"]
     Off,
+    #[name = c"strict_order"]
+    StrictOrder,
     #[name = c"relaxed_order"]
     RelaxedOrder,
 }
 
-pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::RelaxedOrder);
+pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::StrictOrder);
 
 /// `hnsw.max_scan_tuples`: heap rows an iterative scan hands out at most.
 pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
@@ -72,10 +75,14 @@ pub fn init() {
     GucRegistry::define_enum_guc(
         c"hnsw.iterative_scan",
         c"Whether index scans continue past hnsw.ef_search results",
-        c"relaxed_order (default): when the executor wants more rows than the first ef_search \
-          results (larger LIMIT, rows invisible to its snapshot, or rejected by conditions the \
-          index cannot check), the search goes on outward, nearly in distance order. off: stop \
-          after ef_search results, as pgvector does by default.",
+        c"strict_order (default): when the executor wants more rows than the first round \
+          (rows invisible to its snapshot, or rejected by conditions the index cannot check), \
+          the search goes on outward, and a row is never returned after a farther one (rows \
+          a later round finds nearer than the last one returned are skipped). relaxed_order: \
+          the same, but such rows are returned, slightly out of order. off: stop after the \
+          first round, as pgvector does by default. The first round is as wide as the larger \
+          of hnsw.ef_search and the query's LIMIT + OFFSET (bounded by hnsw.max_scan_tuples \
+          and work_mem), except with off, where it is hnsw.ef_search.",
         &ITERATIVE_SCAN,
         GucContext::Userset,
         GucFlags::default(),
@@ -139,7 +146,7 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
     ];
     // SAFETY: the table describes RelOptions; build_reloptions parses (and with `validate`,
     // checks ranges of) the options into a palloc'd struct of that size.
-    unsafe {
+    let opts = unsafe {
         pg_sys::build_reloptions(
             reloptions,
             validate,
@@ -148,36 +155,60 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
             tab.as_ptr(),
             tab.len() as i32,
         )
-        .cast()
+    } as *const RelOptions;
+    // `validate` is set where options are given (CREATE INDEX, ALTER INDEX SET/RESET, with the
+    // index's other options merged in): reject a bad combination there, not later, when the
+    // relcache parses stored options for every query that plans with the index.
+    if validate && !opts.is_null() {
+        // SAFETY: build_reloptions returned a RelOptions.
+        let (m, efc) = unsafe { ((*opts).m, (*opts).ef_construction) };
+        check_options(m, efc);
     }
+    opts as *mut pg_sys::bytea
 }
 
-/// (m, ef_construction) of an index, validated against each other.
-pub fn index_options(index: pg_sys::Relation) -> (usize, usize) {
-    // SAFETY: rd_options is null or the struct amoptions built for this relation.
-    let (m, efc) = unsafe {
-        let opts = (*index).rd_options as *const RelOptions;
-        if opts.is_null() {
-            (DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
-        } else {
-            ((*opts).m, (*opts).ef_construction)
-        }
-    };
+fn check_options(m: i32, efc: i32) {
     if efc < 2 * m {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "ef_construction must be greater than or equal to 2 * m",
         );
     }
+}
+
+/// (m, ef_construction) as stored, unchecked; defaults for an index without options.
+fn stored_options(index: pg_sys::Relation) -> (i32, i32) {
+    // SAFETY: rd_options is null or the struct amoptions built for this relation.
+    unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        if opts.is_null() {
+            (DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
+        } else {
+            ((*opts).m, (*opts).ef_construction)
+        }
+    }
+}
+
+/// (m, ef_construction) of an index about to be built, validated against each other (options
+/// stored before that check existed may break the rule).
+pub fn index_options(index: pg_sys::Relation) -> (usize, usize) {
+    let (m, efc) = stored_options(index);
+    check_options(m, efc);
     (m as usize, efc as usize)
+}
+
+/// The `m` option, for estimates only: never raises (it runs while planning every query on the
+/// table), and is clamped to the option's range.
+pub fn index_m_unchecked(index: pg_sys::Relation) -> usize {
+    stored_options(index).0.clamp(MIN_M, MAX_M) as usize
 }
 
 pub fn ef_search() -> usize {
     EF_SEARCH.get().max(1) as usize
 }
 
-pub fn iterative_scan() -> bool {
-    ITERATIVE_SCAN.get() != IterativeScan::Off
+pub fn iterative_scan() -> IterativeScan {
+    ITERATIVE_SCAN.get()
 }
 
 pub fn filter_strategy() -> FilterStrategy {

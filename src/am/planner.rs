@@ -27,7 +27,7 @@ pub fn init() {
 ///
 /// # Safety
 /// `list` must be NIL or a valid pointer list that outlives the returned slice unchanged.
-unsafe fn cells<'a>(list: *mut pg_sys::List) -> &'a [pg_sys::ListCell] {
+pub(super) unsafe fn cells<'a>(list: *mut pg_sys::List) -> &'a [pg_sys::ListCell] {
     if list.is_null() {
         return &[];
     }

@@ -2,12 +2,15 @@
 //! `hnsw.ef_search`, nearest first.
 //!
 //! The first `amgettuple` descends from the entry point and runs the first round of a
-//! [`ResumableSearch`]: the `ef_search` nearest elements, handed out in order. If the executor
-//! asks for more — `LIMIT` above `ef_search`, or rows it rejected: dead to its snapshot, or
-//! failing a condition the index does not see — the walk goes on outward, `ef_search` more at a
-//! time, up to `hnsw.max_scan_tuples` rows (`hnsw.iterative_scan = off` stops after the first
-//! round, as pgvector does by default). Deleted elements route the walk but never count as
-//! results, so they cannot crowd out live ones.
+//! [`ResumableSearch`]: the `ef_search` nearest elements (or as many as the `LIMIT` above the
+//! scan wants, if more: see [`first_round_width`]), handed out in order. If the executor asks
+//! for more — rows it rejected: dead to its snapshot, or failing a condition the index does not
+//! see — the walk goes on outward, `ef_search` more at a time, up to `hnsw.max_scan_tuples`
+//! rows. `hnsw.iterative_scan` chooses what later rounds do, with pgvector 0.8's meanings:
+//! `strict_order` (default) skips elements nearer than the last one handed out, so rows come
+//! out in distance order; `relaxed_order` returns them, slightly out of order; `off` stops after
+//! the first round. Deleted elements route the walk but never count as results, so they cannot
+//! crowd out live ones.
 //! A scan with no usable query (NULL, or a zero vector for cosine) has no order to follow and
 //! returns every indexed row in physical order, which is what a sequential scan sorting by an
 //! all-NULL/NaN key would give.
@@ -26,7 +29,7 @@ use super::filter::{Columns, Filter};
 use super::graph::{prepare_query, DiskWalk, Elem, Extent, Node, Switch};
 use super::mem::Setting;
 use super::opclass::{self, Kind};
-use super::options::{self, FilterStrategy};
+use super::options::{self, FilterStrategy, IterativeScan};
 use crate::storage::attr::{self, ATTR_DELETED};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
@@ -78,8 +81,9 @@ pub(super) fn return_visited(mut v: Visited) {
 
 /// The graph search of one scan, whatever the element type.
 trait Source {
-    /// Append the next round of results (nearest first); nothing when the walk is done.
-    fn next_round(&mut self, out: &mut Vec<Candidate<Node>>);
+    /// Append the next round of up to `width` results (nearest first); nothing when the walk
+    /// is done.
+    fn next_round(&mut self, width: usize, out: &mut Vec<Candidate<Node>>);
     /// The filter back, if the walk stopped to give way to an exact scan.
     fn switched(&mut self) -> Option<Filter> {
         None
@@ -90,13 +94,12 @@ trait Source {
 struct GraphSource<E: Elem, F: Fn(&[E]) -> f32> {
     walk: DiskWalk<E, F>,
     search: ResumableSearch<Node>,
-    ef: usize,
 }
 
 impl<E: Elem, F: Fn(&[E]) -> f32> Source for GraphSource<E, F> {
-    fn next_round(&mut self, out: &mut Vec<Candidate<Node>>) {
+    fn next_round(&mut self, width: usize, out: &mut Vec<Candidate<Node>>) {
         if !self.search.is_exhausted() {
-            self.search.next_round(&mut self.walk, 0, self.ef, out);
+            self.search.next_round(&mut self.walk, 0, width, out);
         }
     }
 
@@ -133,18 +136,18 @@ struct ExactSource {
     complete: bool,
     /// Matches a pass may keep.
     cap: usize,
-    ef: usize,
 }
 
 impl ExactSource {
-    fn new(index: pg_sys::Relation, meta: Meta, elem: u8, filter: Filter, query: Option<&[f32]>, ef: usize) -> ExactSource {
+    /// `width`: the widest round it will be asked for (a pass keeps at least that many).
+    fn new(index: pg_sys::Relation, meta: Meta, elem: u8, filter: Filter, query: Option<&[f32]>, width: usize) -> ExactSource {
         let pass: ExactPass = match elem {
             ELEM_F16 => exact_pass::<f16>,
             _ => exact_pass::<f32>,
         };
-        let cap = (Setting::WorkMem.bytes() / 2 / core::mem::size_of::<Keyed>()).max(ef).max(1);
+        let cap = (Setting::WorkMem.bytes() / 2 / core::mem::size_of::<Keyed>()).max(width).max(1);
         let (query, kept, next, complete) = (query.map(<[f32]>::to_vec), Vec::new(), 0, false);
-        let mut s = ExactSource { index, meta, filter, query, pass, kept, next, complete, cap, ef };
+        let mut s = ExactSource { index, meta, filter, query, pass, kept, next, complete, cap };
         s.run_pass(None);
         s
     }
@@ -156,13 +159,13 @@ impl ExactSource {
 }
 
 impl Source for ExactSource {
-    fn next_round(&mut self, out: &mut Vec<Candidate<Node>>) {
+    fn next_round(&mut self, width: usize, out: &mut Vec<Candidate<Node>>) {
         if self.next == self.kept.len() && !self.complete {
             let Some(last) = self.kept.last() else { return };
             let after = Keyed(*last).key();
             self.run_pass(Some(after));
         }
-        let k = self.ef.min(self.kept.len() - self.next);
+        let k = width.max(1).min(self.kept.len() - self.next);
         out.extend_from_slice(&self.kept[self.next..self.next + k]);
         self.next += k;
     }
@@ -176,8 +179,10 @@ enum Mode {
     /// Not started since the last rescan.
     Pending,
     /// Results of the graph search: `results[next..]` are still to hand out; `returned` counts
-    /// heap TIDs handed out, for hnsw.max_scan_tuples.
-    Ordered { source: Box<dyn Source>, results: Vec<Candidate<Node>>, next: usize, m: usize, returned: usize },
+    /// heap TIDs handed out, for hnsw.max_scan_tuples; `last` is the distance of the last
+    /// element handed out (strict_order skips nearer ones found by later rounds); later rounds
+    /// are `ef` wide.
+    Ordered { source: Box<dyn Source>, results: Vec<Candidate<Node>>, next: usize, m: usize, ef: usize, returned: usize, last: f32 },
     /// No order to follow: walk every page.
     Physical { block: u32, nblocks: u32, m: usize },
     Done,
@@ -266,15 +271,15 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
         }
         match &mut st.mode {
             Mode::Pending => st.mode = start(scan, index, st.kind, &st.columns),
-            Mode::Ordered { source, results, next, m, returned } => {
+            Mode::Ordered { source, results, next, m, ef, returned, last } => {
                 if *next == results.len() {
-                    if !options::iterative_scan() || *returned >= options::max_scan_tuples() {
+                    if options::iterative_scan() == IterativeScan::Off || *returned >= options::max_scan_tuples() {
                         st.finish();
                         continue;
                     }
                     results.clear();
                     *next = 0;
-                    source.next_round(results);
+                    source.next_round(*ef, results);
                     if results.is_empty() {
                         st.finish();
                     }
@@ -282,9 +287,15 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
                 }
                 let c = results[*next];
                 *next += 1;
-                if !c.item.deleted && c.item.matches {
-                    element_tids(index, c.item, *m, &mut st.tids);
-                    *returned += st.tids.len();
+                // Each round is sorted, but a later round can find elements nearer than ones an
+                // earlier round handed out: strict_order drops them, as pgvector does.
+                if c.item.deleted || !c.item.matches || (c.dist < *last && options::iterative_scan() == IterativeScan::StrictOrder) {
+                    continue;
+                }
+                element_tids(index, c.item, *m, &mut st.tids);
+                *returned += st.tids.len();
+                if !st.tids.is_empty() {
+                    *last = last.max(c.dist);
                 }
             }
             Mode::Physical { block, nblocks, m } => {
@@ -332,13 +343,14 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
     });
     let m = meta.m as usize;
     let ef = options::ef_search();
+    let width = first_round_width(scan, ef, m);
     let ordered = |source: Box<dyn Source>| {
         let mut source = source;
         let mut results = Vec::new();
-        source.next_round(&mut results);
-        Mode::Ordered { source, results, next: 0, m, returned: 0 }
+        source.next_round(width, &mut results);
+        Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY }
     };
-    let exact = |filter: Filter, query: Option<&[f32]>| ordered(Box::new(ExactSource::new(index, meta, kind.elem, filter, query, ef)));
+    let exact = |filter: Filter, query: Option<&[f32]>| ordered(Box::new(ExactSource::new(index, meta, kind.elem, filter, query, width)));
     let Some(query) = query else {
         if let Some(filter) = filter {
             return exact(filter, None);
@@ -360,21 +372,39 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
     let switch = match strategy {
         FilterStrategy::Exact => None,
         FilterStrategy::Graph => None,
-        FilterStrategy::Auto => Some(Switch::new(ef, index_elements(index), RECORDS_PER_MEASURE, MEASURES_PER_RESULT)),
+        FilterStrategy::Auto => Some(Switch::new(width, index_elements(index), RECORDS_PER_MEASURE, MEASURES_PER_RESULT)),
     };
     let mut source: Box<dyn Source> = match kind.elem {
-        ELEM_F16 => start_search::<f16>(index, &meta, &query, ef, filter, switch),
-        _ => start_search::<f32>(index, &meta, &query, ef, filter, switch),
+        ELEM_F16 => start_search::<f16>(index, &meta, &query, filter, switch),
+        _ => start_search::<f32>(index, &meta, &query, filter, switch),
     };
     let mut results = Vec::new();
-    source.next_round(&mut results);
+    source.next_round(width, &mut results);
     if let Some(filter) = source.switched() {
         if let Some(v) = source.into_visited() {
             return_visited(v);
         }
         return exact(filter, Some(&query));
     }
-    Mode::Ordered { source, results, next: 0, m, returned: 0 }
+    Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY }
+}
+
+/// Width of a scan's first round: `ef_search`, or the rows the `LIMIT` above the scan wants
+/// (see [`limit`](super::limit)) if that is more, so that `LIMIT 200` at `ef_search = 40` finds
+/// what `ef_search = 200` finds instead of relying on later rounds (whose nearer finds
+/// strict_order has to drop). `off` keeps pgvector's meaning: `ef_search` rows at most.
+/// Bounded by hnsw.max_scan_tuples and by work_mem: each unit of width keeps about 2m measured
+/// neighbours on the search's two heaps.
+fn first_round_width(scan: pg_sys::IndexScanDesc, ef: usize, m: usize) -> usize {
+    if options::iterative_scan() == IterativeScan::Off {
+        return ef;
+    }
+    let Some(wanted) = super::limit::rows_wanted(scan) else { return ef };
+    // SAFETY: work_mem is a plain GUC variable of this backend.
+    let work_mem = unsafe { pg_sys::work_mem }.max(64) as usize * 1024;
+    let per_width = 2 * (2 * m.max(1)) * core::mem::size_of::<Candidate<Node>>();
+    let cap = options::max_scan_tuples().min(work_mem / per_width);
+    (wanted.min(cap as u64) as usize).max(ef)
 }
 
 /// The exchange rates of the auto filter strategy (see [`Switch`]), measured on MiniLM-100k
@@ -541,13 +571,12 @@ fn count_index_scan(index: pg_sys::Relation) {
     }
 }
 
-/// Greedy descent from the entry point to layer 1, then a resumable beam search of width `ef`
-/// on layer 0.
+/// Greedy descent from the entry point to layer 1, then a resumable beam search on layer 0
+/// (each round's width is chosen by the caller).
 fn start_search<E: Elem>(
     index: pg_sys::Relation,
     meta: &Meta,
     query: &[f32],
-    ef: usize,
     filter: Option<Filter>,
     switch: Option<Switch>,
 ) -> Box<dyn Source> {
@@ -564,7 +593,7 @@ fn start_search<E: Elem>(
         cur = greedy_closest(&mut walk, cur, layer, &mut buf);
     }
     let search = ResumableSearch::new(&mut walk, &[cur]);
-    Box::new(GraphSource { walk, search, ef })
+    Box::new(GraphSource { walk, search })
 }
 
 /// The heap TIDs of one element (inline, then its TID lists), reversed: they are popped.
