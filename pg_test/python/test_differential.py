@@ -314,7 +314,7 @@ def scalar_condition(rng, schema, col):
             other = "int8"
         if other == "int4" and not -2147483648 <= int(v) <= 2147483647:
             other = "int8"
-        return f"{col} {rng.choice(['=', '<', '>=', '<>'])} {v}::{other}"
+        return f"{col} {rng.choice(['=', '<', '>=', '<>'])} ({v})::{other}"
     return f"{col} = {val()}"
 
 
