@@ -753,9 +753,9 @@ class Case:
             why = ["NULL/NaN distance (not indexable)" if i in where_d else "no match/dead" for i in bad[:10]]
             self.fail("wrong-row", f"rows not in the truth: {list(zip(bad[:10], why))}", **ctx)
             return
-        off_d = [i for i, d in got if not close(d, truth_d[i])]
+        off_d = [(i, d, truth_d[i]) for i, d in got if not close(d, truth_d[i])]
         if off_d:
-            self.fail("distance", f"distance differs from the seq scan's for ids {off_d[:10]}", **ctx)
+            self.fail("distance", f"distance differs from the seq scan's (id, index scan, seq scan): {off_d[:5]}", **ctx)
 
         want_all = [d for _, d in truth]
         expect = min(lim, max(0, matching - offset))
@@ -913,7 +913,8 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from pgdb import fresh_database
 
-    gen = fresh_database(DSN, DB)
+    # A database of this process's own: standalone runs may go on beside each other and pytest.
+    gen = fresh_database(DSN, f"{DB}_{os.getpid()}")
     url = next(gen)
     try:
         failures, _ = run_cases(url, seed, cases, first, verbose=a.verbose or a.case is not None)
