@@ -210,6 +210,11 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
         self.switch.is_some_and(|s| s.triggered)
     }
 
+    /// Give up the switch: the walk goes on however few matches it meets.
+    pub fn stay_on_graph(&mut self) {
+        self.switch = None;
+    }
+
     /// The filter back (for an exact scan after a switch).
     pub fn take_filter(&mut self) -> Option<Filter> {
         self.filter.take()

@@ -84,7 +84,8 @@ trait Source {
     /// Append the next round of up to `width` results (nearest first); nothing when the walk
     /// is done.
     fn next_round(&mut self, width: usize, out: &mut Vec<Candidate<Node>>);
-    /// The filter back, if the walk stopped to give way to an exact scan.
+    /// The filter back, if the walk stopped to give way to an exact scan. Asked once, after
+    /// the first round: a walk that did not switch then stays on the graph.
     fn switched(&mut self) -> Option<Filter> {
         None
     }
@@ -107,6 +108,9 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Source for GraphSource<E, F> {
         if self.walk.switched() {
             self.walk.take_filter()
         } else {
+            // A switch in a later round would stop the walk with rows still to find, and an
+            // exact scan started then would hand out again the rows already returned.
+            self.walk.stay_on_graph();
             None
         }
     }
