@@ -54,18 +54,68 @@ fn pair<'a, E: Element>(a: &VecArg<'a, E>, b: &VecArg<'a, E>) -> (&'a [E], &'a [
     (a.as_slice(), b.as_slice())
 }
 
-pub fn l2_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Block([u8; 64]);
+
+/// A copy of a vector that starts on a 64-byte boundary.
+///
+/// The SIMD kernels sum a few elements apart first to align their loads on the first argument,
+/// so the order of their sums, and the last bit of a distance, depend on where that argument
+/// lies in memory. Index scans measure with an aligned copy of the query, and the distance
+/// operators measure with an aligned first argument ([`measured_pair`]): both sum in the same
+/// order and agree to the last bit (cosine aside: the index measures normalized vectors), so an
+/// ordered scan's rows come out in the order of the distances SQL computes for them.
+pub struct Aligned<E> {
+    blocks: Vec<Block>,
+    len: usize,
+    _elem: core::marker::PhantomData<E>,
+}
+
+impl<E: Copy> Aligned<E> {
+    pub fn new(v: &[E]) -> Self {
+        let bytes = core::mem::size_of_val(v);
+        let mut blocks = vec![Block([0; 64]); bytes.div_ceil(64)];
+        // SAFETY: `blocks` has room for `bytes` bytes; E is a plain number type (f32 or f16).
+        unsafe { core::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, blocks.as_mut_ptr() as *mut u8, bytes) };
+        Aligned { blocks, len: v.len(), _elem: core::marker::PhantomData }
+    }
+
+    pub fn as_slice(&self) -> &[E] {
+        // SAFETY: `blocks` holds `len` elements copied in by `new`, and is aligned for E.
+        unsafe { core::slice::from_raw_parts(self.blocks.as_ptr() as *const E, self.len) }
+    }
+}
+
+/// The two vectors of a distance, the first one aligned (see [`Aligned`]): in place if it is,
+/// else copied into `buf`.
+fn measured_pair<'b, E: Element>(
+    a: &'b VecArg<'_, E>,
+    b: &'b VecArg<'_, E>,
+    buf: &'b mut Option<Aligned<E>>,
+) -> (&'b [E], &'b [E]) {
     let (a, b) = pair(a, b);
+    if (a.as_ptr() as usize).is_multiple_of(64) {
+        return (a, b);
+    }
+    (buf.insert(Aligned::new(a)).as_slice(), b)
+}
+
+pub fn l2_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
+    let mut buf = None;
+    let (a, b) = measured_pair(a, b, &mut buf);
     (E::l2_squared(a, b) as f64).sqrt()
 }
 
 pub fn l2_squared_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
-    let (a, b) = pair(a, b);
+    let mut buf = None;
+    let (a, b) = measured_pair(a, b, &mut buf);
     E::l2_squared(a, b) as f64
 }
 
 pub fn inner_product<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
-    let (a, b) = pair(a, b);
+    let mut buf = None;
+    let (a, b) = measured_pair(a, b, &mut buf);
     E::dot(a, b) as f64
 }
 
@@ -75,7 +125,8 @@ pub fn negative_inner_product<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>
 
 /// 1 - cos(a, b); NaN when either vector is zero (no direction), as in pgvector.
 pub fn cosine_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
-    let (a, b) = pair(a, b);
+    let mut buf = None;
+    let (a, b) = measured_pair(a, b, &mut buf);
     let (dot, na, nb) = E::cosine_parts(a, b);
     // sqrt(na * nb) rather than sqrt(na) * sqrt(nb): one rounding, as pgvector does.
     let similarity = (dot as f64 / (na as f64 * nb as f64).sqrt()).clamp(-1.0, 1.0);
@@ -83,7 +134,8 @@ pub fn cosine_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f6
 }
 
 pub fn l1_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
-    let (a, b) = pair(a, b);
+    let mut buf = None;
+    let (a, b) = measured_pair(a, b, &mut buf);
     E::l1(a, b) as f64
 }
 
