@@ -35,6 +35,7 @@ use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{Meta, ELEM_F16};
 use crate::storage::page::ItemRef;
 use crate::storage::tuple::{node_tuples, NodeTuple, TidList, VectorTuple, FLAG_DELETED};
+use crate::types::ops::Aligned;
 
 thread_local! {
     /// Visited sets kept between scans of this backend: a set is sized to the index and cleared
@@ -341,10 +342,12 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
             None
         }
     };
+    // Aligned, so that distances are summed as the SQL operators sum them (see `Aligned`).
     let query = key.and_then(|d| match kind.elem {
         ELEM_F16 => prepare_query::<f16>(d, &kind, meta.dims),
         _ => prepare_query::<f32>(d, &kind, meta.dims),
     });
+    let query = query.map(|q| Aligned::new(&q));
     let m = meta.m as usize;
     let ef = options::ef_search();
     let width = first_round_width(scan, ef, m);
@@ -355,7 +358,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY }
     };
     let exact = |filter: Filter, query: Option<&[f32]>| ordered(Box::new(ExactSource::new(index, meta, kind.elem, filter, query, width)));
-    let Some(query) = query else {
+    let Some(query) = query.as_ref().map(Aligned::as_slice) else {
         if let Some(filter) = filter {
             return exact(filter, None);
         }
@@ -367,7 +370,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
     if strategy == FilterStrategy::Exact {
         if let Some(filter) = filter {
             // Reads the attribute records, not the graph: it needs no entry point.
-            return exact(filter, Some(&query));
+            return exact(filter, Some(query));
         }
     }
     if !meta.has_entry() {
@@ -379,8 +382,8 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         FilterStrategy::Auto => Some(Switch::new(width, index_elements(index), RECORDS_PER_MEASURE, MEASURES_PER_RESULT)),
     };
     let mut source: Box<dyn Source> = match kind.elem {
-        ELEM_F16 => start_search::<f16>(index, &meta, &query, filter, switch),
-        _ => start_search::<f32>(index, &meta, &query, filter, switch),
+        ELEM_F16 => start_search::<f16>(index, &meta, query, filter, switch),
+        _ => start_search::<f32>(index, &meta, query, filter, switch),
     };
     let mut results = Vec::new();
     source.next_round(width, &mut results);
@@ -388,7 +391,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         if let Some(v) = source.into_visited() {
             return_visited(v);
         }
-        return exact(filter, Some(&query));
+        return exact(filter, Some(query));
     }
     Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY }
 }
@@ -585,8 +588,8 @@ fn start_search<E: Elem>(
     switch: Option<Switch>,
 ) -> Box<dyn Source> {
     let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
-    let query = query.to_vec();
-    let dist = move |v: &[E]| E::distance_to(metric, &query, v);
+    let query = Aligned::new(query);
+    let dist = move |v: &[E]| E::distance_to(metric, query.as_slice(), v);
     let mut walk = DiskWalk::new(index, meta, dist, take_visited(), false);
     if let Some(f) = filter {
         walk = walk.with_filter(f, switch);

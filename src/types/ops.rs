@@ -54,6 +54,35 @@ fn pair<'a, E: Element>(a: &VecArg<'a, E>, b: &VecArg<'a, E>) -> (&'a [E], &'a [
     (a.as_slice(), b.as_slice())
 }
 
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Block([u8; 64]);
+
+/// A copy of a vector that starts on a 64-byte boundary: an index scan measures every candidate
+/// against its query, so it keeps the query where the kernels' loads of it never straddle a
+/// cache line. (The kernels sum in an order that depends only on the length, so an aligned and
+/// an unaligned copy give the same distance to the last bit, as the SQL operators compute it.)
+pub struct Aligned<E> {
+    blocks: Vec<Block>,
+    len: usize,
+    _elem: core::marker::PhantomData<E>,
+}
+
+impl<E: Copy> Aligned<E> {
+    pub fn new(v: &[E]) -> Self {
+        let bytes = core::mem::size_of_val(v);
+        let mut blocks = vec![Block([0; 64]); bytes.div_ceil(64)];
+        // SAFETY: `blocks` has room for `bytes` bytes; E is a plain number type (f32 or f16).
+        unsafe { core::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, blocks.as_mut_ptr() as *mut u8, bytes) };
+        Aligned { blocks, len: v.len(), _elem: core::marker::PhantomData }
+    }
+
+    pub fn as_slice(&self) -> &[E] {
+        // SAFETY: `blocks` holds `len` elements copied in by `new`, and is aligned for E.
+        unsafe { core::slice::from_raw_parts(self.blocks.as_ptr() as *const E, self.len) }
+    }
+}
+
 pub fn l2_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
     let (a, b) = pair(a, b);
     (E::l2_squared(a, b) as f64).sqrt()

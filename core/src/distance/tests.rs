@@ -621,3 +621,35 @@ fn conversion_tails_and_offsets() {
         }
     }
 }
+
+/// A kernel's result must not depend on where its arguments lie in memory, to the last bit: an
+/// index scan (aligned query copy) and the SQL operator (vectors wherever Postgres put them)
+/// must order two rows the same way.
+#[test]
+fn results_do_not_depend_on_alignment() {
+    let mut rng = Rng::new(4);
+    for n in [5, 16, 33, 100, 384, 385, 1536] {
+        let inp = gen(&mut rng, Case::Uniform, n);
+        for k in available_kernels() {
+            let want = (
+                (k.l2_squared)(&inp.a, &inp.b).to_bits(),
+                (k.dot)(&inp.a, &inp.b).to_bits(),
+                (k.l1)(&inp.a, &inp.b).to_bits(),
+                (k.l2_squared_f32_f16)(&inp.a, &inp.bh).to_bits(),
+            );
+            for shift in 1..16 {
+                // The same values, starting `shift` f32s into a fresh buffer.
+                let mut buf = vec![0.0f32; n + shift];
+                buf[shift..].copy_from_slice(&inp.a);
+                let a = &buf[shift..];
+                let got = (
+                    (k.l2_squared)(a, &inp.b).to_bits(),
+                    (k.dot)(a, &inp.b).to_bits(),
+                    (k.l1)(a, &inp.b).to_bits(),
+                    (k.l2_squared_f32_f16)(a, &inp.bh).to_bits(),
+                );
+                assert_eq!(got, want, "{} n={n} shift={shift}", k.name);
+            }
+        }
+    }
+}

@@ -128,18 +128,9 @@ mod imp {
                 let (pa, pb) = (a.as_ptr(), b.as_ptr());
                 let mut acc = [_mm256_setzero_ps(); UNROLL];
                 let mut i = 0;
-                // A partial first vector brings `a` to a vector-size boundary: loads that cross
-                // a cache line cost about twice as much, and the query (`a`) is the side an
-                // index scan reuses for every candidate. `align_offset` may decline with
-                // usize::MAX, which only skips this step.
-                let head = pa.align_offset(LANES * core::mem::size_of::<$ta>());
-                if head != 0 && head < LANES {
-                    let h = head.min(n);
-                    let ($x, $y) = ($tla(&a[..h]), $tlb(&b[..h]));
-                    let $acc = acc[UNROLL - 1];
-                    acc[UNROLL - 1] = $step;
-                    i = h;
-                }
+                // No partial first vector to align `a`: the order of the sums, and so the last
+                // bit of a distance, must not depend on where a vector lies in memory, or an
+                // index scan and the SQL operator could order two rows differently.
                 while i + UNROLL * LANES <= n {
                     for (k, slot) in acc.iter_mut().enumerate() {
                         let o = i + k * LANES;
@@ -269,16 +260,7 @@ mod imp {
                 let mut aa = [_mm256_setzero_ps(); COS_UNROLL];
                 let mut bb = [_mm256_setzero_ps(); COS_UNROLL];
                 let mut i = 0;
-                // Align `a` first, as in `reduce2`.
-                let head = pa.align_offset(LANES * core::mem::size_of::<$t>());
-                if head != 0 && head < LANES {
-                    let h = head.min(n);
-                    let (x, y) = ($tl(&a[..h]), $tl(&b[..h]));
-                    ab[COS_UNROLL - 1] = _mm256_fmadd_ps(x, y, ab[COS_UNROLL - 1]);
-                    aa[COS_UNROLL - 1] = _mm256_fmadd_ps(x, x, aa[COS_UNROLL - 1]);
-                    bb[COS_UNROLL - 1] = _mm256_fmadd_ps(y, y, bb[COS_UNROLL - 1]);
-                    i = h;
-                }
+                // No alignment step, as in `reduce2`.
                 while i + COS_UNROLL * LANES <= n {
                     for k in 0..COS_UNROLL {
                         let o = i + k * LANES;
