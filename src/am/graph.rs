@@ -229,10 +229,12 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
         let item = page.item(r.offset).unwrap_or_else(|| dangling(r));
         let t = VectorTuple::parse(item);
         let values = t.values::<E>(self.dims);
-        let d = (self.dist)(values);
-        // An element whose node ref is broken cannot be expanded or returned: it only routes
-        // as far as itself, like a deleted one (and nothing links to it).
-        let deleted = t.flags() & FLAG_DELETED != 0 || !self.extent.holds(t.node());
+        // An element whose node ref is broken cannot be expanded or returned: it counts as
+        // deleted, and as infinitely far, so that no greedy step or beam settles on it (the
+        // walk would end there, with nothing to expand).
+        let broken = !self.extent.holds(t.node());
+        let d = if broken { f32::INFINITY } else { (self.dist)(values) };
+        let deleted = t.flags() & FLAG_DELETED != 0 || broken;
         let matches = match self.filter.as_mut() {
             None => true,
             Some(f) => !deleted && f.payload_matches(t.payload::<E>(self.dims)),
