@@ -20,11 +20,12 @@ extension_sql_file!("../sql/finalize.sql", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    // pgrx's panic hook captures a Rust backtrace with every ERROR we raise and puts it in the
-    // DETAIL the client sees when RUST_BACKTRACE is set in the server's environment (65 lines
-    // of build paths). std reads RUST_LIB_BACKTRACE before RUST_BACKTRACE for captured
-    // backtraces only (panic messages still follow RUST_BACKTRACE), so this turns just those off.
-    // The backend is single-threaded while a library loads, so changing its environment is safe.
+    // pgrx's panic hook captures a Rust backtrace for errors it catches (those Postgres raises
+    // inside a call we make, Rust panics) and puts it in the DETAIL the client sees when
+    // RUST_BACKTRACE is set in the server's environment: some 65 lines of build paths. std reads
+    // RUST_LIB_BACKTRACE before RUST_BACKTRACE for captured backtraces only (a panic's message
+    // in the server log still follows RUST_BACKTRACE), so this turns off just those. The backend
+    // is single-threaded while a library loads, so changing its environment is safe.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     am::options::init();
     am::mem::init();

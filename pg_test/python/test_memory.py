@@ -198,6 +198,9 @@ def test_errors_carry_no_rust_backtrace(backtrace_server):
         conn.execute("CREATE TABLE t (v vector(3))")
         conn.execute("CREATE INDEX ON t USING hnsw (v vector_l2_ops)")
         for sql in (
+            # Raised by Postgres inside a call the extension makes (pgrx attached the backtrace
+            # to these: it catches them at the FFI boundary).
+            "SELECT '{1e300}'::numeric[]::vector",
             "SELECT '[1,2'::vector",  # raised by our code
             "SELECT '[1,2]'::vector(3)",
             "INSERT INTO t VALUES ('[1,2,3,4]')",  # inside aminsert
@@ -210,3 +213,73 @@ def test_errors_carry_no_rust_backtrace(backtrace_server):
             assert "backtrace" not in text.lower() and not re.search(r"\.rs:\d+", text), text
             assert (diag.message_detail or "").count("\n") < 3, text
 
+
+
+@pytest.fixture(scope="module")
+def filtered(dsn):
+    """6000 random 3-d rows, half of them tag = 1, with an hnsw index on (v, tag)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS filtered")
+        conn.execute("CREATE TABLE filtered (id int, v vector(3), tag int)")
+        conn.execute(
+            "INSERT INTO filtered SELECT i, ARRAY[random(), random(), random()]::vector(3), i % 2 "
+            "FROM generate_series(1, 6000) i"
+        )
+        conn.execute("CREATE INDEX filtered_idx ON filtered USING hnsw (v vector_l2_ops, tag)")
+        conn.execute("ANALYZE filtered")
+    return dsn
+
+
+def test_exact_scan_within_work_mem(filtered):
+    # At work_mem = 64kB a pass keeps about a thousand matches: 3000 need several passes,
+    # each starting after the last row handed out; together they must be the seq scan's rows.
+    query = "SELECT id FROM filtered WHERE tag = 1 ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 3000"
+    with psycopg.connect(filtered, autocommit=True) as conn:
+        conn.execute("SET enable_indexscan = off")
+        truth = [r[0] for r in conn.execute(query)]
+        conn.execute("RESET enable_indexscan")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET work_mem = '64kB'")
+        conn.execute("SET hnsw.filter_strategy = exact")
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query))
+        assert "filtered_idx" in plan, plan
+        got = [r[0] for r in conn.execute(query)]
+        assert len(truth) == 3000
+        assert got == truth
+
+
+def test_index_check_bounded_by_maintenance_work_mem(filtered):
+    with psycopg.connect(filtered, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1MB'")
+        with pytest.raises(psycopg.errors.OutOfMemory) as e:
+            conn.execute("SELECT hnsw_index_check('filtered_idx')")
+        assert "maintenance_work_mem" in e.value.diag.message_hint
+        conn.execute("SET maintenance_work_mem = '64MB'")
+        report = conn.execute("SELECT hnsw_index_check('filtered_idx')").fetchone()[0]
+        assert report.rstrip().endswith("OK"), report
+
+
+def test_vacuum_reachability_pass_skipped_beyond_maintenance_work_mem(filtered):
+    notices = []
+    with psycopg.connect(filtered, autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("DELETE FROM filtered WHERE id % 10 = 0")
+        conn.execute("SET maintenance_work_mem = '1MB'")
+        conn.execute("VACUUM filtered")
+        assert any("reachability check skipped" in n for n in notices), notices
+        conn.execute("SET enable_seqscan = off")
+        n = conn.execute("SELECT count(*) FROM (SELECT id FROM filtered ORDER BY v <-> '[0,0,0]' LIMIT 10) s")
+        assert n.fetchone()[0] == 10
+        conn.execute("SET maintenance_work_mem = '64MB'")
+        notices.clear()
+        conn.execute("VACUUM filtered")
+        assert not any("reachability" in n for n in notices), notices
+        report = conn.execute("SELECT hnsw_index_check('filtered_idx')").fetchone()[0]
+        assert report.rstrip().endswith("OK"), report
+
+
+def test_huge_text_input_fails_on_dimensions(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="cannot have more than 16000"):
+            conn.execute("SELECT ('[' || repeat('1,', 5000000) || '1]')::vector")

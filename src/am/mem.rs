@@ -38,8 +38,8 @@ impl TempContext {
         struct Switched(pg_sys::MemoryContext, pg_sys::MemoryContext);
         impl Drop for Switched {
             fn drop(&mut self) {
-                // SAFETY: `self.0` was current before `run` and outlives it (it is this
-                // context's parent or an ancestor's sibling still alive); `self.1` is ours.
+                // SAFETY: `self.0` was current when `run` was called, so it is alive until
+                // `run` returns; `self.1` is our context, no longer current once switched back.
                 unsafe {
                     pg_sys::CurrentMemoryContext = self.0;
                     pg_sys::MemoryContextReset(self.1);
