@@ -391,7 +391,7 @@ mod tests {
         let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'buf_err_idx'::regclass::oid").unwrap().unwrap();
         // SAFETY: the index is opened and closed here.
         let rel = unsafe { pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
-        let held = RefCell::new(Vec::new());
+        let held = std::panic::AssertUnwindSafe(RefCell::new(Vec::new()));
         let caught = PgTryBuilder::new(|| {
             let meta = Buffer::read(rel, 0, Lock::Share);
             let pin = Buffer::pin_recent(rel, 1);
