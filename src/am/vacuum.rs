@@ -87,8 +87,14 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     // SAFETY: VACUUM passes a valid info with an open, locked index.
     let index = unsafe { (*info).index };
     let callback = callback.expect("ambulkdelete without a callback");
-    // SAFETY: the callback VACUUM gave us, with its state.
-    let is_dead = |tid: &pg_sys::ItemPointerData| unsafe { callback(tid as *const _ as *mut _, callback_state) };
+    // The callback is C (heap VACUUM's lazy_tid_reaped, or another AM's): an ERROR it raises
+    // would longjmp over our frames, skipping the buffer guards' drops. Through the boundary it
+    // comes back as a Rust panic that unwinds them, as for every pg_sys call.
+    // SAFETY: the callback VACUUM gave us, with its state; called on the backend's thread, and
+    // the closure holds nothing with a destructor.
+    let is_dead = |tid: &pg_sys::ItemPointerData| unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| callback(tid as *const _ as *mut _, callback_state))
+    };
     let meta = Meta::read(index);
     let scan = remove_dead(index, &meta, is_dead);
     if !scan.deleted.is_empty() || !scan.claimed.is_empty() {

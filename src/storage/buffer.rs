@@ -3,8 +3,8 @@
 //! A [`Buffer`] is pinned and locked from construction to drop, and a [`Wal`] record is aborted
 //! unless finished. Rust unwinds through both on every path out of a function — including an
 //! `ERROR` raised inside a Postgres call, which pgrx turns into a panic before Postgres' own
-//! abort processing runs — so no path leaves a buffer locked or pinned, or a half-built
-//! GenericXLog record registered.
+//! abort processing runs. On a normal return the guards release their buffers; on an unwind
+//! they leave them to the transaction's abort (see [`release_now`]).
 
 use std::cell::RefCell;
 
@@ -162,10 +162,25 @@ impl Buffer {
     }
 }
 
+/// Whether a guard's drop should give its buffer back. Not while unwinding: the unwind is an
+/// ERROR on its way to the transaction's abort (pgrx turns every ERROR into a panic, and every
+/// panic back into an ERROR at the `#[pg_guard]` boundary; nothing here catches one and goes
+/// on), and the abort releases everything itself — content locks in LWLockReleaseAll, pins
+/// through the resource owner — as it does for C code, which never releases on its way out.
+/// Releasing here instead is wrong when the ERROR came from Postgres: errfinish has already
+/// zeroed InterruptHoldoffCount, and LWLockRelease's RESUME_INTERRUPTS would take it below
+/// zero (an Assert on cassert builds, a wrapped counter otherwise), whereas LWLockReleaseAll
+/// holds interrupts before each release to match.
+fn release_now() -> bool {
+    !std::thread::panicking()
+}
+
 impl Drop for Buffer {
     fn drop(&mut self) {
-        // SAFETY: we hold a pin and a lock on `id`, taken in the constructor.
-        unsafe { pg_sys::UnlockReleaseBuffer(self.id) };
+        if release_now() {
+            // SAFETY: we hold a pin and a lock on `id`, taken in the constructor.
+            unsafe { pg_sys::UnlockReleaseBuffer(self.id) };
+        }
     }
 }
 
@@ -251,8 +266,10 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        // SAFETY: we hold the pin (and no lock: SharedLock borrows the Pin, so it is gone).
-        unsafe { pg_sys::ReleaseBuffer(self.0) };
+        if release_now() {
+            // SAFETY: we hold the pin (and no lock: SharedLock borrows the Pin, so it is gone).
+            unsafe { pg_sys::ReleaseBuffer(self.0) };
+        }
     }
 }
 
@@ -268,8 +285,10 @@ impl SharedLock<'_> {
 
 impl Drop for SharedLock<'_> {
     fn drop(&mut self) {
-        // SAFETY: we locked it in Pin::share.
-        unsafe { pg_sys::LockBuffer(self.0 .0, pg_sys::BUFFER_LOCK_UNLOCK as i32) };
+        if release_now() {
+            // SAFETY: we locked it in Pin::share.
+            unsafe { pg_sys::LockBuffer(self.0 .0, pg_sys::BUFFER_LOCK_UNLOCK as i32) };
+        }
     }
 }
 
@@ -278,8 +297,10 @@ struct PinOnly(pg_sys::Buffer);
 
 impl Drop for PinOnly {
     fn drop(&mut self) {
-        // SAFETY: we hold the pin, and no lock.
-        unsafe { pg_sys::ReleaseBuffer(self.0) };
+        if release_now() {
+            // SAFETY: we hold the pin, and no lock.
+            unsafe { pg_sys::ReleaseBuffer(self.0) };
+        }
     }
 }
 
@@ -362,5 +383,49 @@ impl Drop for Wal<'_> {
             // SAFETY: unfinished record: abort discards the copies, the buffer is untouched.
             unsafe { pg_sys::GenericXLogAbort(self.state) };
         }
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::*;
+
+    /// An ERROR raised inside a Postgres call while a guard holds a content lock: errfinish
+    /// zeroes InterruptHoldoffCount before the unwind, so a guard that released its lock on
+    /// the way out took the count below zero (an Assert on cassert builds; on others the
+    /// counter wrapped to 2^32 - 1, holding interrupts off until the next ERROR reset it).
+    #[pg_test]
+    fn guards_leave_their_buffers_to_the_abort_after_an_error() {
+        Spi::run("CREATE TABLE buf_err (v vector(2)); INSERT INTO buf_err VALUES ('[1,2]'), ('[3,4]')").unwrap();
+        Spi::run("CREATE INDEX buf_err_idx ON buf_err USING hnsw (v vector_l2_ops)").unwrap();
+        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'buf_err_idx'::regclass::oid").unwrap().unwrap();
+        // SAFETY: the index is opened and closed here.
+        let rel = unsafe { pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        let held = std::panic::AssertUnwindSafe(RefCell::new(Vec::new()));
+        let caught = PgTryBuilder::new(|| {
+            let meta = Buffer::read(rel, 0, Lock::Share);
+            let pin = Buffer::pin_recent(rel, 1);
+            held.borrow_mut().extend([meta.id(), pin.0]);
+            // Past the end of the relation: ReadBufferExtended raises an ERROR.
+            let _beyond = Buffer::read(rel, 1_000_000, Lock::Share);
+            false
+        })
+        .catch_others(|_| true)
+        .execute();
+        assert!(caught);
+        // SAFETY: a backend-local counter, read on the backend's thread.
+        let holdoff = unsafe { pg_sys::InterruptHoldoffCount };
+        assert_eq!(holdoff, 0);
+        // What the abort would do: the content lock, then the pins.
+        // SAFETY: the guards left exactly these held: one content lock and two pins.
+        unsafe {
+            pg_sys::LWLockReleaseAll();
+            held.borrow().iter().for_each(|&b| pg_sys::ReleaseBuffer(b));
+        }
+        // SAFETY: opened above.
+        unsafe { pg_sys::index_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
     }
 }

@@ -1,0 +1,142 @@
+"""Inner-product recall on low-dimensional data (issue 9, item 14).
+
+10,000 uniform random 3-d rows in [0, 1), 20 random queries, `ORDER BY v <#> q LIMIT 20` at
+ef_search 40. Under inner product most rows lie inside the data's hull and are nobody's
+nearest; the build once reconnected each of them into the lists of the few hull rows every
+search walks, and recall fell to 0.87 (pgvector 0.8.6 on the same test: >= 0.97). Checked after
+a serial build, a parallel build, concurrent inserts from 10 connections into an empty index,
+and for halfvec; L2, cosine and L1 are measured on the same data as a control.
+"""
+
+import os
+import threading
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector import HalfVector
+from pgvector.psycopg import register_vector
+from pgdb import fresh_database
+
+DSN = os.environ.get("HNSW_EXT_TEST_DSN", "host=127.0.0.1 port=5499 user=postgres dbname=postgres")
+DB = "hnsw_ip_recall_test"
+ROWS, QUERIES, K, EF = 10_000, 20, 20, 40
+# pgvector 0.8.6 reaches >= 0.97 on this test. Built indexes here measured 0.94-0.96 (0.87-0.88
+# before the fix in Graph::connect_unreachable); the rest of the gap is open, and so is the one
+# after concurrent inserts (0.84 here), which take another path (src/am/insert.rs).
+BUILD_FLOOR, INSERT_TARGET = 0.92, 0.97
+
+
+@pytest.fixture(scope="module")
+def dsn():
+    yield from fresh_database(DSN, DB)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(14)
+    return rng.random((ROWS, 3), dtype=np.float32), rng.random((QUERIES, 3), dtype=np.float32)
+
+
+def as_param(typ, v):
+    return HalfVector(v) if typ == "halfvec" else v
+
+
+def load(conn, table, typ, rows):
+    with conn.cursor().copy(f"COPY {table} (id, v) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int4", typ])
+        for i, v in enumerate(rows):
+            copy.write_row((i, as_param(typ, v)))
+
+
+def distances(op, base, q):
+    if op == "<#>":
+        return -(base.astype(np.float64) @ q.astype(np.float64))
+    if op == "<->":
+        return ((base - q).astype(np.float64) ** 2).sum(axis=1)
+    if op == "<+>":
+        return np.abs((base - q).astype(np.float64)).sum(axis=1)
+    b, qq = base.astype(np.float64), q.astype(np.float64)
+    return 1.0 - (b @ qq) / (np.linalg.norm(b, axis=1) * np.linalg.norm(qq))
+
+
+def recall(conn, table, typ, op, base, queries):
+    """recall@K at ef_search EF, ties counted as hits."""
+    if typ == "halfvec":
+        base, queries = base.astype(np.float16).astype(np.float32), queries.astype(np.float16).astype(np.float32)
+    conn.execute(f"SET hnsw.ef_search = {EF}")
+    conn.execute("SET enable_seqscan = off")
+    hits = 0
+    for q in queries:
+        text = "[" + ",".join(repr(float(x)) for x in q) + "]"
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY v {op} %s::{typ} LIMIT {K}", (text,))]
+        assert len(ids) == K
+        d = distances(op, base, q)
+        kth = np.sort(d)[K - 1]
+        hits += sum(1 for i in ids if d[i] <= kth + 1e-6 * abs(kth) + 1e-7)
+    conn.execute("RESET ALL")
+    return hits / (len(queries) * K)
+
+
+CASES = [
+    # (opclass, type, operator, max_parallel_maintenance_workers)
+    ("vector_ip_ops", "vector", "<#>", 0),
+    ("vector_ip_ops", "vector", "<#>", 2),
+    ("halfvec_ip_ops", "halfvec", "<#>", 0),
+    ("halfvec_ip_ops", "halfvec", "<#>", 2),
+    ("vector_l2_ops", "vector", "<->", 2),
+    ("vector_cosine_ops", "vector", "<=>", 2),
+    ("vector_l1_ops", "vector", "<+>", 2),
+]
+
+
+@pytest.mark.parametrize("opclass,typ,op,workers", CASES)
+def test_recall_after_build(dsn, data, opclass, typ, op, workers):
+    base, queries = data
+    table = f"b_{opclass}_{workers}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(3))")
+        load(conn, table, typ, base)
+        conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+        r = recall(conn, table, typ, op, base, queries)
+        print(f"{opclass} workers={workers}: recall@{K} {r:.4f}")
+        floor = BUILD_FLOOR if op == "<#>" else 0.99
+        assert r >= floor, f"{opclass} workers={workers}: recall@{K} {r}"
+        conn.execute(f"DROP TABLE {table}")
+
+
+@pytest.mark.xfail(reason="open: inserts force interior rows into the hull rows' lists (insert.rs), recall 0.84", strict=False)
+@pytest.mark.parametrize("opclass,typ", [("vector_ip_ops", "vector"), ("halfvec_ip_ops", "halfvec")])
+def test_recall_after_concurrent_inserts(dsn, data, opclass, typ):
+    base, queries = data
+    table = f"c_{opclass}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(3))")
+        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+    clients, errors = 10, []
+    rows = [as_param(typ, v) for v in base]
+
+    def insert(part):
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                register_vector(c)
+                with c.cursor() as cur:
+                    for i in range(part, len(rows), clients):
+                        cur.execute(f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (i, rows[i]), prepare=True)
+        except Exception as e:  # reported below: a thread's exception would be lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=insert, args=(p,)) for p in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == ROWS
+        r = recall(conn, table, typ, "<#>", base, queries)
+        print(f"{opclass} concurrent inserts: recall@{K} {r:.4f}")
+        assert r >= INSERT_TARGET, f"{opclass} concurrent inserts: recall@{K} {r}"
+        conn.execute(f"DROP TABLE {table}")
