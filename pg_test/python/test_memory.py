@@ -233,10 +233,11 @@ def filtered(dsn):
 def test_exact_scan_within_work_mem(filtered):
     # At work_mem = 64kB a pass keeps about a thousand matches: 3000 need several passes,
     # each starting after the last row handed out; together they must be the seq scan's rows.
-    query = "SELECT id FROM filtered WHERE tag = 1 ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 3000"
+    query = "SELECT id, v <-> '[0.5,0.5,0.5]' FROM filtered WHERE tag = 1 ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 3000"
     with psycopg.connect(filtered, autocommit=True) as conn:
         conn.execute("SET enable_indexscan = off")
-        truth = [r[0] for r in conn.execute(query)]
+        # Rows at exactly the same distance may come in either order: compare (distance, id).
+        truth = sorted((d, i) for i, d in conn.execute(query, prepare=False))
         conn.execute("RESET enable_indexscan")
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET work_mem = '64kB'")
@@ -244,7 +245,9 @@ def test_exact_scan_within_work_mem(filtered):
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query))
         assert "filtered_idx" in plan, plan
-        got = [r[0] for r in conn.execute(query)]
+        rows = conn.execute(query, prepare=False).fetchall()
+        assert [d for _, d in rows] == sorted(d for _, d in rows)
+        got = sorted((d, i) for i, d in rows)
         assert len(truth) == 3000
         assert got == truth
 
