@@ -119,3 +119,29 @@ def test_clustered_halfvec_cosine_m10(dsn):
             cur.execute(f"INSERT INTO h71 VALUES ({n + i}, '{lit(v)}')")
         check_all_reachable(cur, "h71", "halfvec", "<=>", n + 100, [[0, 1, 0], [1, 0, 0], [-3, -4, 0], rows[3]])
         cur.execute("DROP TABLE h71")
+
+
+@pytest.mark.parametrize("opclass,typ,op", OPS[:4])
+@pytest.mark.parametrize("m", [2, 4])
+def test_reachable_after_vacuum(dsn, opclass, typ, op, m):
+    """Deleting most rows (the entry point among them) and VACUUM: the repair and the final
+    reachability pass leave every live row reachable on layer 0 from the new entry point."""
+    n = 300
+    rows = data(n, 3, seed=m + 100, clustered=True)
+    table = f"cv_{opclass}_{m}"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        cur = c.cursor()
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (id int, v {typ}(3)) WITH (autovacuum_enabled = off)")
+        cur.execute(f"INSERT INTO {table} VALUES " + ",".join(f"({i}, '{lit(v)}')" for i, v in enumerate(rows)))
+        cur.execute(f"CREATE INDEX {table}_i ON {table} USING hnsw (v {opclass}) WITH (m = {m}, ef_construction = 20)")
+        cur.execute(f"DELETE FROM {table} WHERE id % 3 <> 0")
+        cur.execute(f"VACUUM {table}")
+        for i, v in enumerate(data(100, 3, seed=m + 200, clustered=True)):
+            cur.execute(f"INSERT INTO {table} VALUES ({n + i}, '{lit(v)}')")
+        cur.execute(f"DELETE FROM {table} WHERE id % 2 = 0")
+        cur.execute(f"VACUUM {table}")
+        cur.execute(f"SELECT count(*) FROM {table}")
+        live = cur.fetchone()[0]
+        check_all_reachable(cur, table, typ, op, live, [[0, 1, 0], [1, 0, 0], [-3, -4, 0], rows[3]])
+        cur.execute(f"DROP TABLE {table}")
