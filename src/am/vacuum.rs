@@ -701,23 +701,30 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
         // Reached elements, each with the element it was first reached from: a spanning tree
         // of layer 0 (the entry point is its own parent). Room is made only by dropping a link
         // off that tree, so making room never orphans another element.
+        // `order` lists them as they are reached, for the last resort below.
         let mut reached: HashMap<ItemRef, ItemRef> = HashMap::new();
-        let spread = |from: ItemRef, via: ItemRef, reached: &mut HashMap<ItemRef, ItemRef>| {
+        let mut order: Vec<ItemRef> = Vec::new();
+        let spread = |from: ItemRef, via: ItemRef, reached: &mut HashMap<ItemRef, ItemRef>, order: &mut Vec<ItemRef>| {
             if reached.contains_key(&from) {
                 return;
             }
             let mut stack = vec![from];
             reached.insert(from, via);
+            order.push(from);
             while let Some(v) = stack.pop() {
                 for &n in graph.get(&v).map(|e| e.links.as_slice()).unwrap_or_default() {
                     if !(live_only && graph.get(&n).is_some_and(|x| !x.live)) && !reached.contains_key(&n) {
                         reached.insert(n, v);
+                        order.push(n);
                         stack.push(n);
                     }
                 }
             }
         };
-        spread(meta.entry_vector, meta.entry_vector, &mut reached);
+        spread(meta.entry_vector, meta.entry_vector, &mut reached, &mut order);
+        // The last resort's cursor in `order`: an element it passed over has a full list of
+        // tree links only (or is no live element), and stays so.
+        let mut any = 0usize;
         let lost: Vec<ItemRef> = graph.iter().filter(|(v, e)| e.live && !reached.contains_key(v)).map(|(v, _)| *v).collect();
         if lost.is_empty() {
             return live_tids;
@@ -730,8 +737,20 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
             let usable = |n: &ItemRef| reached.contains_key(n) && graph.get(n).is_some_and(|x| x.live);
             let mut from: Vec<ItemRef> = graph[&v].links.iter().copied().filter(usable).collect();
             from.extend(nearest_reachable::<E>(index, &meta, v).into_iter().filter(|n| *n != v && usable(n)));
-            if let Some(f) = from.into_iter().find(|f| force_link(index, m, graph[f].node, *f, v, &reached)) {
-                spread(v, f, &mut reached);
+            let mut by = from.into_iter().find(|f| force_link(index, m, graph[f].node, *f, v, &reached));
+            // Any reached live element with a free place or a link off the tree takes it: one
+            // exists (tree links are one fewer than the reached elements, each with 2m >= 4
+            // places), so a single pass leaves every live element reachable.
+            while by.is_none() && any < order.len() {
+                let f = order[any];
+                if graph.get(&f).is_some_and(|x| x.live) && force_link(index, m, graph[&f].node, f, v, &reached) {
+                    by = Some(f);
+                } else {
+                    any += 1;
+                }
+            }
+            if let Some(f) = by {
+                spread(v, f, &mut reached, &mut order);
             }
         }
     }
