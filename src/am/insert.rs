@@ -229,7 +229,15 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
             return;
         }
     }
-    let lists: Vec<Vec<ItemRef>> = selected.iter().map(|s| s.iter().map(|c| c.item.vector).collect()).collect();
+    let mut lists: Vec<Vec<ItemRef>> = selected.iter().map(|s| s.iter().map(|c| c.item.vector).collect()).collect();
+    // An element that will become the entry point links to the old one on layer 0 (first in
+    // its list, where the forced link below never takes a place): every element is reachable
+    // from the old entry point by layer-0 links, so stays reachable from the new one, and
+    // scans seed layer 0 with the entry point.
+    if level > top && !lists[0].contains(&meta.entry_vector) {
+        lists[0].truncate(layer_capacity(m, 0) - 1);
+        lists[0].insert(0, meta.entry_vector);
+    }
     // From here on the element exists on disk but nothing links to it yet: a cancel before
     // the links are in would leave it unreachable (and the checker complaining) until the next
     // VACUUM. The rest takes milliseconds, so interrupts wait for it.
@@ -267,7 +275,9 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
         }
     }
     // If every neighbour's heuristic turned the new element down, nothing links to it and no
-    // search could ever return its row: its nearest neighbour takes it regardless.
+    // search could ever return its row: its nearest neighbour takes it regardless (making
+    // the new element the witness of the entry it gives up, if it must; see
+    // [`Connect::reselect`]).
     if !reachable {
         for c in &selected[0] {
             if connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, 0, true) {
@@ -932,7 +942,52 @@ impl<'a, E: Elem> Connect<'a, E> {
                 return Some((rest, (members[x].0, members[x].1), witness));
             }
         }
+        // A forced link with no witness to be found: the new element becomes the witness of
+        // the farthest entry, linking to it itself. Nothing links to the new element on this
+        // layer yet (every offer was turned down), so no element relies on the link of its
+        // own that this may replace. (Under inner product this is common: the heuristic turns
+        // an element down wherever a longer vector is in the list.)
+        if force {
+            if let Some(&x) = order.iter().rev().find(|&&i| i != new_at) {
+                if self.adopt(members[x].0, layer) {
+                    let rest: Vec<ItemRef> = order.iter().filter(|&&i| i != x).map(|&i| members[i].0).collect();
+                    return Some((rest, (members[x].0, members[x].1), self.new_node));
+                }
+            }
+        }
         None
+    }
+
+    /// Make the new element link to `x` on `layer`, taking the place of its farthest link
+    /// when its list is full (never the first, the old entry point when the new element
+    /// raised the top level). Whether it links to `x` afterwards.
+    fn adopt(&mut self, x: ItemRef, layer: usize) -> bool {
+        let cap = layer_capacity(self.m, layer);
+        let buf = Buffer::read_recent(self.index, self.new_node.block, Lock::Exclusive);
+        let Some(data) = buf.page().item(self.new_node.offset) else { return false };
+        let t = NodeTuple::parse(data, self.m);
+        if t.is_deleted() || t.level() < layer {
+            return false;
+        }
+        let mut list: Vec<ItemRef> = t.neighbors(layer).collect();
+        if list.contains(&x) {
+            return true;
+        }
+        if list.len() >= cap {
+            if cap < 2 {
+                return false;
+            }
+            list.pop();
+        }
+        list.push(x);
+        let mut wal = Wal::start(self.index, &buf, self.logging, false);
+        {
+            let mut page = wal.page();
+            let data = page.item_mut(self.new_node.offset).expect("item checked under the same lock");
+            NodeTupleMut::edit(data, self.m).set_neighbors(layer, &list);
+        }
+        wal.finish();
+        true
     }
 
     /// Whether `x` stays reachable once `e` no longer links to it: some element of `via` (what

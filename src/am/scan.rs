@@ -579,7 +579,7 @@ fn count_index_scan(index: pg_sys::Relation) {
 }
 
 /// Greedy descent from the entry point to layer 1, then a resumable beam search on layer 0
-/// (each round's width is chosen by the caller).
+/// from where it landed and from the entry point (each round's width is chosen by the caller).
 fn start_search<E: Elem>(
     index: pg_sys::Relation,
     meta: &Meta,
@@ -594,12 +594,17 @@ fn start_search<E: Elem>(
     if let Some(f) = filter {
         walk = walk.with_filter(f, switch);
     }
-    let mut cur = walk.measure(meta.entry_vector);
+    let start = walk.measure(meta.entry_vector);
+    let mut cur = start;
     let mut buf = Vec::new();
     for layer in (1..=meta.entry_level as usize).rev() {
         cur = greedy_closest(&mut walk, cur, layer, &mut buf);
     }
-    let search = ResumableSearch::new(&mut walk, &[cur]);
+    // Layer 0 is seeded with the entry point as well (already measured): inserts, builds and
+    // VACUUM keep every element reachable from it by layer-0 links, not from wherever the
+    // descent lands, so only with it does a search wide enough return every row.
+    let seeds = if cur.item.vector == start.item.vector { vec![cur] } else { vec![cur, start] };
+    let search = ResumableSearch::new(&mut walk, &seeds);
     Box::new(GraphSource { walk, search })
 }
 

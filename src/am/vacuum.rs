@@ -704,43 +704,59 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
         if !meta.has_entry() {
             return live_tids;
         }
-        let mut reached: HashSet<ItemRef> = HashSet::new();
-        let spread = |from: ItemRef, reached: &mut HashSet<ItemRef>| {
+        // Reached elements, each with the element it was first reached from: a spanning tree
+        // of layer 0 (the entry point is its own parent). Room is made only by dropping a link
+        // off that tree, so making room never orphans another element.
+        // `order` lists them as they are reached, for the last resort below.
+        let mut reached: HashMap<ItemRef, ItemRef> = HashMap::new();
+        let mut order: Vec<ItemRef> = Vec::new();
+        let spread = |from: ItemRef, via: ItemRef, reached: &mut HashMap<ItemRef, ItemRef>, order: &mut Vec<ItemRef>| {
+            if reached.contains_key(&from) {
+                return;
+            }
             let mut stack = vec![from];
-            reached.insert(from);
+            reached.insert(from, via);
+            order.push(from);
             while let Some(v) = stack.pop() {
                 for &n in graph.get(&v).map(|e| e.links.as_slice()).unwrap_or_default() {
-                    if !(live_only && graph.get(&n).is_some_and(|x| !x.live)) && reached.insert(n) {
+                    if !(live_only && graph.get(&n).is_some_and(|x| !x.live)) && !reached.contains_key(&n) {
+                        reached.insert(n, v);
+                        order.push(n);
                         stack.push(n);
                     }
                 }
             }
         };
-        spread(meta.entry_vector, &mut reached);
-        let lost: Vec<ItemRef> = graph.iter().filter(|(v, e)| e.live && !reached.contains(v)).map(|(v, _)| *v).collect();
+        spread(meta.entry_vector, meta.entry_vector, &mut reached, &mut order);
+        // The last resort's cursor in `order`: an element it passed over has a full list of
+        // tree links only (or is no live element), and stays so.
+        let mut any = 0usize;
+        let lost: Vec<ItemRef> = graph.iter().filter(|(v, e)| e.live && !reached.contains_key(v)).map(|(v, _)| *v).collect();
         if lost.is_empty() {
             return live_tids;
         }
-        // In-degrees on layer 0 from reachable elements (freed and unreachable ones do not
-        // count), so that making room never orphans another element.
-        let mut indeg: HashMap<ItemRef, u32> = HashMap::new();
-        for (v, e) in &graph {
-            if reached.contains(v) {
-                for &n in &e.links {
-                    *indeg.entry(n).or_default() += 1;
-                }
-            }
-        }
         for v in lost {
             delay_point();
-            if reached.contains(&v) {
+            if reached.contains_key(&v) {
                 continue;
             }
-            let usable = |n: &ItemRef| reached.contains(n) && graph.get(n).is_some_and(|x| x.live);
+            let usable = |n: &ItemRef| reached.contains_key(n) && graph.get(n).is_some_and(|x| x.live);
             let mut from: Vec<ItemRef> = graph[&v].links.iter().copied().filter(usable).collect();
             from.extend(nearest_reachable::<E>(index, &meta, v).into_iter().filter(|n| *n != v && usable(n)));
-            if from.into_iter().any(|f| force_link(index, m, graph[&f].node, v, &mut indeg)) {
-                spread(v, &mut reached);
+            let mut by = from.into_iter().find(|f| force_link(index, m, graph[f].node, *f, v, &reached));
+            // Any reached live element with a free place or a link off the tree takes it: one
+            // exists (tree links are one fewer than the reached elements, each with 2m >= 4
+            // places), so a single pass leaves every live element reachable.
+            while by.is_none() && any < order.len() {
+                let f = order[any];
+                if graph.get(&f).is_some_and(|x| x.live) && force_link(index, m, graph[&f].node, f, v, &reached) {
+                    by = Some(f);
+                } else {
+                    any += 1;
+                }
+            }
+            if let Some(f) = by {
+                spread(v, f, &mut reached, &mut order);
             }
         }
     }
@@ -770,9 +786,12 @@ fn nearest_reachable<E: Elem>(index: pg_sys::Relation, meta: &Meta, v: ItemRef) 
 }
 
 /// Put `target` (a vector ref) into the layer-0 list of the element whose node tuple is
-/// `node`. A full list gives up its last entry that other elements also link to (in-degree
-/// above one), so no element loses its only way in; if there is none the link is not made.
-fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, target: ItemRef, indeg: &mut HashMap<ItemRef, u32>) -> bool {
+/// `node` (and vector `vector`). A full list gives up its last entry that is not on the
+/// spanning tree `reached` (one reached through another element, which still links to it),
+/// so no element loses its way in (an in-degree test is not enough: the other link may come
+/// from an element reachable only through the dropped one); if there is none the link is
+/// not made.
+fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, vector: ItemRef, target: ItemRef, reached: &HashMap<ItemRef, ItemRef>) -> bool {
     let cap = layer_capacity(m, 0);
     let buf = Buffer::read(index, node.block, Lock::Exclusive);
     let Some(data) = buf.page().item(node.offset) else { return false };
@@ -781,14 +800,12 @@ fn force_link(index: pg_sys::Relation, m: usize, node: ItemRef, target: ItemRef,
         return true;
     }
     if list.len() >= cap {
-        let Some(victim) = list.iter().rposition(|l| indeg.get(l).is_some_and(|&d| d > 1)) else {
+        let Some(victim) = list.iter().rposition(|l| reached.get(l) != Some(&vector)) else {
             return false;
         };
-        *indeg.get_mut(&list[victim]).expect("counted above") -= 1;
         list.remove(victim);
     }
     list.push(target);
-    *indeg.entry(target).or_default() += 1;
     let mut wal = Wal::start(index, &buf, Logging::Wal, false);
     {
         let mut page = wal.page();

@@ -238,29 +238,42 @@ impl<E: VectorElem> Graph<E> {
         Ok(())
     }
 
-    /// Nodes reachable on layer 0 from the entry point.
-    fn reachable(&self) -> Vec<bool> {
-        let mut seen = vec![false; self.len()];
+    /// Nodes reachable on layer 0 from the entry point, each with the node it was first reached
+    /// from (a spanning tree; the entry point is its own parent, unreached nodes have
+    /// `u32::MAX`).
+    fn reachable(&self, order: &mut Vec<u32>) -> Vec<u32> {
+        let mut parent = vec![u32::MAX; self.len()];
         if let Some((ep, _)) = self.entry() {
-            self.mark_reachable(ep, &mut seen);
+            self.mark_reachable(ep, ep, &mut parent, order);
         }
-        seen
+        parent
     }
 
-    fn mark_reachable(&self, from: u32, seen: &mut [bool]) {
-        if seen[from as usize] {
+    /// Mark `from` reached through `via`, and every node it reaches that was not yet;
+    /// newly reached nodes are appended to `order`.
+    fn mark_reachable(&self, from: u32, via: u32, parent: &mut [u32], order: &mut Vec<u32>) {
+        if parent[from as usize] != u32::MAX {
             return;
         }
-        seen[from as usize] = true;
+        parent[from as usize] = via;
+        order.push(from);
         let mut stack = vec![from];
         while let Some(n) = stack.pop() {
             self.links.lock(n).for_each(0, |m| {
-                if !seen[m as usize] {
-                    seen[m as usize] = true;
+                if parent[m as usize] == u32::MAX {
+                    parent[m as usize] = n;
+                    order.push(m);
                     stack.push(m);
                 }
             });
         }
+    }
+
+    /// Whether every node is reachable on layer 0 from the entry point: the invariant searches
+    /// rely on (they seed layer 0 with the entry point too), so that a search with `ef` at
+    /// least the number of nodes finds them all.
+    pub fn all_reachable(&self) -> bool {
+        self.reachable(&mut Vec::new()).iter().all(|&p| p != u32::MAX)
     }
 
     /// The heuristic prunes links without looking at in-degrees, so now and then every link
@@ -277,69 +290,82 @@ impl<E: VectorElem> Graph<E> {
     /// (recall@20 at ef 40 fell from 0.99 to 0.75). Once its neighbours have given their
     /// place, a lost node is linked from a node reconnected earlier (a breadth-first tree
     /// hanging off the graph), whose list no search for a nearest row needs.
+    ///
+    /// A place is only taken from a link that is not on the spanning tree of the reachable
+    /// nodes, so no reachable node is ever cut off (an in-degree test is not enough: the other
+    /// link may come from a node reachable only through the one dropped). Should every
+    /// preferred neighbour refuse, any reachable node with a free place or a non-tree link
+    /// takes the node: one always exists (tree links are one fewer than the reachable nodes,
+    /// and each of those has `2m >= 2` places), so every node ends reachable.
     pub fn connect_unreachable(&self) -> usize {
         let mut added = 0;
         let mut query = vec![0.0f32; self.dim];
         // Places a node may still give: 1 for a node of the graph, [`Graph::spare_places`] for
         // a reconnected one (set when it is reconnected).
         let mut places = vec![1u8; self.len()];
-        for _round in 0..8 {
-            let mut seen = self.reachable();
-            let mut lost: Vec<u32> = (0..self.len() as u32).filter(|&i| !seen[i as usize]).collect();
-            if lost.is_empty() {
-                break;
-            }
-            // Nearest to their own neighbours first: those are the nodes a search may want
-            // (under inner product, the ones of large norm), and they should get the graph's
-            // places, not the tree's.
-            let mut list = Vec::new();
-            let mut keyed: Vec<(f32, u32)> = lost
-                .iter()
-                .map(|&q| {
-                    self.links.lock(q).load(0, &mut list);
-                    (list.first().map_or(f32::INFINITY, |l| l.dist), q)
-                })
-                .collect();
-            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            lost.clear();
-            lost.extend(keyed.into_iter().map(|(_, q)| q));
-            // In-degrees on layer 0 from reachable nodes, so that making room never orphans
-            // another node.
-            let mut indeg = vec![0u32; self.len()];
-            for i in (0..self.len() as u32).filter(|&i| seen[i as usize]) {
-                self.links.lock(i).for_each(0, |n| indeg[n as usize] += 1);
-            }
-            // Nodes reconnected in this round that may still give a place, oldest first.
-            let mut spare: VecDeque<u32> = VecDeque::new();
-            for q in lost {
-                if seen[q as usize] {
-                    continue;
-                }
-                let mut from: Vec<u32> = self.neighbors(q, 0).into_iter().filter(|&e| seen[e as usize]).collect();
-                E::to_f32(self.vector(q), &mut query);
-                from.extend(self.search(&query, 16, 64).into_iter().map(|c| c.item).filter(|&e| e != q && seen[e as usize]));
-                let mut by = from.iter().copied().find(|&e| places[e as usize] > 0 && self.force_link(e, q, &mut indeg));
-                while by.is_none() {
-                    let Some(&e) = spare.front() else { break };
-                    if places[e as usize] > 0 && self.force_link(e, q, &mut indeg) {
-                        by = Some(e);
-                    } else {
-                        spare.pop_front();
-                    }
-                }
-                if by.is_none() {
-                    // Better a crowded list than a row no search returns.
-                    by = from.iter().copied().find(|&e| self.force_link(e, q, &mut indeg));
-                }
-                if let Some(e) = by {
-                    places[e as usize] = places[e as usize].saturating_sub(1);
-                    places[q as usize] = self.spare_places();
-                    added += 1;
-                    self.mark_reachable(q, &mut seen);
-                    spare.push_back(q);
-                }
-            }
+        // Reachable nodes in the order they were reached, for the last resort below.
+        let mut order = Vec::new();
+        let mut parent = self.reachable(&mut order);
+        let mut lost: Vec<u32> = (0..self.len() as u32).filter(|&i| parent[i as usize] == u32::MAX).collect();
+        if lost.is_empty() {
+            return 0;
         }
+        // Nearest to their own neighbours first: those are the nodes a search may want
+        // (under inner product, the ones of large norm), and they should get the graph's
+        // places, not the tree's.
+        let mut list = Vec::new();
+        let mut keyed: Vec<(f32, u32)> = lost
+            .iter()
+            .map(|&q| {
+                self.links.lock(q).load(0, &mut list);
+                (list.first().map_or(f32::INFINITY, |l| l.dist), q)
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        lost.clear();
+        lost.extend(keyed.into_iter().map(|(_, q)| q));
+        // Nodes reconnected that may still give a place, oldest first.
+        let mut spare: VecDeque<u32> = VecDeque::new();
+        // The last resort's cursor in `order`: a node it passed over has a full list of tree
+        // links only, and stays so (its tree children keep it as their parent, and nothing
+        // else adds to its list), so the scan never needs to look at it again.
+        let mut any = 0usize;
+        for q in lost {
+            if parent[q as usize] != u32::MAX {
+                continue;
+            }
+            let reached = |e: &u32| parent[*e as usize] != u32::MAX;
+            let mut from: Vec<u32> = self.neighbors(q, 0).into_iter().filter(reached).collect();
+            E::to_f32(self.vector(q), &mut query);
+            from.extend(self.search(&query, 16, 64).into_iter().map(|c| c.item).filter(|e| *e != q && reached(e)));
+            let mut by = from.iter().copied().find(|&e| places[e as usize] > 0 && self.force_link(e, q, &parent));
+            while by.is_none() {
+                let Some(&e) = spare.front() else { break };
+                if places[e as usize] > 0 && self.force_link(e, q, &parent) {
+                    by = Some(e);
+                } else {
+                    spare.pop_front();
+                }
+            }
+            if by.is_none() {
+                // Better a crowded list than a row no search returns.
+                by = from.iter().copied().find(|&e| self.force_link(e, q, &parent));
+            }
+            while by.is_none() && any < order.len() {
+                if self.force_link(order[any], q, &parent) {
+                    by = Some(order[any]);
+                } else {
+                    any += 1;
+                }
+            }
+            let e = by.expect("a reachable node with a free place or a non-tree link exists");
+            places[e as usize] = places[e as usize].saturating_sub(1);
+            places[q as usize] = self.spare_places();
+            added += 1;
+            self.mark_reachable(q, e, &mut parent, &mut order);
+            spare.push_back(q);
+        }
+        debug_assert!(self.all_reachable());
         added
     }
 
@@ -349,10 +375,11 @@ impl<E: VectorElem> Graph<E> {
         (self.params.max_links(0) / 4).clamp(1, u8::MAX as usize) as u8
     }
 
-    /// Put `q` in `e`'s layer-0 list. A full list gives up its farthest entry that other nodes
-    /// also link to (in-degree above one), so no node loses its only way in; if there is none,
-    /// the link is not made and the caller tries another neighbour.
-    fn force_link(&self, e: u32, q: u32, indeg: &mut [u32]) -> bool {
+    /// Put `q` in `e`'s layer-0 list. A full list gives up its farthest entry that is not a
+    /// link of the spanning tree `parent` (its node was reached through another node, which
+    /// still links to it), so no node loses its way in; if there is none, the link is not made
+    /// and the caller tries another node.
+    fn force_link(&self, e: u32, q: u32, parent: &[u32]) -> bool {
         let cap = self.params.max_links(0);
         let mut g = self.links.lock(e);
         let mut list = Vec::new();
@@ -361,16 +388,14 @@ impl<E: VectorElem> Graph<E> {
             return true;
         }
         if list.len() >= cap {
-            let Some(victim) = list.iter().rposition(|l| indeg[l.id as usize] > 1) else {
+            let Some(victim) = list.iter().rposition(|l| parent[l.id as usize] != e) else {
                 return false;
             };
-            indeg[list[victim].id as usize] -= 1;
             list.remove(victim);
         }
         let d = self.dist(e, q);
         let at = list.partition_point(|l| l.dist <= d);
         list.insert(at, Link { id: q, dist: d, pruner: super::heuristic::KEPT });
-        indeg[q as usize] += 1;
         g.store(0, &list);
         true
     }
@@ -437,13 +462,17 @@ impl<E: VectorElem> Graph<E> {
         let m = self.params.metric;
         let (mut visited, mut ids) = (Visited::with_capacity(self.len()), Vec::new());
         let mut walk = MemWalk { graph: self, visited: &mut visited, ids: &mut ids, dist: |v: &[E]| E::distance_to(m, query, v) };
-        let mut cur = Candidate::new(E::distance_to(m, query, self.vector(ep)), ep);
+        let start = Candidate::new(E::distance_to(m, query, self.vector(ep)), ep);
+        let mut cur = start;
         let mut buf = Vec::new();
         for l in (1..=top).rev() {
             cur = greedy_closest(&mut walk, cur, l, &mut buf);
         }
+        // The entry point seeds layer 0 too: every node is reachable from it there (see
+        // [`Graph::connect_unreachable`]), so a wide enough search finds every node.
+        let seeds = if cur.item == ep { vec![cur] } else { vec![cur, start] };
         let mut out = Vec::new();
-        search_layer(&mut walk, &[cur], ef.max(k), 0, &mut SearchScratch::default(), &mut out);
+        search_layer(&mut walk, &seeds, ef.max(k), 0, &mut SearchScratch::default(), &mut out);
         out.truncate(k);
         out
     }
