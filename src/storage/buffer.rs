@@ -46,7 +46,7 @@ impl Buffer {
     pub fn read_fork(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, lock: Lock) -> Buffer {
         // SAFETY: `rel` is open and locked by our caller; ReadBufferExtended pins the block or
         // raises an ERROR (no pin then). A pin guard exists before LockBuffer, so an ERROR there
-        // still releases the pin.
+        // leaves a tracked pin, which the abort releases.
         let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
         // Pinned but not locked yet: track the pin alone until the lock is held.
         let pinned = PinOnly(id);
