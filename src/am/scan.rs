@@ -410,6 +410,8 @@ fn first_round_width(scan: pg_sys::IndexScanDesc, ef: usize, m: usize) -> usize 
     // SAFETY: work_mem is a plain GUC variable of this backend.
     let work_mem = unsafe { pg_sys::work_mem }.max(64) as usize * 1024;
     let per_width = 2 * (2 * m.max(1)) * core::mem::size_of::<Candidate<Node>>();
+    // The README and the differential tester state this bound as work_mem / (112 * m).
+    const _: () = assert!(4 * core::mem::size_of::<Candidate<Node>>() == 112);
     let cap = options::max_scan_tuples().min(work_mem / per_width);
     (wanted.min(cap as u64) as usize).max(ef)
 }
