@@ -1,11 +1,21 @@
 """Inner-product recall on low-dimensional data (issue 9, item 14).
 
-10,000 uniform random 3-d rows in [0, 1), 20 random queries, `ORDER BY v <#> q LIMIT 20` at
+10,000 uniform random 3-d rows in [0, 1), 200 random queries, `ORDER BY v <#> q LIMIT 20` at
 ef_search 40. Under inner product most rows lie inside the data's hull and are nobody's
-nearest; the build once reconnected each of them into the lists of the few hull rows every
-search walks, and recall fell to 0.87 (pgvector 0.8.6 on the same test: >= 0.97). Checked after
-a serial build, a parallel build, concurrent inserts from 10 connections into an empty index,
-and for halfvec; L2, cosine and L1 are measured on the same data as a control.
+nearest; the build, and inserts, once linked each of them into the lists of the few hull rows
+every search walks, and recall fell to 0.87 after builds, 0.84 after concurrent inserts.
+Checked after a serial build, a parallel build, concurrent inserts from 10 connections into an
+empty index, and for halfvec; L2, cosine and L1 are measured on the same data as a control.
+
+pgvector 0.8.6 and this index on the same data and queries, measured in alternation on one
+machine (2-core dev box, two servers of the same PostgreSQL 15.20, 2026-11-23), recall@20:
+  serial build, vector:      pgvector 0.9493, hnsw_ext 0.9530
+  parallel build, vector:    pgvector 0.9478, hnsw_ext 0.9750
+  serial build, halfvec:     pgvector 0.9480, hnsw_ext 0.9475
+  parallel build, halfvec:   pgvector 0.9540, hnsw_ext 0.9522
+  10 inserting clients, vector:  pgvector 0.9517 0.9460, hnsw_ext 0.9628 0.9343 0.9617
+  10 inserting clients, halfvec: pgvector 0.9437 0.9443, hnsw_ext 0.9520 0.9510 0.9500
+(20 queries alone swing by +-0.02 from build to build: too few to judge by.)
 """
 
 import os
@@ -20,11 +30,9 @@ from pgdb import fresh_database
 
 DSN = os.environ.get("HNSW_EXT_TEST_DSN", "host=127.0.0.1 port=5499 user=postgres dbname=postgres")
 DB = "hnsw_ip_recall_test"
-ROWS, QUERIES, K, EF = 10_000, 20, 20, 40
-# pgvector 0.8.6 reaches >= 0.97 on this test. Built indexes here measured 0.94-0.96 (0.87-0.88
-# before the fix in Graph::connect_unreachable); the rest of the gap is open, and so is the one
-# after concurrent inserts (0.84 here), which take another path (src/am/insert.rs).
-BUILD_FLOOR, INSERT_TARGET = 0.92, 0.97
+ROWS, QUERIES, K, EF = 10_000, 200, 20, 40
+# Below every figure measured for either extension (see above), far above the bugs' 0.84-0.87.
+BUILD_FLOOR, INSERT_FLOOR = 0.93, 0.92
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +115,6 @@ def test_recall_after_build(dsn, data, opclass, typ, op, workers):
         conn.execute(f"DROP TABLE {table}")
 
 
-@pytest.mark.xfail(reason="open: inserts force interior rows into the hull rows' lists (insert.rs), recall 0.84", strict=False)
 @pytest.mark.parametrize("opclass,typ", [("vector_ip_ops", "vector"), ("halfvec_ip_ops", "halfvec")])
 def test_recall_after_concurrent_inserts(dsn, data, opclass, typ):
     base, queries = data
@@ -138,5 +145,5 @@ def test_recall_after_concurrent_inserts(dsn, data, opclass, typ):
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == ROWS
         r = recall(conn, table, typ, "<#>", base, queries)
         print(f"{opclass} concurrent inserts: recall@{K} {r:.4f}")
-        assert r >= INSERT_TARGET, f"{opclass} concurrent inserts: recall@{K} {r}"
+        assert r >= INSERT_FLOOR, f"{opclass} concurrent inserts: recall@{K} {r}"
         conn.execute(f"DROP TABLE {table}")
