@@ -185,17 +185,20 @@ def test_vacuum_progress_and_cancel(dsn, data):
         check(conn, "prog_idx")
 
         phases = set()
-        done = threading.Event()
+        done, ready = threading.Event(), threading.Event()
 
         def watch():
             with psycopg.connect(dsn, autocommit=True) as c:
                 while not done.is_set():
                     for (phase,) in c.execute("SELECT phase FROM pg_stat_progress_vacuum"):
                         phases.add(phase)
+                    ready.set()
                     time.sleep(0.01)
 
         t = threading.Thread(target=watch)
         t.start()
+        # On a busy machine the watcher's connection can take longer than the phase lasts.
+        assert ready.wait(60), "the watcher never polled"
         try:
             conn.execute("VACUUM prog")
         finally:
