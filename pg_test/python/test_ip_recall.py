@@ -66,6 +66,14 @@ def load(conn, table, typ, rows):
             copy.write_row((i, as_param(typ, v)))
 
 
+def build(conn, table, typ, opclass, base, workers):
+    """A table of `base` and an index built on it with `workers` parallel workers."""
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(3))")
+    load(conn, table, typ, base)
+    conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
+    conn.execute(f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+
+
 def distances(op, base, q):
     if op == "<#>":
         return -(base.astype(np.float64) @ q.astype(np.float64))
@@ -115,10 +123,7 @@ def test_recall_after_build(dsn, data, opclass, typ, op, workers):
     table = f"b_{opclass}_{workers}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
-        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(3))")
-        load(conn, table, typ, base)
-        conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
-        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+        build(conn, table, typ, opclass, base, workers)
         r = recall(conn, table, typ, op, base, queries)
         print(f"{opclass} workers={workers}: recall@{K} {r:.4f}")
         floor = BUILD_FLOOR if op == "<#>" else 0.99
@@ -169,10 +174,7 @@ def test_recall_after_delete_and_vacuum(dsn, data, opclass, typ):
     alive[dead] = False
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
-        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(3))")
-        load(conn, table, typ, base)
-        conn.execute("SET max_parallel_maintenance_workers = 0")
-        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+        build(conn, table, typ, opclass, base, 0)
         conn.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", ([int(x) for x in dead],))
         conn.execute(f"VACUUM {table}")
         r = recall(conn, table, typ, "<#>", base, queries, alive)
