@@ -42,7 +42,7 @@ pub fn normalize(v: &mut [f32]) -> bool {
     // out of the index) or scaled wrongly. Every finite f32 vector has a finite, nonzero f64
     // norm unless it is zero.
     let norm = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    if !(norm > 0.0) || !norm.is_finite() {
+    if norm.is_nan() || norm <= 0.0 || norm.is_infinite() {
         return false;
     }
     // Divide in f64 so that the stored unit vector is as close to exact as f32 allows.

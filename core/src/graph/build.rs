@@ -166,7 +166,7 @@ impl<E: VectorElem> Graph<E> {
         self.vectors.extend_from_slice(v);
         self.levels.push(level as u8);
         self.links.push(level);
-        if id % 64 == 0 {
+        if id.is_multiple_of(64) {
             self.done.push(AtomicU64::new(0));
         }
         id as u32
