@@ -43,19 +43,9 @@ type Pick<F> = fn(&Kernels) -> F;
 fn bench_distances(c: &mut Criterion) {
     let tables: Vec<&'static Kernels> = available_kernels();
 
-    let f32_kernels: [(&str, Pick<F32Fn>); 3] = [
-        ("l2_squared", |k| k.l2_squared),
-        ("dot", |k| k.dot),
-        ("l1", |k| k.l1),
-    ];
-    let f16_kernels: [(&str, Pick<F16Fn>); 2] = [
-        ("l2_squared_f16", |k| k.l2_squared_f16),
-        ("dot_f16", |k| k.dot_f16),
-    ];
-    let mixed_kernels: [(&str, Pick<MixedFn>); 2] = [
-        ("l2_squared_f32_f16", |k| k.l2_squared_f32_f16),
-        ("dot_f32_f16", |k| k.dot_f32_f16),
-    ];
+    let f32_kernels: [(&str, Pick<F32Fn>); 3] = [("l2_squared", |k| k.l2_squared), ("dot", |k| k.dot), ("l1", |k| k.l1)];
+    let f16_kernels: [(&str, Pick<F16Fn>); 2] = [("l2_squared_f16", |k| k.l2_squared_f16), ("dot_f16", |k| k.dot_f16)];
+    let mixed_kernels: [(&str, Pick<MixedFn>); 2] = [("l2_squared_f32_f16", |k| k.l2_squared_f32_f16), ("dot_f32_f16", |k| k.dot_f32_f16)];
 
     for (name, pick) in f32_kernels {
         let mut g = c.benchmark_group(name);
@@ -63,9 +53,7 @@ fn bench_distances(c: &mut Criterion) {
             let (a, b) = (vector(1, dim), vector(2, dim));
             for k in &tables {
                 let f = pick(k);
-                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| {
-                    bch.iter(|| f(black_box(&a), black_box(&b)))
-                });
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&a), black_box(&b))));
             }
         }
         g.finish();
@@ -77,9 +65,7 @@ fn bench_distances(c: &mut Criterion) {
             let (a, b) = (vector(1, dim), vector(2, dim));
             for k in &tables {
                 let f = k.cosine_parts;
-                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| {
-                    bch.iter(|| f(black_box(&a), black_box(&b)))
-                });
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&a), black_box(&b))));
             }
         }
         g.finish();
@@ -91,9 +77,7 @@ fn bench_distances(c: &mut Criterion) {
             let (a, b) = (halves(&vector(1, dim)), halves(&vector(2, dim)));
             for k in &tables {
                 let f = pick(k);
-                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| {
-                    bch.iter(|| f(black_box(&a), black_box(&b)))
-                });
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&a), black_box(&b))));
             }
         }
         g.finish();
@@ -105,9 +89,7 @@ fn bench_distances(c: &mut Criterion) {
             let (a, b) = (vector(1, dim), halves(&vector(2, dim)));
             for k in &tables {
                 let f = pick(k);
-                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| {
-                    bch.iter(|| f(black_box(&a), black_box(&b)))
-                });
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&a), black_box(&b))));
             }
         }
         g.finish();

@@ -29,8 +29,7 @@ use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::tuple::{
-    encode_tid_list, encode_vector, from_tid, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS,
-    TID_LIST_CAPACITY,
+    encode_tid_list, encode_vector, from_tid, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS, TID_LIST_CAPACITY,
 };
 use crate::types::raise;
 
@@ -622,10 +621,7 @@ fn hash_vector<E: Elem>(v: &[E]) -> u64 {
 fn new_page(index: pg_sys::Relation, expected: u32) -> Buffer {
     let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     if buf.block() != expected {
-        raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("hnsw build expected to write block {expected}, got {}", buf.block()),
-        );
+        raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("hnsw build expected to write block {expected}, got {}", buf.block()));
     }
     buf
 }

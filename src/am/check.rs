@@ -232,7 +232,10 @@ pub fn check(index: pg_sys::Relation) -> Report {
             }
         }
         match vectors.get(vref) {
-            None => r.problem(format!("({},{}): vector ref ({},{}) is not a vector tuple", e.node.block, e.node.offset, vref.block, vref.offset)),
+            None => r.problem(format!(
+                "({},{}): vector ref ({},{}) is not a vector tuple",
+                e.node.block, e.node.offset, vref.block, vref.offset
+            )),
             Some((back, deleted)) => {
                 if *back != e.node {
                     r.problem(format!("({},{}): its vector tuple points at another node", e.node.block, e.node.offset));
@@ -355,7 +358,8 @@ pub fn check(index: pg_sys::Relation) -> Report {
                 }
             }
         }
-        let unreached: Vec<&Element> = elements.iter().filter(|(_, (v, e))| !e.deleted && !reached.contains(v)).map(|(_, (_, e))| e).collect();
+        let unreached: Vec<&Element> =
+            elements.iter().filter(|(_, (v, e))| !e.deleted && !reached.contains(v)).map(|(_, (_, e))| e).collect();
         // An insert places its element before linking it, so one that failed in between (a
         // crash, or an insert still running) leaves an element nothing links to yet. Its row
         // never committed: no search should return it, and VACUUM frees it. Only elements

@@ -58,7 +58,8 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         if !(*path).indexclauses.is_null() {
             let quals = pg_sys::get_quals_from_indexclauses((*path).indexclauses);
             let relid = (*(*info).rel).relid as i32;
-            let s = pg_sys::clauselist_selectivity(root, quals, relid, pg_sys::JoinType::JOIN_INNER, core::ptr::null_mut()).clamp(1e-9, 1.0);
+            let s =
+                pg_sys::clauselist_selectivity(root, quals, relid, pg_sys::JoinType::JOIN_INNER, core::ptr::null_mut()).clamp(1e-9, 1.0);
             let walk = visited * (1.0 + 0.5 * (1.0 / s).log10());
             let exact = (tuples / 100.0 + s * tuples) / 10.0;
             visited = walk.min(exact).max(1.0).min(tuples);

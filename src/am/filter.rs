@@ -82,11 +82,7 @@ impl Columns {
                 pg_sys::INT4ARRAYOID | pg_sys::INT8ARRAYOID | pg_sys::TEXTARRAYOID => ColumnKind::Array,
                 other => raise(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "hnsw filter columns cannot be of type {}",
-                        type_name(other)
-                    ),
-                    
+                    format!("hnsw filter columns cannot be of type {}", type_name(other)),
                 ),
             };
             c.cols[i] = Column { typid: a.atttypid, kind };
@@ -136,7 +132,11 @@ impl Columns {
                     payload.push(TAG_BYTES);
                     payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                     payload.extend_from_slice(bytes);
-                    slots.push(if col.kind == ColumnKind::Array { signature(col.typid, values[i]) } else { hash_bytes(content(col.typid, bytes)) });
+                    slots.push(if col.kind == ColumnKind::Array {
+                        signature(col.typid, values[i])
+                    } else {
+                        hash_bytes(content(col.typid, bytes))
+                    });
                 }
             }
         }
@@ -164,7 +164,8 @@ impl Columns {
             return a;
         }
         // SAFETY: per the contract, entries 1..=n exist (entry 0 is the vector).
-        let (v, n) = unsafe { (core::slice::from_raw_parts(values.add(1), self.len()), core::slice::from_raw_parts(isnull.add(1), self.len())) };
+        let (v, n) =
+            unsafe { (core::slice::from_raw_parts(values.add(1), self.len()), core::slice::from_raw_parts(isnull.add(1), self.len())) };
         a.nulls = self.encode(v, n, &mut a.payload, &mut a.slots);
         a
     }
@@ -186,11 +187,12 @@ impl Columns {
                 Value::Null => null,
                 Value::Int(x) => !null && col.kind == ColumnKind::Int && slot == x as u64,
                 Value::Bytes(b) => {
-                    !null && match col.kind {
-                        ColumnKind::Hashed => slot == hash_bytes(content(col.typid, b)),
-                        ColumnKind::Array => true,
-                        ColumnKind::Int => false,
-                    }
+                    !null
+                        && match col.kind {
+                            ColumnKind::Hashed => slot == hash_bytes(content(col.typid, b)),
+                            ColumnKind::Array => true,
+                            ColumnKind::Int => false,
+                        }
                 }
             }
         })
@@ -587,8 +589,14 @@ mod tests {
 
     #[test]
     fn comparisons_follow_the_strategy_numbers() {
-        let all = [(LT, [true, false, false]), (LE, [true, true, false]), (EQ, [false, true, false]),
-                   (GE, [false, true, true]), (GT, [false, false, true]), (NE, [true, false, true])];
+        let all = [
+            (LT, [true, false, false]),
+            (LE, [true, true, false]),
+            (EQ, [false, true, false]),
+            (GE, [false, true, true]),
+            (GT, [false, false, true]),
+            (NE, [true, false, true]),
+        ];
         for (strategy, want) in all {
             assert_eq!([compare(strategy, 1, 2), compare(strategy, 2, 2), compare(strategy, 3, 2)], want, "strategy {strategy}");
         }

@@ -285,9 +285,10 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     // them with interior points (recall@20 at ef 40 on 10k uniform 3-d rows: 0.84; issue 9,
     // item 14), while interior elements, whose lists the heuristic leaves short, have room.
     if !reachable {
-        reachable = entries.iter().filter(|c| !c.item.deleted).any(|c| {
-            connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, 0, LinkMode::IfRoom)
-        });
+        reachable = entries
+            .iter()
+            .filter(|c| !c.item.deleted)
+            .any(|c| connect.link(c.item, walk.arena_vector(c.item.slot), c.dist, vref, 0, LinkMode::IfRoom));
     }
     if !reachable {
         for c in &selected[0] {
@@ -453,10 +454,7 @@ fn reuse_free<E: Elem>(
         // Free node tuples here: (offset, level capacity, vector ref).
         let free: Vec<(u16, usize, ItemRef)> = {
             let buf = Buffer::read(index, block, Lock::Share);
-            node_tuples(buf.page(), m)
-                .filter(|(_, t)| t.is_free())
-                .map(|(off, t)| (off, level_capacity(m, t.size()), t.vector()))
-                .collect()
+            node_tuples(buf.page(), m).filter(|(_, t)| t.is_free()).map(|(off, t)| (off, level_capacity(m, t.size()), t.vector())).collect()
         };
         if free.is_empty() {
             forget_free_page(index, block);
@@ -479,9 +477,9 @@ fn reuse_free<E: Elem>(
         fitting.sort_by_key(|f| (f.1 < level, if f.1 >= level { f.1 } else { usize::MAX - f.1 }));
         let buf = Buffer::read(index, block, Lock::Exclusive);
         let page = buf.page();
-        let claimed = fitting.iter().find(|&&(off, _, _)| {
-            page.item(off).is_some_and(|d| d.first() == Some(&KIND_NODE) && NodeTuple::parse(d, m).is_free())
-        });
+        let claimed = fitting
+            .iter()
+            .find(|&&(off, _, _)| page.item(off).is_some_and(|d| d.first() == Some(&KIND_NODE) && NodeTuple::parse(d, m).is_free()));
         let Some(&(off, cap, vref)) = claimed else {
             if fitting.len() == free.len() {
                 forget_free_page(index, block);
@@ -591,7 +589,14 @@ fn add_heap_tid(index: pg_sys::Relation, meta: &Meta, node: ItemRef, tid: ItemRe
 /// Add `tid` to the TID lists of element `node`, whose inline places were full and whose first
 /// list was `head`. Whether it was added (false: the element was deleted meanwhile); `None`
 /// if another backend changed the chain meanwhile (start over).
-pub(super) fn add_to_lists(index: pg_sys::Relation, meta: &Meta, node: ItemRef, head: ItemRef, tid: ItemRef, logging: Logging) -> Option<bool> {
+pub(super) fn add_to_lists(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    node: ItemRef,
+    head: ItemRef,
+    tid: ItemRef,
+    logging: Logging,
+) -> Option<bool> {
     let m = meta.m as usize;
     let mut r = head;
     let mut extent = Extent::new(index);
@@ -661,12 +666,7 @@ fn confirm_list_row(index: pg_sys::Relation, m: usize, node: ItemRef, logging: L
 /// Append items of the given sizes on the insert page if they fit there, else on a new page
 /// that becomes the insert page. `fill(block, first_offset, tuples)` encodes them once their
 /// addresses are known. Returns the address of the first.
-fn append(
-    index: pg_sys::Relation,
-    sizes: &[usize],
-    logging: Logging,
-    fill: impl FnOnce(u32, u16, &mut [Vec<u8>]),
-) -> ItemRef {
+fn append(index: pg_sys::Relation, sizes: &[usize], logging: Logging, fill: impl FnOnce(u32, u16, &mut [Vec<u8>])) -> ItemRef {
     let mut tuples = vec![Vec::new(); sizes.len()];
     // The insert page as it is now, not as it was when this insert began: with several
     // backends inserting, another one has often moved it on to a page it just added, and

@@ -169,9 +169,7 @@ unsafe fn hnsw_scan_below(mut ps: *mut pg_sys::PlanState) -> Option<*mut pg_sys:
             }
             match (*ps).type_ {
                 pg_sys::NodeTag::T_ResultState => ps = (*ps).lefttree,
-                pg_sys::NodeTag::T_SubqueryScanState if (*ps).qual.is_null() => {
-                    ps = (*(ps as *mut pg_sys::SubqueryScanState)).subplan
-                }
+                pg_sys::NodeTag::T_SubqueryScanState if (*ps).qual.is_null() => ps = (*(ps as *mut pg_sys::SubqueryScanState)).subplan,
                 pg_sys::NodeTag::T_IndexScanState => {
                     let scan = ps as *mut pg_sys::IndexScanState;
                     let index = (*scan).iss_RelationDesc;

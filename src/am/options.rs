@@ -140,10 +140,8 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
         opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
         offset: offset as i32,
     };
-    let tab = [
-        elt(c"m", core::mem::offset_of!(RelOptions, m)),
-        elt(c"ef_construction", core::mem::offset_of!(RelOptions, ef_construction)),
-    ];
+    let tab =
+        [elt(c"m", core::mem::offset_of!(RelOptions, m)), elt(c"ef_construction", core::mem::offset_of!(RelOptions, ef_construction))];
     // SAFETY: the table describes RelOptions; build_reloptions parses (and with `validate`,
     // checks ranges of) the options into a palloc'd struct of that size.
     let opts = unsafe {
@@ -169,10 +167,7 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
 
 fn check_options(m: i32, efc: i32) {
     if efc < 2 * m {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "ef_construction must be greater than or equal to 2 * m",
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "ef_construction must be greater than or equal to 2 * m");
     }
 }
 

@@ -187,9 +187,21 @@ enum Mode {
     /// heap TIDs handed out, for hnsw.max_scan_tuples; `last` is the distance of the last
     /// element handed out (strict_order skips nearer ones found by later rounds); later rounds
     /// are `ef` wide.
-    Ordered { source: Box<dyn Source>, results: Vec<Candidate<Node>>, next: usize, m: usize, ef: usize, returned: usize, last: f32 },
+    Ordered {
+        source: Box<dyn Source>,
+        results: Vec<Candidate<Node>>,
+        next: usize,
+        m: usize,
+        ef: usize,
+        returned: usize,
+        last: f32,
+    },
     /// No order to follow: walk every page.
-    Physical { block: u32, nblocks: u32, m: usize },
+    Physical {
+        block: u32,
+        nblocks: u32,
+        m: usize,
+    },
     Done,
 }
 

@@ -116,17 +116,13 @@ mod tests {
         random_table("near", 300, 3);
         Spi::run("CREATE INDEX near_idx ON near USING hnsw (v vector_l2_ops)").unwrap();
         Spi::run("SET LOCAL enable_seqscan = off; SET LOCAL hnsw.ef_search = 300").unwrap();
-        let got = Spi::get_one::<Vec<i32>>(
-            "SELECT array_agg(id) FROM (SELECT id FROM near ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 20) s",
-        )
-        .unwrap()
-        .unwrap();
+        let got = Spi::get_one::<Vec<i32>>("SELECT array_agg(id) FROM (SELECT id FROM near ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 20) s")
+            .unwrap()
+            .unwrap();
         Spi::run("SET LOCAL enable_indexscan = off; SET LOCAL enable_seqscan = on").unwrap();
-        let want = Spi::get_one::<Vec<i32>>(
-            "SELECT array_agg(id) FROM (SELECT id FROM near ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 20) s",
-        )
-        .unwrap()
-        .unwrap();
+        let want = Spi::get_one::<Vec<i32>>("SELECT array_agg(id) FROM (SELECT id FROM near ORDER BY v <-> '[0.5,0.5,0.5]' LIMIT 20) s")
+            .unwrap()
+            .unwrap();
         assert_eq!(got, want);
     }
 

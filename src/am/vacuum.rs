@@ -33,15 +33,15 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::graph::{DiskWalk, Elem, Extent};
-use super::mem::{Budget, Setting};
 use super::insert::{Connect, PageLock, INSERT_LOCK};
+use super::mem::{Budget, Setting};
+use crate::storage::attr;
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::meta::{Meta, ELEM_F16};
-use crate::storage::attr;
 use crate::storage::page::{ItemRef, PAGE_DATA};
 use crate::storage::tuple::{
-    layer_capacity, node_tuples, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE,
-    KIND_NODE, KIND_TIDS,
+    layer_capacity, node_tuples, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED,
+    FLAG_FREE, KIND_NODE, KIND_TIDS,
 };
 
 fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
@@ -695,7 +695,10 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
             ereport!(
                 NOTICE,
                 PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-                format!("hnsw index reachability check skipped: the graph does not fit into {} kB of maintenance_work_mem", budget.limit / 1024),
+                format!(
+                    "hnsw index reachability check skipped: the graph does not fit into {} kB of maintenance_work_mem",
+                    budget.limit / 1024
+                ),
                 "Increase maintenance_work_mem (or autovacuum_work_mem) so that VACUUM can check that every row is reachable."
             );
             return live_tids;

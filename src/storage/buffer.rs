@@ -32,8 +32,7 @@ pub fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
     unsafe {
         (*(*rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as core::ffi::c_char
             && (pg_sys::wal_level >= pg_sys::WalLevel::WAL_LEVEL_REPLICA as i32
-                || ((*rel).rd_createSubid == INVALID_SUBXID
-                    && (*rel).rd_firstRelfilenodeSubid == INVALID_SUBXID))
+                || ((*rel).rd_createSubid == INVALID_SUBXID && (*rel).rd_firstRelfilenodeSubid == INVALID_SUBXID))
     }
 }
 
@@ -89,7 +88,15 @@ impl Buffer {
             return Pin(hint);
         }
         // SAFETY: as in read_fork.
-        let id = unsafe { pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+        let id = unsafe {
+            pg_sys::ReadBufferExtended(
+                rel,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                block,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                core::ptr::null_mut(),
+            )
+        };
         RECENT.with(|r| r.borrow_mut().set(node, block, id));
         Pin(id)
     }
@@ -108,7 +115,15 @@ impl Buffer {
             hint
         } else {
             // SAFETY: as in read_fork.
-            let id = unsafe { pg_sys::ReadBufferExtended(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+            let id = unsafe {
+                pg_sys::ReadBufferExtended(
+                    rel,
+                    pg_sys::ForkNumber::MAIN_FORKNUM,
+                    block,
+                    pg_sys::ReadBufferMode::RBM_NORMAL,
+                    core::ptr::null_mut(),
+                )
+            };
             RECENT.with(|r| r.borrow_mut().set(node, block, id));
             id
         };
@@ -123,7 +138,9 @@ impl Buffer {
     pub fn extend(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> Buffer {
         let _ext = ExtensionLock::acquire(rel);
         // SAFETY: holding the relation extension lock, P_NEW appends one zeroed page and pins it.
-        let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+        let id = unsafe {
+            pg_sys::ReadBufferExtended(rel, fork, pg_sys::InvalidBlockNumber, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut())
+        };
         let pinned = PinOnly(id);
         // SAFETY: pinned by us; nobody else knows this page yet, so the lock is immediate.
         unsafe { pg_sys::LockBuffer(id, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32) };

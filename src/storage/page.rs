@@ -66,10 +66,7 @@ impl ItemRef {
 
     #[inline]
     pub fn read(b: &[u8]) -> ItemRef {
-        ItemRef {
-            block: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            offset: u16::from_le_bytes([b[4], b[5]]),
-        }
+        ItemRef { block: u32::from_le_bytes([b[0], b[1], b[2], b[3]]), offset: u16::from_le_bytes([b[4], b[5]]) }
     }
 
     #[inline]
@@ -210,9 +207,7 @@ impl<'a> PageMut<'a> {
         }
         // SAFETY: the page is exclusively ours; PageAddItemExtended copies `data` in and returns
         // InvalidOffsetNumber (0) if it cannot.
-        let off = unsafe {
-            pg_sys::PageAddItemExtended(self.ptr.cast(), data.as_ptr() as *mut _, data.len(), 0, 0)
-        };
+        let off = unsafe { pg_sys::PageAddItemExtended(self.ptr.cast(), data.as_ptr() as *mut _, data.len(), 0, 0) };
         (off != 0).then_some(off)
     }
 

@@ -17,13 +17,9 @@ fn datum_to_f32(d: pg_sys::Datum, elemtype: pg_sys::Oid) -> f32 {
         pg_sys::NUMERICOID => {
             // numeric_float4 raises its own "out of range for type real" error.
             // SAFETY: `d` is a numeric datum taken from a numeric[] array.
-            unsafe { pgrx::direct_function_call::<f32>(pg_sys::numeric_float4, &[Some(d)]) }
-                .expect("numeric_float4 returned NULL")
+            unsafe { pgrx::direct_function_call::<f32>(pg_sys::numeric_float4, &[Some(d)]) }.expect("numeric_float4 returned NULL")
         }
-        other => raise(
-            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("unsupported array element type {}", other.to_u32()),
-        ),
+        other => raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("unsupported array element type {}", other.to_u32())),
     }
 }
 

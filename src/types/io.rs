@@ -32,10 +32,7 @@ fn is_space(c: u8) -> bool {
 }
 
 fn invalid_syntax<E: Element>(lit: &str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-        format!("invalid input syntax for type {}: \"{lit}\"", E::TYPE_NAME),
-    )
+    raise(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type {}: \"{lit}\"", E::TYPE_NAME))
 }
 
 /// Parse one number the way `strtof` + pgvector's checks do: an out-of-range finite literal is
@@ -46,10 +43,7 @@ fn parse_number<E: Element>(token: &str, lit: &str) -> E {
     if e.is_infinite() {
         let word = token.trim_start_matches(['+', '-']).to_ascii_lowercase();
         if word != "inf" && word != "infinity" {
-            raise(
-                PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                format!("\"{token}\" is out of range for type {}", E::TYPE_NAME),
-            );
+            raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, format!("\"{token}\" is out of range for type {}", E::TYPE_NAME));
         }
     }
     check_element(e);
@@ -86,10 +80,7 @@ pub fn text_in<E: Element>(input: &CStr, typmod: i32) -> VecOut<E> {
     let mut values: Vec<E> = Vec::with_capacity((s.len() / 2).min(MAX_DIM));
     loop {
         if values.len() == MAX_DIM {
-            raise(
-                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                format!("{} cannot have more than {MAX_DIM} dimensions", E::TYPE_NAME),
-            );
+            raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("{} cannot have more than {MAX_DIM} dimensions", E::TYPE_NAME));
         }
         skip_space(&mut pos);
         let start = pos;
@@ -160,16 +151,10 @@ pub fn typmod_in<E: Element>(arr: CStringArrayArg) -> i32 {
     // SAFETY: n == 1, so one element is there.
     let dims = unsafe { *mods };
     if dims < 1 {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("dimensions for type {} must be at least 1", E::TYPE_NAME),
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("dimensions for type {} must be at least 1", E::TYPE_NAME));
     }
     if dims as usize > MAX_DIM {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("dimensions for type {} cannot exceed {MAX_DIM}", E::TYPE_NAME),
-        );
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("dimensions for type {} cannot exceed {MAX_DIM}", E::TYPE_NAME));
     }
     dims
 }

@@ -48,18 +48,14 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
 /// Raise an `ERROR` with a DETAIL line.
 #[track_caller]
 pub fn raise_detail(code: PgSqlErrorCode, message: impl Into<String>, detail: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), "hnsw_ext")
-        .set_detail(detail.into())
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message.into(), "hnsw_ext").set_detail(detail.into()).report(PgLogLevel::ERROR);
     unreachable!("ERROR returned")
 }
 
 /// Raise an `ERROR` with a HINT line.
 #[track_caller]
 pub fn raise_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), "hnsw_ext")
-        .set_hint(hint.into())
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message.into(), "hnsw_ext").set_hint(hint.into()).report(PgLogLevel::ERROR);
     unreachable!("ERROR returned")
 }
 
@@ -129,20 +125,14 @@ pub fn check_dim<E: Element>(dim: i64) {
         raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{} must have at least 1 dimension", E::TYPE_NAME));
     }
     if dim > MAX_DIM as i64 {
-        raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("{} cannot have more than {MAX_DIM} dimensions", E::TYPE_NAME),
-        );
+        raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("{} cannot have more than {MAX_DIM} dimensions", E::TYPE_NAME));
     }
 }
 
 /// `ERROR` unless the typmod (declared dimensions, -1 when none) accepts `dim`.
 pub fn check_expected_dim(typmod: i32, dim: usize) {
     if typmod != -1 && typmod as i64 != dim as i64 {
-        raise(
-            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("expected {typmod} dimensions, not {dim}"),
-        );
+        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("expected {typmod} dimensions, not {dim}"));
     }
 }
 
@@ -152,20 +142,14 @@ pub fn check_element<E: Element>(v: E) {
         raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("NaN not allowed in {}", E::TYPE_NAME));
     }
     if v.is_infinite() {
-        raise(
-            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("infinite value not allowed in {}", E::TYPE_NAME),
-        );
+        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("infinite value not allowed in {}", E::TYPE_NAME));
     }
 }
 
 /// `ERROR` unless both operands of a binary operator have the same dimensions.
 pub fn check_same_dims<E: Element>(a: usize, b: usize) {
     if a != b {
-        raise(
-            PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-            format!("different {} dimensions {a} and {b}", E::TYPE_NAME),
-        );
+        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("different {} dimensions {a} and {b}", E::TYPE_NAME));
     }
 }
 
@@ -210,10 +194,7 @@ impl<'a, E: Element> VecArg<'a, E> {
         // Trust nothing on disk blindly: a header that claims more elements than the varlena
         // holds would make every later slice read out of bounds.
         if dim < 1 || HEADER_SIZE + dim as usize * size_of::<E>() > size {
-            raise(
-                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                format!("invalid {} value: {dim} dimensions in {size} bytes", E::TYPE_NAME),
-            );
+            raise(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("invalid {} value: {dim} dimensions in {size} bytes", E::TYPE_NAME));
         }
         VecArg { ptr, dim: dim as usize, _marker: PhantomData }
     }
@@ -227,12 +208,7 @@ impl<'a, E: Element> VecArg<'a, E> {
     pub fn as_slice(&self) -> &'a [E] {
         // SAFETY: from_datum_unchecked checked that `dim` elements follow the header, and the
         // data is aligned: the varlena is at least 4-aligned and elements are at most 4 bytes.
-        unsafe {
-            core::slice::from_raw_parts(
-                self.ptr.as_ptr().cast::<u8>().add(HEADER_SIZE).cast::<E>(),
-                self.dim,
-            )
-        }
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(HEADER_SIZE).cast::<E>(), self.dim) }
     }
 
     /// The value as a datum, to return an argument unchanged.
@@ -265,8 +241,7 @@ unsafe impl<'fcx, E: Element> ArgAbi<'fcx> for VecArg<'fcx, E> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: pgrx calls this only for a non-null argument of the declared SQL type.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 }
 

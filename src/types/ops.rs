@@ -147,12 +147,7 @@ pub fn l2_normalize<E: Element>(a: &VecArg<'_, E>) -> VecOut<E> {
 }
 
 /// `f` applied pairwise in f32 and rounded to `E`, then `check` on each (result, a, b) in order.
-fn elementwise<E: Element>(
-    a: &VecArg<'_, E>,
-    b: &VecArg<'_, E>,
-    f: impl Fn(f32, f32) -> f32,
-    check: impl Fn(E, E, E),
-) -> VecOut<E> {
+fn elementwise<E: Element>(a: &VecArg<'_, E>, b: &VecArg<'_, E>, f: impl Fn(f32, f32) -> f32, check: impl Fn(E, E, E)) -> VecOut<E> {
     let (xa, xb) = pair(a, b);
     let mut out = VecOut::<E>::zeroed(xa.len());
     for ((dst, x), y) in out.as_mut_slice().iter_mut().zip(xa).zip(xb) {
@@ -179,22 +174,24 @@ pub fn sub<E: Element>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> VecOut<E> {
 pub fn mul<E: Element>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> VecOut<E> {
     // Overflow and underflow are checked element by element, so the first bad element decides
     // which error is reported, as in pgvector.
-    elementwise(a, b, |x, y| x * y, |r, x, y| {
-        check_overflow(r);
-        // A product of two non-zero numbers that rounds to zero lost all its digits.
-        if r.to_f32() == 0.0 && x.to_f32() != 0.0 && y.to_f32() != 0.0 {
-            raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: underflow");
-        }
-    })
+    elementwise(
+        a,
+        b,
+        |x, y| x * y,
+        |r, x, y| {
+            check_overflow(r);
+            // A product of two non-zero numbers that rounds to zero lost all its digits.
+            if r.to_f32() == 0.0 && x.to_f32() != 0.0 && y.to_f32() != 0.0 {
+                raise(PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "value out of range: underflow");
+            }
+        },
+    )
 }
 
 pub fn concat<E: Element>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> VecOut<E> {
     let dim = a.dim() + b.dim();
     if dim > MAX_DIM {
-        raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("{} cannot have more than {MAX_DIM} dimensions", E::TYPE_NAME),
-        );
+        raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, format!("{} cannot have more than {MAX_DIM} dimensions", E::TYPE_NAME));
     }
     let mut out = VecOut::<E>::zeroed(dim);
     let dst = out.as_mut_slice();

@@ -75,8 +75,7 @@ unsafe impl<'fcx, const K: u8> ArgAbi<'fcx> for ArrayArg<K> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: pgrx calls this only for a non-null argument of the declared SQL type.
-        unsafe { arg.unbox_arg_using_from_datum() }
-            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
     }
 }
 
@@ -131,9 +130,7 @@ impl<const K: u8> ArrayArg<K> {
             return (Vec::new(), false);
         }
         // SAFETY: deconstruct_array returned `n` datums and `n` null flags.
-        let (elems, nulls) = unsafe {
-            (core::slice::from_raw_parts(elems, n as usize), core::slice::from_raw_parts(nulls, n as usize))
-        };
+        let (elems, nulls) = unsafe { (core::slice::from_raw_parts(elems, n as usize), core::slice::from_raw_parts(nulls, n as usize)) };
         (elems.to_vec(), nulls.iter().any(|&b| b))
     }
 }

@@ -24,7 +24,7 @@ mod tests {
     fn binary_layout_is_pgvectors() {
         let hex = Spi::get_one::<String>("SELECT encode(vector_send('[1,-2]'), 'hex')").unwrap().unwrap();
         // int16 dims, int16 unused, then big-endian float4s.
-        assert_eq!(hex, "00020000" .to_string() + "3f800000" + "c0000000");
+        assert_eq!(hex, "00020000".to_string() + "3f800000" + "c0000000");
         let hex = Spi::get_one::<String>("SELECT encode(halfvec_send('[1,-2]'), 'hex')").unwrap().unwrap();
         assert_eq!(hex, "00020000".to_string() + "3c00" + "c000");
     }

@@ -13,9 +13,8 @@ use super::{arrays, check_expected_dim, io, ops, HalfvecOut, VectorArg, VectorOu
 
 /// The float8[] aggregate state as a slice (it never holds NULLs).
 pub(super) fn state<'a>(a: &'a Array<'_, f64>) -> &'a [f64] {
-    a.as_slice().unwrap_or_else(|_| {
-        super::raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "aggregate state must be a float8[] without NULLs")
-    })
+    a.as_slice()
+        .unwrap_or_else(|_| super::raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "aggregate state must be a float8[] without NULLs"))
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]

@@ -92,9 +92,7 @@ fn gen_f32(rng: &mut Rng, case: Case, n: usize, second: bool) -> Vec<f32> {
         .map(|_| {
             let v = match case {
                 Case::Uniform | Case::Identical => rng.range(-1.0, 1.0),
-                Case::Wide => {
-                    rng.sign() * rng.range(1.0, 2.0) * 2f64.powi(rng.below(61) as i32 - 30)
-                }
+                Case::Wide => rng.sign() * rng.range(1.0, 2.0) * 2f64.powi(rng.below(61) as i32 - 30),
                 Case::Negative => -rng.range(0.0, 10.0),
                 Case::Zeros => 0.0,
                 Case::ZeroVsValue => {
@@ -104,19 +102,13 @@ fn gen_f32(rng: &mut Rng, case: Case, n: usize, second: bool) -> Vec<f32> {
                         0.0
                     }
                 }
-                Case::Tiny => {
-                    rng.sign() * rng.range(1.0, 2.0) * 2f64.powi(-149 + rng.below(30) as i32)
-                }
+                Case::Tiny => rng.sign() * rng.range(1.0, 2.0) * 2f64.powi(-149 + rng.below(30) as i32),
                 Case::HugeFinite => {
                     let s = 1e18f64.min((1e37 / n as f64).sqrt() / 2.0);
                     s * rng.range(-1.0, 1.0)
                 }
                 Case::Overflow => {
-                    let m = if rng.below(2) == 0 {
-                        rng.range(0.6, 0.9) * f32::MAX as f64
-                    } else {
-                        rng.range(1e20, 1e21)
-                    };
+                    let m = if rng.below(2) == 0 { rng.range(0.6, 0.9) * f32::MAX as f64 } else { rng.range(1e20, 1e21) };
                     if second {
                         -m
                     } else {
@@ -132,9 +124,7 @@ fn gen_f32(rng: &mut Rng, case: Case, n: usize, second: bool) -> Vec<f32> {
 fn gen_f16(rng: &mut Rng, case: Case, n: usize, second: bool) -> Vec<f16> {
     (0..n)
         .map(|_| match case {
-            Case::Wide => f16::from_f64(
-                rng.sign() * rng.range(1.0, 2.0) * 2f64.powi(rng.below(29) as i32 - 14),
-            ),
+            Case::Wide => f16::from_f64(rng.sign() * rng.range(1.0, 2.0) * 2f64.powi(rng.below(29) as i32 - 14)),
             Case::Tiny => {
                 let bits = 1 + rng.below(0x0800) as u16;
                 let sign = if rng.below(2) == 0 { 0 } else { 0x8000 };
@@ -181,10 +171,7 @@ fn ref_l2(a: &[f64], b: &[f64]) -> Ref {
 }
 
 fn ref_dot(a: &[f64], b: &[f64]) -> Ref {
-    Ref {
-        val: a.iter().zip(b).map(|(x, y)| x * y).sum(),
-        mag: a.iter().zip(b).map(|(x, y)| (x * y).abs()).sum(),
-    }
+    Ref { val: a.iter().zip(b).map(|(x, y)| x * y).sum(), mag: a.iter().zip(b).map(|(x, y)| (x * y).abs()).sum() }
 }
 
 fn ref_l1(a: &[f64], b: &[f64]) -> Ref {
@@ -195,23 +182,13 @@ fn ref_l1(a: &[f64], b: &[f64]) -> Ref {
 fn check(got: f32, r: Ref, n: usize, what: &dyn Fn() -> String) {
     let want = r.val as f32;
     if want.is_infinite() {
-        assert_eq!(
-            got,
-            want,
-            "{}: expected overflow to {want}, got {got}",
-            what()
-        );
+        assert_eq!(got, want, "{}: expected overflow to {want}, got {got}", what());
         return;
     }
     // A few subnormal ulps per term for products that underflow in f32 but not in f64.
     let tiny = (n as f64 + 1.0) * 4.0 * f64::from(f32::from_bits(1));
     let tol = 1e-5 * r.mag + tiny;
-    assert!(
-        got.is_finite() && (f64::from(got) - r.val).abs() <= tol,
-        "{}: got {got}, reference {} (tolerance {tol})",
-        what(),
-        r.val
-    );
+    assert!(got.is_finite() && (f64::from(got) - r.val).abs() <= tol, "{}: got {got}, reference {} (tolerance {tol})", what(), r.val);
 }
 
 fn to64(v: &[f32]) -> Vec<f64> {
@@ -228,46 +205,27 @@ fn check_all(k: &Kernels, a: &[f32], b: &[f32], ah: &[f16], bh: &[f16], ctx: &st
     let (a64, b64, ah64, bh64) = (to64(a), to64(b), to64h(ah), to64h(bh));
     let w = |f: &str| format!("{} {f} {ctx}", k.name);
 
-    check((k.l2_squared)(a, b), ref_l2(&a64, &b64), n, &|| {
-        w("l2_squared")
-    });
+    check((k.l2_squared)(a, b), ref_l2(&a64, &b64), n, &|| w("l2_squared"));
     check((k.dot)(a, b), ref_dot(&a64, &b64), n, &|| w("dot"));
     check((k.l1)(a, b), ref_l1(&a64, &b64), n, &|| w("l1"));
-    check((k.norm_squared)(a), ref_dot(&a64, &a64), n, &|| {
-        w("norm_squared")
-    });
+    check((k.norm_squared)(a), ref_dot(&a64, &a64), n, &|| w("norm_squared"));
     let (d, na, nb) = (k.cosine_parts)(a, b);
     check(d, ref_dot(&a64, &b64), n, &|| w("cosine_parts.dot"));
     check(na, ref_dot(&a64, &a64), n, &|| w("cosine_parts.aa"));
     check(nb, ref_dot(&b64, &b64), n, &|| w("cosine_parts.bb"));
 
-    check((k.l2_squared_f16)(ah, bh), ref_l2(&ah64, &bh64), n, &|| {
-        w("l2_squared_f16")
-    });
-    check((k.dot_f16)(ah, bh), ref_dot(&ah64, &bh64), n, &|| {
-        w("dot_f16")
-    });
+    check((k.l2_squared_f16)(ah, bh), ref_l2(&ah64, &bh64), n, &|| w("l2_squared_f16"));
+    check((k.dot_f16)(ah, bh), ref_dot(&ah64, &bh64), n, &|| w("dot_f16"));
     check((k.l1_f16)(ah, bh), ref_l1(&ah64, &bh64), n, &|| w("l1_f16"));
-    check((k.norm_squared_f16)(ah), ref_dot(&ah64, &ah64), n, &|| {
-        w("norm_squared_f16")
-    });
+    check((k.norm_squared_f16)(ah), ref_dot(&ah64, &ah64), n, &|| w("norm_squared_f16"));
     let (d, na, nb) = (k.cosine_parts_f16)(ah, bh);
     check(d, ref_dot(&ah64, &bh64), n, &|| w("cosine_parts_f16.dot"));
     check(na, ref_dot(&ah64, &ah64), n, &|| w("cosine_parts_f16.aa"));
     check(nb, ref_dot(&bh64, &bh64), n, &|| w("cosine_parts_f16.bb"));
 
-    check(
-        (k.l2_squared_f32_f16)(a, bh),
-        ref_l2(&a64, &bh64),
-        n,
-        &|| w("l2_squared_f32_f16"),
-    );
-    check((k.dot_f32_f16)(a, bh), ref_dot(&a64, &bh64), n, &|| {
-        w("dot_f32_f16")
-    });
-    check((k.l1_f32_f16)(a, bh), ref_l1(&a64, &bh64), n, &|| {
-        w("l1_f32_f16")
-    });
+    check((k.l2_squared_f32_f16)(a, bh), ref_l2(&a64, &bh64), n, &|| w("l2_squared_f32_f16"));
+    check((k.dot_f32_f16)(a, bh), ref_dot(&a64, &bh64), n, &|| w("dot_f32_f16"));
+    check((k.l1_f32_f16)(a, bh), ref_l1(&a64, &bh64), n, &|| w("l1_f32_f16"));
 }
 
 /// Runs `check_all` for every table, case and a few misalignments at dimension `n`.
@@ -302,8 +260,8 @@ fn reductions_small_dims() {
 fn reductions_large_dims() {
     let mut rng = Rng::new(2);
     for n in [
-        383, 384, 385, 511, 512, 513, 767, 768, 769, 783, 784, 1000, 1023, 1024, 1025, 1535, 1536,
-        1537, 2000, 4095, 4096, 4097, 15999, 16000,
+        383, 384, 385, 511, 512, 513, 767, 768, 769, 783, 784, 1000, 1023, 1024, 1025, 1535, 1536, 1537, 2000, 4095, 4096, 4097, 15999,
+        16000,
     ] {
         check_dim(&mut rng, n);
     }
@@ -318,20 +276,12 @@ fn tables_agree_with_each_other() {
         let base = (SCALAR.l2_squared)(&inp.a, &inp.b);
         for k in available_kernels() {
             let got = (k.l2_squared)(&inp.a, &inp.b);
-            assert!(
-                (got - base).abs() <= 1e-5 * base,
-                "{} n={n}: {got} vs {base}",
-                k.name
-            );
+            assert!((got - base).abs() <= 1e-5 * base, "{} n={n}: {got} vs {base}", k.name);
             let got = (k.l2_squared_f32_f16)(&inp.a, &inp.bh);
             let mut bf = vec![0.0f32; n];
             (SCALAR.f16_to_f32)(&inp.bh, &mut bf);
             let want = (SCALAR.l2_squared)(&inp.a, &bf);
-            assert!(
-                (got - want).abs() <= 1e-5 * want,
-                "{} n={n}: {got} vs {want}",
-                k.name
-            );
+            assert!((got - want).abs() <= 1e-5 * want, "{} n={n}: {got} vs {want}", k.name);
         }
     }
 }
@@ -400,11 +350,7 @@ fn dispatch() {
     {
         let names: Vec<&str> = all.iter().map(|k| k.name).collect();
         let has = |f: &[bool]| f.iter().all(|&x| x);
-        let avx2 = has(&[
-            is_x86_feature_detected!("avx2"),
-            is_x86_feature_detected!("fma"),
-            is_x86_feature_detected!("f16c"),
-        ]);
+        let avx2 = has(&[is_x86_feature_detected!("avx2"), is_x86_feature_detected!("fma"), is_x86_feature_detected!("f16c")]);
         let avx512 = avx2 && is_x86_feature_detected!("avx512f");
         assert_eq!(names.contains(&"avx2"), avx2, "{names:?}");
         assert_eq!(names.contains(&"avx512"), avx512, "{names:?}");
@@ -452,20 +398,11 @@ fn unequal_lengths_use_the_shorter() {
         assert_eq!((k.dot)(&b, &a), (k.dot)(&b, &a[..n]));
         assert_eq!((k.l1)(&a, &b), (k.l1)(&a[..n], &b));
         assert_eq!((k.cosine_parts)(&a, &b), (k.cosine_parts)(&a[..n], &b));
-        assert_eq!(
-            (k.l2_squared_f16)(&ah, &bh),
-            (k.l2_squared_f16)(&ah[..n], &bh)
-        );
+        assert_eq!((k.l2_squared_f16)(&ah, &bh), (k.l2_squared_f16)(&ah[..n], &bh));
         assert_eq!((k.dot_f16)(&bh, &ah), (k.dot_f16)(&bh, &ah[..n]));
         assert_eq!((k.l1_f16)(&ah, &bh), (k.l1_f16)(&ah[..n], &bh));
-        assert_eq!(
-            (k.cosine_parts_f16)(&ah, &bh),
-            (k.cosine_parts_f16)(&ah[..n], &bh)
-        );
-        assert_eq!(
-            (k.l2_squared_f32_f16)(&a, &bh),
-            (k.l2_squared_f32_f16)(&a[..n], &bh)
-        );
+        assert_eq!((k.cosine_parts_f16)(&ah, &bh), (k.cosine_parts_f16)(&ah[..n], &bh));
+        assert_eq!((k.l2_squared_f32_f16)(&a, &bh), (k.l2_squared_f32_f16)(&a[..n], &bh));
         assert_eq!((k.dot_f32_f16)(&b, &ah), (k.dot_f32_f16)(&b, &ah[..n]));
         assert_eq!((k.l1_f32_f16)(&a, &bh), (k.l1_f32_f16)(&a[..n], &bh));
 
@@ -487,12 +424,7 @@ fn f16_to_f32_exhaustive() {
     // half's hardware path and its software path must agree too, or "matches half" would
     // depend on the machine.
     for (h, &w) in all.iter().zip(&want) {
-        assert_eq!(
-            h.to_f32_const().to_bits(),
-            w,
-            "half hw/sw disagree on {:#06x}",
-            h.to_bits()
-        );
+        assert_eq!(h.to_f32_const().to_bits(), w, "half hw/sw disagree on {:#06x}", h.to_bits());
     }
     for k in available_kernels() {
         let mut got = vec![0.0f32; all.len()];
@@ -518,12 +450,7 @@ fn f32_conversion_inputs() -> Vec<f32> {
         };
         let m = mid as f32;
         assert_eq!(f64::from(m), mid, "midpoint must be exact in f32");
-        for x in [
-            lo as f32,
-            m,
-            f32::from_bits(m.to_bits() + 1),
-            f32::from_bits(m.to_bits().saturating_sub(1)),
-        ] {
+        for x in [lo as f32, m, f32::from_bits(m.to_bits() + 1), f32::from_bits(m.to_bits().saturating_sub(1))] {
             v.push(x);
             v.push(-x);
         }
@@ -553,9 +480,7 @@ fn f32_conversion_inputs() -> Vec<f32> {
         2f32.powi(-26),
     ]);
     // NaNs: quiet and signalling, with payload bits that do and do not survive truncation.
-    for payload in [
-        1u32, 0x1FFF, 0x2000, 0x3F_FFFF, 0x40_0000, 0x40_0001, 0x7F_FFFF,
-    ] {
+    for payload in [1u32, 0x1FFF, 0x2000, 0x3F_FFFF, 0x40_0000, 0x40_0001, 0x7F_FFFF] {
         v.push(f32::from_bits(0x7F80_0000 | payload));
         v.push(f32::from_bits(0xFF80_0000 | payload));
     }
@@ -567,24 +492,13 @@ fn f32_to_f16_matches_half() {
     let inputs = f32_conversion_inputs();
     let want: Vec<u16> = inputs.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
     for (&x, &w) in inputs.iter().zip(&want) {
-        assert_eq!(
-            f16::from_f32_const(x).to_bits(),
-            w,
-            "half hw/sw disagree on {x:e}"
-        );
+        assert_eq!(f16::from_f32_const(x).to_bits(), w, "half hw/sw disagree on {x:e}");
     }
     for k in available_kernels() {
         let mut got = vec![f16::ZERO; inputs.len()];
         (k.f32_to_f16)(&inputs, &mut got);
         for ((&x, g), &w) in inputs.iter().zip(&got).zip(&want) {
-            assert_eq!(
-                g.to_bits(),
-                w,
-                "{}: f32 {x:e} ({:#010x}) -> {:#06x}, half gives {w:#06x}",
-                k.name,
-                x.to_bits(),
-                g.to_bits()
-            );
+            assert_eq!(g.to_bits(), w, "{}: f32 {x:e} ({:#010x}) -> {:#06x}, half gives {w:#06x}", k.name, x.to_bits(), g.to_bits());
         }
     }
 }
@@ -594,9 +508,7 @@ fn conversion_tails_and_offsets() {
     // Every length around the vector widths, at several offsets, must convert exactly the
     // requested elements and leave the rest of the destination alone.
     let mut rng = Rng::new(4);
-    let src: Vec<f32> = (0..80)
-        .map(|_| rng.range(-70000.0, 70000.0) as f32)
-        .collect();
+    let src: Vec<f32> = (0..80).map(|_| rng.range(-70000.0, 70000.0) as f32).collect();
     let srch: Vec<f16> = src.iter().map(|&x| f16::from_f32(x)).collect();
     for k in available_kernels() {
         for off in 0..4 {
@@ -610,11 +522,7 @@ fn conversion_tails_and_offsets() {
                 let mut f = [-1.5f32; 80];
                 (k.f16_to_f32)(&srch[off..off + n], &mut f[off..off + n]);
                 for i in 0..80 {
-                    let want = if (off..off + n).contains(&i) {
-                        srch[i].to_f32()
-                    } else {
-                        -1.5
-                    };
+                    let want = if (off..off + n).contains(&i) { srch[i].to_f32() } else { -1.5 };
                     assert_eq!(f[i].to_bits(), want.to_bits(), "{} n={n} i={i}", k.name);
                 }
             }

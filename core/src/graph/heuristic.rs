@@ -141,8 +141,7 @@ mod tests {
     fn prefers_the_far_direction_over_a_tight_cluster() {
         // Base at 0 on a line; candidates at 1.0, 1.1, 1.2 (one cluster) and -2.0.
         let pos = [1.0f32, 1.1, 1.2, -2.0];
-        let mut cands: Vec<Candidate<usize>> =
-            (0..4).map(|i| Candidate::new(pos[i].abs(), i)).collect();
+        let mut cands: Vec<Candidate<usize>> = (0..4).map(|i| Candidate::new(pos[i].abs(), i)).collect();
         cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
         let kept = |m| {
             let mut out = Vec::new();

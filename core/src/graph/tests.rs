@@ -253,51 +253,27 @@ fn small_m_every_metric_reachable_on_layer_0_after_build_and_inserts() {
     for metric in [Metric::InnerProduct, Metric::L2, Metric::Cosine, Metric::L1] {
         for m in [2usize, 3, 4, 8] {
             for (dim, seed) in [(3usize, 1u64), (3, 2), (8, 3), (57, 4)] {
-                let params = Params {
-                    m,
-                    ef_construction: (4 * m).max(10),
-                    metric,
-                    max_level: 16,
-                    seed,
-                };
-                let mut raw = if seed % 2 == 0 {
-                    clustered(600, dim, 6, seed)
-                } else {
-                    uniform(600, dim, seed)
-                };
+                let params = Params { m, ef_construction: (4 * m).max(10), metric, max_level: 16, seed };
+                let mut raw = if seed % 2 == 0 { clustered(600, dim, 6, seed) } else { uniform(600, dim, seed) };
                 if metric.normalizes() {
                     raw.iter_mut().for_each(|v| assert!(normalize(v)));
                 }
                 let mut g = Graph::<f32>::new(dim, params);
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(2)
-                    .build()
-                    .unwrap();
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
                 // A build of 200, then 4 more batches linked into it, the last of one node.
                 for batch in [0..200, 200..350, 350..500, 500..599, 599..600] {
                     for v in &raw[batch] {
                         g.push(v);
                     }
-                    g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false))
-                        .unwrap();
+                    g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
                     let lost = unreachable(&g);
-                    assert!(
-                        lost.is_empty(),
-                        "{metric:?} m {m} dim {dim} seed {seed}, {} nodes: {} unreachable",
-                        g.len(),
-                        lost.len()
-                    );
+                    assert!(lost.is_empty(), "{metric:?} m {m} dim {dim} seed {seed}, {} nodes: {} unreachable", g.len(), lost.len());
                 }
                 for q in raw.iter().step_by(97) {
                     let got = g.search(q, g.len(), g.len());
-                    assert_eq!(
-                        got.len(),
-                        g.len(),
-                        "{metric:?} m {m} dim {dim} seed {seed}: a full-width search misses nodes"
-                    );
+                    assert_eq!(got.len(), g.len(), "{metric:?} m {m} dim {dim} seed {seed}: a full-width search misses nodes");
                 }
             }
         }
     }
 }
-

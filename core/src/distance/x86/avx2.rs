@@ -55,10 +55,7 @@ mod imp {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn first_lanes(m: usize) -> __m256i {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(m.min(LANES) as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(m.min(LANES) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
     }
 
     /// Loads the first `min(s.len(), 8)` f32 of `s`; the other lanes are 0.0, which adds nothing
@@ -172,71 +169,26 @@ mod imp {
         };
     }
 
-    reduce2!(
-        l2_squared(f32, f32),
-        load_f32 / tail_f32,
-        load_f32 / tail_f32,
-        |acc, x, y| {
-            let d = _mm256_sub_ps(x, y);
-            _mm256_fmadd_ps(d, d, acc)
-        }
-    );
-    reduce2!(
-        dot(f32, f32),
-        load_f32 / tail_f32,
-        load_f32 / tail_f32,
-        |acc, x, y| _mm256_fmadd_ps(x, y, acc)
-    );
-    reduce2!(
-        l1(f32, f32),
-        load_f32 / tail_f32,
-        load_f32 / tail_f32,
-        |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y)))
-    );
+    reduce2!(l2_squared(f32, f32), load_f32 / tail_f32, load_f32 / tail_f32, |acc, x, y| {
+        let d = _mm256_sub_ps(x, y);
+        _mm256_fmadd_ps(d, d, acc)
+    });
+    reduce2!(dot(f32, f32), load_f32 / tail_f32, load_f32 / tail_f32, |acc, x, y| _mm256_fmadd_ps(x, y, acc));
+    reduce2!(l1(f32, f32), load_f32 / tail_f32, load_f32 / tail_f32, |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y))));
 
-    reduce2!(
-        l2_squared_f16(f16, f16),
-        load_f16 / tail_f16,
-        load_f16 / tail_f16,
-        |acc, x, y| {
-            let d = _mm256_sub_ps(x, y);
-            _mm256_fmadd_ps(d, d, acc)
-        }
-    );
-    reduce2!(
-        dot_f16(f16, f16),
-        load_f16 / tail_f16,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm256_fmadd_ps(x, y, acc)
-    );
-    reduce2!(
-        l1_f16(f16, f16),
-        load_f16 / tail_f16,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y)))
-    );
+    reduce2!(l2_squared_f16(f16, f16), load_f16 / tail_f16, load_f16 / tail_f16, |acc, x, y| {
+        let d = _mm256_sub_ps(x, y);
+        _mm256_fmadd_ps(d, d, acc)
+    });
+    reduce2!(dot_f16(f16, f16), load_f16 / tail_f16, load_f16 / tail_f16, |acc, x, y| _mm256_fmadd_ps(x, y, acc));
+    reduce2!(l1_f16(f16, f16), load_f16 / tail_f16, load_f16 / tail_f16, |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y))));
 
-    reduce2!(
-        l2_squared_f32_f16(f32, f16),
-        load_f32 / tail_f32,
-        load_f16 / tail_f16,
-        |acc, x, y| {
-            let d = _mm256_sub_ps(x, y);
-            _mm256_fmadd_ps(d, d, acc)
-        }
-    );
-    reduce2!(
-        dot_f32_f16(f32, f16),
-        load_f32 / tail_f32,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm256_fmadd_ps(x, y, acc)
-    );
-    reduce2!(
-        l1_f32_f16(f32, f16),
-        load_f32 / tail_f32,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y)))
-    );
+    reduce2!(l2_squared_f32_f16(f32, f16), load_f32 / tail_f32, load_f16 / tail_f16, |acc, x, y| {
+        let d = _mm256_sub_ps(x, y);
+        _mm256_fmadd_ps(d, d, acc)
+    });
+    reduce2!(dot_f32_f16(f32, f16), load_f32 / tail_f32, load_f16 / tail_f16, |acc, x, y| _mm256_fmadd_ps(x, y, acc));
+    reduce2!(l1_f32_f16(f32, f16), load_f32 / tail_f32, load_f16 / tail_f16, |acc, x, y| _mm256_add_ps(acc, abs(_mm256_sub_ps(x, y))));
 
     // After inlining both loads come from the same address, so LLVM keeps one of them.
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -157,71 +157,32 @@ mod imp {
         };
     }
 
-    reduce2!(
-        l2_squared(f32, f32),
-        load_f32 / tail_f32,
-        load_f32 / tail_f32,
-        |acc, x, y| {
-            let d = _mm512_sub_ps(x, y);
-            _mm512_fmadd_ps(d, d, acc)
-        }
-    );
-    reduce2!(
-        dot(f32, f32),
-        load_f32 / tail_f32,
-        load_f32 / tail_f32,
-        |acc, x, y| _mm512_fmadd_ps(x, y, acc)
-    );
-    reduce2!(
-        l1(f32, f32),
-        load_f32 / tail_f32,
-        load_f32 / tail_f32,
-        |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y)))
-    );
+    reduce2!(l2_squared(f32, f32), load_f32 / tail_f32, load_f32 / tail_f32, |acc, x, y| {
+        let d = _mm512_sub_ps(x, y);
+        _mm512_fmadd_ps(d, d, acc)
+    });
+    reduce2!(dot(f32, f32), load_f32 / tail_f32, load_f32 / tail_f32, |acc, x, y| _mm512_fmadd_ps(x, y, acc));
+    reduce2!(l1(f32, f32), load_f32 / tail_f32, load_f32 / tail_f32, |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y))));
 
-    reduce2!(
-        l2_squared_f16(f16, f16),
-        load_f16 / tail_f16,
-        load_f16 / tail_f16,
-        |acc, x, y| {
-            let d = _mm512_sub_ps(x, y);
-            _mm512_fmadd_ps(d, d, acc)
-        }
-    );
-    reduce2!(
-        dot_f16(f16, f16),
-        load_f16 / tail_f16,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm512_fmadd_ps(x, y, acc)
-    );
-    reduce2!(
-        l1_f16(f16, f16),
-        load_f16 / tail_f16,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y)))
-    );
+    reduce2!(l2_squared_f16(f16, f16), load_f16 / tail_f16, load_f16 / tail_f16, |acc, x, y| {
+        let d = _mm512_sub_ps(x, y);
+        _mm512_fmadd_ps(d, d, acc)
+    });
+    reduce2!(dot_f16(f16, f16), load_f16 / tail_f16, load_f16 / tail_f16, |acc, x, y| _mm512_fmadd_ps(x, y, acc));
+    reduce2!(l1_f16(f16, f16), load_f16 / tail_f16, load_f16 / tail_f16, |acc, x, y| _mm512_add_ps(
+        acc,
+        _mm512_abs_ps(_mm512_sub_ps(x, y))
+    ));
 
-    reduce2!(
-        l2_squared_f32_f16(f32, f16),
-        load_f32 / tail_f32,
-        load_f16 / tail_f16,
-        |acc, x, y| {
-            let d = _mm512_sub_ps(x, y);
-            _mm512_fmadd_ps(d, d, acc)
-        }
-    );
-    reduce2!(
-        dot_f32_f16(f32, f16),
-        load_f32 / tail_f32,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm512_fmadd_ps(x, y, acc)
-    );
-    reduce2!(
-        l1_f32_f16(f32, f16),
-        load_f32 / tail_f32,
-        load_f16 / tail_f16,
-        |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y)))
-    );
+    reduce2!(l2_squared_f32_f16(f32, f16), load_f32 / tail_f32, load_f16 / tail_f16, |acc, x, y| {
+        let d = _mm512_sub_ps(x, y);
+        _mm512_fmadd_ps(d, d, acc)
+    });
+    reduce2!(dot_f32_f16(f32, f16), load_f32 / tail_f32, load_f16 / tail_f16, |acc, x, y| _mm512_fmadd_ps(x, y, acc));
+    reduce2!(l1_f32_f16(f32, f16), load_f32 / tail_f32, load_f16 / tail_f16, |acc, x, y| _mm512_add_ps(
+        acc,
+        _mm512_abs_ps(_mm512_sub_ps(x, y))
+    ));
 
     // After inlining both loads come from the same address, so LLVM keeps one of them.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]

@@ -21,9 +21,7 @@ pub(super) fn avx512_kernels() -> Option<&'static Kernels> {
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
 pub(super) fn avx2_kernels() -> Option<&'static Kernels> {
-    let ok = is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
+    let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     ok.then_some(&avx2::KERNELS)
 }
 
