@@ -7,14 +7,14 @@
 //! Levels are drawn from a seeded generator keyed by node number, so a build's layer structure
 //! does not depend on the thread count or insertion order.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use rayon::prelude::*;
 
-use super::heuristic::{insert_link, select_links, Link};
+use super::heuristic::{insert_link, select_links, Link, KEPT};
 use super::links::LinkStore;
+use super::maintain::{self, RepairGraph};
 use super::search::{greedy_closest, search_layer, Candidate, SearchScratch, Walk};
 use super::visited::Visited;
 use crate::metric::{Metric, VectorElem};
@@ -238,166 +238,19 @@ impl<E: VectorElem> Graph<E> {
         Ok(())
     }
 
-    /// Nodes reachable on layer 0 from the entry point, each with the node it was first reached
-    /// from (a spanning tree; the entry point is its own parent, unreached nodes have
-    /// `u32::MAX`).
-    fn reachable(&self, order: &mut Vec<u32>) -> Vec<u32> {
-        let mut parent = vec![u32::MAX; self.len()];
-        if let Some((ep, _)) = self.entry() {
-            self.mark_reachable(ep, ep, &mut parent, order);
-        }
-        parent
-    }
-
-    /// Mark `from` reached through `via`, and every node it reaches that was not yet;
-    /// newly reached nodes are appended to `order`.
-    fn mark_reachable(&self, from: u32, via: u32, parent: &mut [u32], order: &mut Vec<u32>) {
-        if parent[from as usize] != u32::MAX {
-            return;
-        }
-        parent[from as usize] = via;
-        order.push(from);
-        let mut stack = vec![from];
-        while let Some(n) = stack.pop() {
-            self.links.lock(n).for_each(0, |m| {
-                if parent[m as usize] == u32::MAX {
-                    parent[m as usize] = n;
-                    order.push(m);
-                    stack.push(m);
-                }
-            });
-        }
-    }
-
     /// Whether every node is reachable on layer 0 from the entry point: the invariant searches
     /// rely on (they seed layer 0 with the entry point too), so that a search with `ef` at
     /// least the number of nodes finds them all.
     pub fn all_reachable(&self) -> bool {
-        self.reachable(&mut Vec::new()).iter().all(|&p| p != u32::MAX)
+        maintain::all_reachable(&MemGraph { graph: self, query: Vec::new() })
     }
 
-    /// The heuristic prunes links without looking at in-degrees, so now and then every link
-    /// to a node gets pruned and no search can reach it: a row the index would never return.
-    /// Give each such node a link from its nearest reachable neighbour (taking that
-    /// neighbour's farthest place when its list is full), and repeat for any node this
-    /// orphans in turn. Runs on one thread after linking; a few milliseconds per 100k nodes.
-    ///
-    /// A node of the graph gives up at most one place to such a link. Under inner product
-    /// most nodes are lost (a point inside the data's hull is nobody's nearest: the nearest by
-    /// `-dot` are the points of largest norm; 85% of 10k uniform 3-d points), and they all
-    /// have the same few hull points as nearest reachable neighbours: taking a place in those
-    /// points' lists, the ones every search walks, each time filled them with interior points
-    /// (recall@20 at ef 40 fell from 0.99 to 0.75). Once its neighbours have given their
-    /// place, a lost node is linked from a node reconnected earlier (a breadth-first tree
-    /// hanging off the graph), whose list no search for a nearest row needs.
-    ///
-    /// A place is only taken from a link that is not on the spanning tree of the reachable
-    /// nodes, so no reachable node is ever cut off (an in-degree test is not enough: the other
-    /// link may come from a node reachable only through the one dropped). Should every
-    /// preferred neighbour refuse, any reachable node with a free place or a non-tree link
-    /// takes the node: one always exists (tree links are one fewer than the reachable nodes,
-    /// and each of those has `2m >= 2` places), so every node ends reachable.
+    /// Link every node no search could reach (see [`maintain::connect_unreachable`]); runs on
+    /// one thread after linking, a few milliseconds per 100k nodes. Returns the links added.
     pub fn connect_unreachable(&self) -> usize {
-        let mut added = 0;
-        let mut query = vec![0.0f32; self.dim];
-        // Places a node may still give: 1 for a node of the graph, [`Graph::spare_places`] for
-        // a reconnected one (set when it is reconnected).
-        let mut places = vec![1u8; self.len()];
-        // Reachable nodes in the order they were reached, for the last resort below.
-        let mut order = Vec::new();
-        let mut parent = self.reachable(&mut order);
-        let mut lost: Vec<u32> = (0..self.len() as u32).filter(|&i| parent[i as usize] == u32::MAX).collect();
-        if lost.is_empty() {
-            return 0;
-        }
-        // Nearest to their own neighbours first: those are the nodes a search may want
-        // (under inner product, the ones of large norm), and they should get the graph's
-        // places, not the tree's.
-        let mut list = Vec::new();
-        let mut keyed: Vec<(f32, u32)> = lost
-            .iter()
-            .map(|&q| {
-                self.links.lock(q).load(0, &mut list);
-                (list.first().map_or(f32::INFINITY, |l| l.dist), q)
-            })
-            .collect();
-        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        lost.clear();
-        lost.extend(keyed.into_iter().map(|(_, q)| q));
-        // Nodes reconnected that may still give a place, oldest first.
-        let mut spare: VecDeque<u32> = VecDeque::new();
-        // The last resort's cursor in `order`: a node it passed over has a full list of tree
-        // links only, and stays so (its tree children keep it as their parent, and nothing
-        // else adds to its list), so the scan never needs to look at it again.
-        let mut any = 0usize;
-        for q in lost {
-            if parent[q as usize] != u32::MAX {
-                continue;
-            }
-            let reached = |e: &u32| parent[*e as usize] != u32::MAX;
-            let mut from: Vec<u32> = self.neighbors(q, 0).into_iter().filter(reached).collect();
-            E::to_f32(self.vector(q), &mut query);
-            from.extend(self.search(&query, 16, 64).into_iter().map(|c| c.item).filter(|e| *e != q && reached(e)));
-            let mut by = from.iter().copied().find(|&e| places[e as usize] > 0 && self.force_link(e, q, &parent));
-            while by.is_none() {
-                let Some(&e) = spare.front() else { break };
-                if places[e as usize] > 0 && self.force_link(e, q, &parent) {
-                    by = Some(e);
-                } else {
-                    spare.pop_front();
-                }
-            }
-            if by.is_none() {
-                // Better a crowded list than a row no search returns.
-                by = from.iter().copied().find(|&e| self.force_link(e, q, &parent));
-            }
-            while by.is_none() && any < order.len() {
-                if self.force_link(order[any], q, &parent) {
-                    by = Some(order[any]);
-                } else {
-                    any += 1;
-                }
-            }
-            let e = by.expect("a reachable node with a free place or a non-tree link exists");
-            places[e as usize] = places[e as usize].saturating_sub(1);
-            places[q as usize] = self.spare_places();
-            added += 1;
-            self.mark_reachable(q, e, &mut parent, &mut order);
-            spare.push_back(q);
-        }
+        let added = maintain::connect_unreachable(&mut MemGraph { graph: self, query: vec![0.0; self.dim] }, self.params.max_links(0));
         debug_assert!(self.all_reachable());
         added
-    }
-
-    /// Places a reconnected node gives to other lost nodes: a few, so the tree of them stays
-    /// shallow, and not all, so it keeps most of its own links into the graph.
-    fn spare_places(&self) -> u8 {
-        (self.params.max_links(0) / 4).clamp(1, u8::MAX as usize) as u8
-    }
-
-    /// Put `q` in `e`'s layer-0 list. A full list gives up its farthest entry that is not a
-    /// link of the spanning tree `parent` (its node was reached through another node, which
-    /// still links to it), so no node loses its way in; if there is none, the link is not made
-    /// and the caller tries another node.
-    fn force_link(&self, e: u32, q: u32, parent: &[u32]) -> bool {
-        let cap = self.params.max_links(0);
-        let mut g = self.links.lock(e);
-        let mut list = Vec::new();
-        g.load(0, &mut list);
-        if list.iter().any(|l| l.id == q) {
-            return true;
-        }
-        if list.len() >= cap {
-            let Some(victim) = list.iter().rposition(|l| parent[l.id as usize] != e) else {
-                return false;
-            };
-            list.remove(victim);
-        }
-        let d = self.dist(e, q);
-        let at = list.partition_point(|l| l.dist <= d);
-        list.insert(at, Link { id: q, dist: d, pruner: super::heuristic::KEPT });
-        g.store(0, &list);
-        true
     }
 
     fn insert(&self, q: u32, s: &mut Scratch) {
@@ -475,6 +328,67 @@ impl<E: VectorElem> Graph<E> {
         search_layer(&mut walk, &seeds, ef.max(k), 0, &mut SearchScratch::default(), &mut out);
         out.truncate(k);
         out
+    }
+}
+
+/// The build graph as graph maintenance sees it. Single-threaded (after the parallel linking),
+/// so a list's version never changes between a read and a write.
+struct MemGraph<'a, E: VectorElem> {
+    graph: &'a Graph<E>,
+    query: Vec<f32>,
+}
+
+impl<E: VectorElem> RepairGraph for MemGraph<'_, E> {
+    fn len(&self) -> usize {
+        self.graph.len()
+    }
+
+    fn entry(&self) -> Option<u32> {
+        self.graph.entry().map(|(ep, _)| ep)
+    }
+
+    fn routes(&self, _: u32) -> bool {
+        true
+    }
+
+    fn is_live(&self, _: u32) -> bool {
+        true
+    }
+
+    fn links(&self, id: u32, out: &mut Vec<u32>) {
+        out.clear();
+        self.graph.links.lock(id).for_each(0, |n| out.push(n));
+    }
+
+    fn nearest(&mut self, id: u32, out: &mut Vec<u32>) {
+        E::to_f32(self.graph.vector(id), &mut self.query);
+        out.clear();
+        out.extend(self.graph.search(&self.query, 16, 64).into_iter().map(|c| c.item));
+    }
+
+    fn distance(&mut self, a: u32, b: u32) -> f32 {
+        self.graph.dist(a, b)
+    }
+
+    fn read(&mut self, from: u32, out: &mut Vec<u32>) -> Option<u64> {
+        self.links(from, out);
+        Some(0)
+    }
+
+    /// Entries already in the list keep their bookkeeping; a new one is kept (it was forced
+    /// in), and the list stays sorted by distance.
+    fn write(&mut self, from: u32, _: u64, list: &[u32]) -> bool {
+        let g = self.graph;
+        let mut guard = g.links.lock(from);
+        let mut old = Vec::new();
+        guard.load(0, &mut old);
+        let mut new: Vec<Link> = list
+            .iter()
+            .map(|&id| old.iter().find(|l| l.id == id).copied().unwrap_or_else(|| Link { id, dist: g.dist(from, id), pruner: KEPT }))
+            .collect();
+        new.sort_by(|a, b| a.dist.total_cmp(&b.dist));
+        guard.store(0, &new);
+        true
     }
 }
 

@@ -19,26 +19,37 @@ pub fn select_neighbors<I: Copy>(
     candidates: &[Candidate<I>],
     m: usize,
     keep_pruned: bool,
-    mut dist: impl FnMut(&I, &I) -> f32,
+    dist: impl FnMut(&I, &I) -> f32,
     out: &mut Vec<Candidate<I>>,
 ) {
     out.clear();
     let mut pruned = Vec::new();
+    split(candidates, m, dist, out, &mut pruned);
+    if keep_pruned {
+        let room = m - out.len();
+        out.extend(pruned.into_iter().take(room));
+    }
+}
+
+/// The heuristic's verdict on `candidates` (nearest first) given the entries already in `kept`
+/// (which stay, and prune like any kept entry): a candidate closer to some kept entry than to
+/// the base node is pruned, any other is kept, until `kept` holds `max_kept`; the rest go to
+/// `pruned`, nearest first. Every selection — a new element's lists, a full list taking a
+/// newcomer ([`super::maintain::rank`]), a list refilled around deleted elements
+/// ([`super::maintain::refill`]) — is this one loop.
+pub fn split<I: Copy>(
+    candidates: &[Candidate<I>],
+    max_kept: usize,
+    mut dist: impl FnMut(&I, &I) -> f32,
+    kept: &mut Vec<Candidate<I>>,
+    pruned: &mut Vec<Candidate<I>>,
+) {
     for c in candidates {
-        if out.len() >= m {
-            break;
-        }
-        if out.iter().all(|kept| dist(&c.item, &kept.item) >= c.dist) {
-            out.push(*c);
-        } else if keep_pruned {
+        if kept.len() < max_kept && !kept.iter().any(|k| dist(&c.item, &k.item) < c.dist) {
+            kept.push(*c);
+        } else {
             pruned.push(*c);
         }
-    }
-    for c in pruned {
-        if out.len() >= m {
-            break;
-        }
-        out.push(c);
     }
 }
 

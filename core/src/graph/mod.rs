@@ -2,12 +2,15 @@
 //!
 //! - [`search`]: the layer search over any [`search::Walk`] (memory or pages);
 //! - [`heuristic`]: neighbour selection;
+//! - [`maintain`]: keeping lists good and every node reachable as the graph changes (shared
+//!   by the build and the extension's inserts and VACUUM);
 //! - [`build`]: the in-memory graph that index builds fill in parallel, its lists in [`links`];
 //! - [`visited`]: the visited set shared by both.
 
 pub mod build;
 pub mod heuristic;
 pub mod links;
+pub mod maintain;
 pub mod search;
 pub mod visited;
 
