@@ -8,6 +8,7 @@ use pgrx::pg_sys;
 use super::filter::Filter;
 use super::opclass::Kind;
 use crate::storage::buffer::{Buffer, Lock, Pin};
+pub use crate::storage::element::Extent;
 use crate::storage::page::{ItemRef, Page};
 use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
@@ -27,40 +28,6 @@ pub struct Node {
     pub matches: bool,
     /// Index of its vector copy in the walk's arena (inserts), or `u32::MAX`.
     pub slot: u32,
-}
-
-/// The index's length in blocks, to check references read from disk before following them.
-/// A corrupt reference, or a node ref a crash left unset (`INVALID`: block 0xFFFFFFFF is
-/// `P_NEW`, and reading it would extend the relation), must be neither read nor used to size
-/// a per-block table (visited sets, buffer hints): the element it belongs to is skipped.
-pub struct Extent {
-    rel: pg_sys::Relation,
-    nblocks: u32,
-}
-
-impl Extent {
-    pub fn new(rel: pg_sys::Relation) -> Extent {
-        Extent { rel, nblocks: nblocks(rel) }
-    }
-
-    /// Whether `r` can name an item on a data page: valid, past the meta page, before the end
-    /// of the relation (looked up again past the cached end: the index grows meanwhile).
-    #[inline]
-    pub fn holds(&mut self, r: ItemRef) -> bool {
-        if !r.is_valid() || r.block == 0 {
-            return false;
-        }
-        if r.block < self.nblocks {
-            return true;
-        }
-        self.nblocks = nblocks(self.rel);
-        r.block < self.nblocks
-    }
-}
-
-fn nblocks(rel: pg_sys::Relation) -> u32 {
-    // SAFETY: the relation is open and locked by the caller.
-    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
 }
 
 /// A vector ready to store: checked against the index's dimensions, normalized for cosine.

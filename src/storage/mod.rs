@@ -63,6 +63,8 @@
 
 pub mod attr;
 pub mod buffer;
+pub mod element;
+pub mod lock;
 pub mod meta;
 pub mod page;
 pub mod tuple;

@@ -1,0 +1,138 @@
+//! VACUUM's phase 3: every live element's list that holds a deleted element keeps its live
+//! entries and gives the deleted ones' places to their neighbours (the core's
+//! [`refill`]); each new neighbour is offered a link back, as an insert's neighbours are.
+
+use std::collections::{HashMap, HashSet};
+
+use hnsw_core::graph::maintain::refill;
+use hnsw_core::graph::Candidate;
+use hnsw_core::metric::Metric;
+use pgrx::pg_sys;
+
+use super::super::graph::Elem;
+use super::super::insert::Connect;
+use super::delay_point;
+use crate::storage::buffer::{Buffer, Lock, Logging};
+use crate::storage::element::{nblocks, Elements, Extent, Written};
+use crate::storage::meta::Meta;
+use crate::storage::page::ItemRef;
+use crate::storage::tuple::{layer_capacity, node_tuples, NodeTuple, VectorTuple, FLAG_DELETED};
+
+/// Phase 3: re-select every neighbour list that holds a deleted element.
+pub(super) fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
+    let m = meta.m as usize;
+    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index) };
+    for block in 1..nblocks(index) {
+        delay_point();
+        // Which live elements on this page need work, and on which layers.
+        let todo: Vec<(ItemRef, Vec<usize>)> = {
+            let buf = Buffer::read(index, block, Lock::Share);
+            node_tuples(buf.page(), m)
+                .filter_map(|(off, t)| {
+                    if t.is_deleted() {
+                        return None;
+                    }
+                    let layers: Vec<usize> = (0..=t.level()).filter(|&l| t.neighbors(l).any(|n| deleted.contains_key(&n))).collect();
+                    (!layers.is_empty()).then(|| (ItemRef::new(block, off), layers))
+                })
+                .collect()
+        };
+        for (node, layers) in todo {
+            for layer in layers {
+                delay_point();
+                r.repair(node, layer);
+            }
+        }
+    }
+}
+
+struct Repair<'a, E: Elem> {
+    index: pg_sys::Relation,
+    meta: &'a Meta,
+    m: usize,
+    dims: usize,
+    metric: Metric,
+    deleted: &'a HashMap<ItemRef, ItemRef>,
+    /// Vectors of the element being repaired (slot 0) and of its candidates.
+    arena: Vec<E>,
+    extent: Extent,
+}
+
+impl<E: Elem> Repair<'_, E> {
+    fn vector(&self, slot: usize) -> &[E] {
+        &self.arena[slot * self.dims..(slot + 1) * self.dims]
+    }
+
+    /// Copy the vector at `r` into the arena; its slot and node ref, or None if it is gone.
+    fn load(&mut self, r: ItemRef) -> Option<(usize, ItemRef)> {
+        if !self.extent.holds(r) {
+            return None;
+        }
+        let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
+        let data = buf.page().item(r.offset)?;
+        let t = VectorTuple::parse(data);
+        if t.flags() & FLAG_DELETED != 0 || !self.extent.holds(t.node()) {
+            return None;
+        }
+        self.arena.extend_from_slice(t.values::<E>(self.dims));
+        Some((self.arena.len() / self.dims - 1, t.node()))
+    }
+
+    fn repair(&mut self, node: ItemRef, layer: usize) {
+        let cap = layer_capacity(self.m, layer);
+        let els = Elements::new(self.index, self.m, Logging::Wal);
+        loop {
+            let Some(read) = els.read_list(node, layer) else { return };
+            let (version, own, list) = (read.version, read.vector, read.refs);
+            let dead: Vec<ItemRef> = list.iter().copied().filter(|n| self.deleted.contains_key(n)).collect();
+            if dead.is_empty() {
+                return;
+            }
+            // Candidates: the live neighbours, and the deleted ones' neighbours.
+            let mut seen: HashSet<ItemRef> = list.iter().copied().collect();
+            seen.insert(own);
+            let mut refs: Vec<ItemRef> = list.iter().copied().filter(|n| !self.deleted.contains_key(n)).collect();
+            for d in &dead {
+                let dnode = self.deleted[d];
+                let buf = Buffer::read(self.index, dnode.block, Lock::Share);
+                let Some(data) = buf.page().item(dnode.offset) else { continue };
+                for n in NodeTuple::parse(data, self.m).neighbors(layer) {
+                    if !self.deleted.contains_key(&n) && seen.insert(n) {
+                        refs.push(n);
+                    }
+                }
+            }
+            self.arena.clear();
+            if self.load(own).is_none() {
+                return;
+            }
+            let mut cands: Vec<Candidate<(ItemRef, usize, ItemRef)>> = Vec::with_capacity(refs.len());
+            for r in refs {
+                if let Some((slot, rnode)) = self.load(r) {
+                    let d = E::distance(self.metric, self.vector(0), self.vector(slot));
+                    cands.push(Candidate::new(d, (r, slot, rnode)));
+                }
+            }
+            cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
+            let (live, fresh): (Vec<_>, Vec<_>) = cands.into_iter().partition(|c| list.contains(&c.item.0));
+            let chosen = refill(&live, &fresh, cap, |a, b| E::distance(self.metric, self.vector(a.1), self.vector(b.1)));
+            let new_list: Vec<ItemRef> = chosen.iter().map(|c| c.item.0).collect();
+            match els.write_list(node, layer, version, &new_list, None) {
+                Written::Done => {}
+                Written::Changed => continue,
+                Written::Gone => return,
+            }
+            // The new neighbours learn of this element too, as an insert's neighbours learn of
+            // the new element. Without that, an element whose ways in all ran through deleted
+            // ones stays reachable (`reconnect` sees to it) but only from far away, where a
+            // search for its own neighbourhood does not look.
+            let own_vec = self.vector(0).to_vec();
+            let mut connect = Connect::new(self.index, self.meta, Logging::Wal, &own_vec, node);
+            for c in &chosen[live.len()..] {
+                connect.offer(c.item.0, c.item.2, self.vector(c.item.1), c.dist, own, layer);
+            }
+            return;
+        }
+    }
+}
