@@ -453,7 +453,7 @@ fn write_graph<E: Elem>(
     let (mut vblock, mut nblock) = (1u32, vector_pages + 1);
     let (mut vfree, mut vitems) = room(vblock);
     let (mut nfree, mut nitems) = room(nblock);
-    for i in 0..n {
+    for (i, nref) in nrefs.iter_mut().enumerate() {
         let size = node_tuple_size(m, graph.level(i as u32)) + ITEM_ID_SIZE;
         if size <= leftover && vblock <= vector_pages && (vitems == MAX_ITEMS || vfree < size) {
             vblock += 1;
@@ -462,7 +462,7 @@ fn write_graph<E: Elem>(
         if vblock <= vector_pages && vfree >= size && vitems < MAX_ITEMS {
             vfree -= size;
             vitems += 1;
-            nrefs[i] = ItemRef::new(vblock, vitems as u16);
+            *nref = ItemRef::new(vblock, vitems as u16);
             continue;
         }
         if nitems == MAX_ITEMS || nfree < size {
@@ -471,7 +471,7 @@ fn write_graph<E: Elem>(
         }
         nfree -= size;
         nitems += 1;
-        nrefs[i] = ItemRef::new(nblock, nitems as u16);
+        *nref = ItemRef::new(nblock, nitems as u16);
     }
     // Nodes in page order, for the writer.
     let mut order: Vec<u32> = (0..n as u32).collect();

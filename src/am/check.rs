@@ -83,7 +83,7 @@ struct Element {
     tids: Vec<pg_sys::ItemPointerData>,
 }
 
-pub fn check(index: pg_sys::Relation) -> Report {
+pub(crate) fn check(index: pg_sys::Relation) -> Report {
     let mut r = Report::default();
     let meta = Meta::read(index);
     let columns = super::opclass::columns(index);

@@ -7,6 +7,8 @@ use super::options;
 use crate::storage::meta::{Meta, ELEM_F16};
 
 #[pg_guard]
+// The signature is Postgres' amcostestimate callback: its arity is not ours to choose.
+#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C-unwind" fn amcostestimate(
     root: *mut pg_sys::PlannerInfo,
     path: *mut pg_sys::IndexPath,

@@ -59,7 +59,7 @@ fn type_name(oid: pg_sys::Oid) -> String {
 
 impl Columns {
     /// Read and check the key columns after the first.
-    pub fn of(index: pg_sys::Relation) -> Columns {
+    pub(crate) fn of(index: pg_sys::Relation) -> Columns {
         // SAFETY: an open index; rd_att and rd_index describe its columns.
         let (natts, attrs) = unsafe {
             let desc = (*index).rd_att;

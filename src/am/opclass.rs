@@ -96,7 +96,7 @@ pub fn columns(index: pg_sys::Relation) -> Columns {
     cache(index).columns
 }
 
-pub fn resolve(index: pg_sys::Relation) -> Kind {
+pub(crate) fn resolve(index: pg_sys::Relation) -> Kind {
     // SAFETY: `index` is an open index relation with one key column; rd_opcintype and the
     // tuple descriptor are valid while it is open, and index_getprocid reads its opclass.
     let (type_oid, typmod, proc) = unsafe {

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod heuristic;
+#[allow(unsafe_code)]
 pub mod links;
 pub mod search;
 pub mod visited;
