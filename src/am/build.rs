@@ -26,7 +26,7 @@ use super::opclass::{self, Kind};
 use super::options;
 use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
-use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
+use crate::storage::meta::{ElemType, Meta, FORMAT_VERSION};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::tuple::{
     encode_tid_list, encode_vector, from_tid, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS, TID_LIST_CAPACITY,
@@ -69,7 +69,7 @@ fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32) ->
         dims,
         m: m as u16,
         ef_construction: efc as u16,
-        metric: kind.metric as u8,
+        metric: kind.metric,
         elem: kind.elem,
         max_level: max_level(m) as u8,
         entry_vector: ItemRef::INVALID,
@@ -123,8 +123,8 @@ pub unsafe extern "C-unwind" fn ambuild(
         kind.check_dims(d as usize);
     }
     let (heap_tuples, index_tuples) = match kind.elem {
-        ELEM_F16 => build::<f16>(heap, index, index_info, kind, m, efc),
-        _ => build::<f32>(heap, index, index_info, kind, m, efc),
+        ElemType::F16 => build::<f16>(heap, index, index_info, kind, m, efc),
+        ElemType::F32 => build::<f32>(heap, index, index_info, kind, m, efc),
     };
     if relation_needs_wal(index) {
         // SAFETY: the index is ours, exclusively, for the whole build.
