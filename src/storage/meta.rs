@@ -142,13 +142,10 @@ impl Meta {
 
     /// Format `buf` (exclusively locked, new) as the meta page.
     pub fn init_page(&self, rel: pg_sys::Relation, buf: &Buffer, logging: Logging) {
-        let mut wal = Wal::start(rel, buf, logging, true);
-        {
-            let mut page = wal.page();
+        Wal::edit(rel, buf, logging, true, |page| {
             page.init(PAGE_META);
             page.contents_mut(LEN).copy_from_slice(&self.encode());
-        }
-        wal.finish();
+        });
     }
 
     /// Re-read under an exclusive lock, let `change` edit it, and write it back if it says so.
@@ -157,9 +154,7 @@ impl Meta {
         buf.page().expect_kind(PAGE_META);
         let mut meta = Meta::decode(buf.page().contents(LEN));
         if change(&mut meta) {
-            let mut wal = Wal::start(rel, &buf, logging, false);
-            wal.page().contents_mut(LEN).copy_from_slice(&meta.encode());
-            wal.finish();
+            Wal::edit(rel, &buf, logging, false, |page| page.contents_mut(LEN).copy_from_slice(&meta.encode()));
         }
         meta
     }
