@@ -26,7 +26,7 @@ use super::opclass::{self, Kind};
 use super::options;
 use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
-use crate::storage::meta::{Meta, ELEM_F16, FORMAT_VERSION};
+use crate::storage::meta::{ElemType, Meta, FORMAT_VERSION};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::tuple::{
     encode_tid_list, encode_vector, from_tid, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS, TID_LIST_CAPACITY,
@@ -69,7 +69,7 @@ fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32) ->
         dims,
         m: m as u16,
         ef_construction: efc as u16,
-        metric: kind.metric as u8,
+        metric: kind.metric,
         elem: kind.elem,
         max_level: max_level(m) as u8,
         entry_vector: ItemRef::INVALID,
@@ -123,8 +123,8 @@ pub unsafe extern "C-unwind" fn ambuild(
         kind.check_dims(d as usize);
     }
     let (heap_tuples, index_tuples) = match kind.elem {
-        ELEM_F16 => build::<f16>(heap, index, index_info, kind, m, efc),
-        _ => build::<f32>(heap, index, index_info, kind, m, efc),
+        ElemType::F16 => build::<f16>(heap, index, index_info, kind, m, efc),
+        ElemType::F32 => build::<f32>(heap, index, index_info, kind, m, efc),
     };
     if relation_needs_wal(index) {
         // SAFETY: the index is ours, exclusively, for the whole build.
@@ -397,9 +397,7 @@ fn write_empty(index: pg_sys::Relation, meta: &Meta) {
     drop(buf);
     if meta.filters > 0 {
         let buf = new_page(index, 1);
-        let mut wal = Wal::start(index, &buf, Logging::Build, true);
-        wal.page().init(PAGE_ATTR);
-        wal.finish();
+        Wal::edit(index, &buf, Logging::Build, true, |page| page.init(PAGE_ATTR));
     }
 }
 
@@ -533,46 +531,44 @@ fn write_graph<E: Elem>(
     let mut next_list = 0usize;
     for block in 1..=last {
         let buf = new_page(index, block);
-        let mut wal = Wal::start(index, &buf, Logging::Build, true);
-        let mut page = wal.page();
-        page.init(PAGE_DATA);
-        while next_list < lists.len() && lists[next_list].0.block == block {
-            let (at, ref list_tids, next_ref) = lists[next_list];
-            encode_tid_list(list_tids, next_ref, &mut tuple);
-            expect_offset(page.add_item(&tuple), at);
-            next_list += 1;
-        }
-        while next_vector < n && vrefs[next_vector].block == block {
-            let i = next_vector;
-            encode_vector(graph.vector(i as u32), filters.payload(i), nrefs[i], 0, &mut tuple);
-            expect_offset(page.add_item(&tuple), vref(i));
-            next_vector += 1;
-        }
-        while next < n && nrefs[order[next] as usize].block == block {
-            let id = order[next];
-            let level = graph.level(id);
-            let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize]);
-            if let Some(more) = more_tids.get(&id) {
-                more.iter().take(HEAP_TIDS - 1).for_each(|&t| {
-                    node.push_heap_tid(t);
-                });
-                if let Some(&first) = overflow.get(&id) {
-                    node.set_overflow(first);
+        Wal::edit(index, &buf, Logging::Build, true, |page| {
+            page.init(PAGE_DATA);
+            while next_list < lists.len() && lists[next_list].0.block == block {
+                let (at, ref list_tids, next_ref) = lists[next_list];
+                encode_tid_list(list_tids, next_ref, &mut tuple);
+                expect_offset(page.add_item(&tuple), at);
+                next_list += 1;
+            }
+            while next_vector < n && vrefs[next_vector].block == block {
+                let i = next_vector;
+                encode_vector(graph.vector(i as u32), filters.payload(i), nrefs[i], 0, &mut tuple);
+                expect_offset(page.add_item(&tuple), vref(i));
+                next_vector += 1;
+            }
+            while next < n && nrefs[order[next] as usize].block == block {
+                let id = order[next];
+                let level = graph.level(id);
+                let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize]);
+                if let Some(more) = more_tids.get(&id) {
+                    more.iter().take(HEAP_TIDS - 1).for_each(|&t| {
+                        node.push_heap_tid(t);
+                    });
+                    if let Some(&first) = overflow.get(&id) {
+                        node.set_overflow(first);
+                    }
                 }
+                if ncols > 0 {
+                    node.set_attr(aref(id as usize));
+                }
+                for layer in 0..=level {
+                    refs.clear();
+                    refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
+                    node.set_neighbors(layer, &refs);
+                }
+                expect_offset(page.add_item(&tuple), nrefs[id as usize]);
+                next += 1;
             }
-            if ncols > 0 {
-                node.set_attr(aref(id as usize));
-            }
-            for layer in 0..=level {
-                refs.clear();
-                refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
-                node.set_neighbors(layer, &refs);
-            }
-            expect_offset(page.add_item(&tuple), nrefs[id as usize]);
-            next += 1;
-        }
-        drop(page);
-        wal.finish();
+        });
         // A held content lock holds interrupts off (CHECK_FOR_INTERRUPTS would do nothing):
         // release the page first, so cancel and statement_timeout act between pages.
         drop(buf);
@@ -582,21 +578,19 @@ fn write_graph<E: Elem>(
     for p in 0..attr_pages {
         let block = last + 1 + p;
         let buf = new_page(index, block);
-        let mut wal = Wal::start(index, &buf, Logging::Build, true);
-        let mut page = wal.page();
-        page.init(PAGE_ATTR);
-        if p + 1 < attr_pages {
-            page.set_attr_next(block + 1);
-        }
-        let first = p as usize * per_attr_page;
-        for i in first..n.min(first + per_attr_page) {
-            encode_record(0, filters.nulls[i], vref(i), &filters.slots[i * ncols..(i + 1) * ncols], &mut tuple);
-            if page.attr_push(&tuple).map(|at| record_ref(block, at)) != Some(aref(i)) {
-                raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw build attribute page layout mismatch");
+        Wal::edit(index, &buf, Logging::Build, true, |page| {
+            page.init(PAGE_ATTR);
+            if p + 1 < attr_pages {
+                page.set_attr_next(block + 1);
             }
-        }
-        drop(page);
-        wal.finish();
+            let first = p as usize * per_attr_page;
+            for i in first..n.min(first + per_attr_page) {
+                encode_record(0, filters.nulls[i], vref(i), &filters.slots[i * ncols..(i + 1) * ncols], &mut tuple);
+                if page.attr_push(&tuple).map(|at| record_ref(block, at)) != Some(aref(i)) {
+                    raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw build attribute page layout mismatch");
+                }
+            }
+        });
         // A held content lock holds interrupts off (CHECK_FOR_INTERRUPTS would do nothing):
         // release the page first, so cancel and statement_timeout act between pages.
         drop(buf);
@@ -650,11 +644,7 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     drop(buf);
     if meta.filters > 0 {
         let buf = Buffer::extend(index, pg_sys::ForkNumber::INIT_FORKNUM);
-        {
-            let mut wal = Wal::start(index, &buf, Logging::Build, true);
-            wal.page().init(PAGE_ATTR);
-            wal.finish();
-        }
+        Wal::edit(index, &buf, Logging::Build, true, |page| page.init(PAGE_ATTR));
         // SAFETY: as above.
         unsafe { pg_sys::log_newpage_buffer(buf.id(), true) };
     }

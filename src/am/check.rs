@@ -11,7 +11,7 @@ use pgrx::{pg_sys, PgRelation};
 use crate::am::mem::{Budget, Setting};
 use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Lock};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
 use crate::storage::tuple::{NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_TIDS, KIND_VECTOR, VECTOR_HEADER};
 use crate::types::raise;
@@ -148,14 +148,14 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             match data.first() {
                 Some(&KIND_VECTOR) => {
                     let t = VectorTuple::parse(data);
-                    let elem_size = if meta.elem == ELEM_F16 { 2 } else { 4 };
+                    let elem_size = meta.elem.size();
                     if data.len() < VECTOR_HEADER + meta.dims as usize * elem_size {
                         r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
                     }
                     budget.charge(48, what);
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
                     if meta.filters > 0 {
-                        let payload = if meta.elem == ELEM_F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
+                        let payload = if meta.elem == ElemType::F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
                         budget.charge(64 + payload.len(), what);
                         payloads.insert(at, payload.to_vec());
                     }

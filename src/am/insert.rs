@@ -36,7 +36,7 @@ use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use crate::storage::attr::{self, encode_record};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::tuple::{
     encode_tid_list, encode_vector, layer_capacity, node_tuple_size, node_tuples, set_vector_node, vector_tuple_size, NodeTuple,
@@ -73,8 +73,8 @@ pub unsafe extern "C-unwind" fn aminsert(
         // SAFETY: as above.
         let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
         match kind.elem {
-            ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
-            _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            ElemType::F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            ElemType::F32 => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
         }
     });
     false
@@ -190,7 +190,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
         }
     }
     same_dims(&meta, vector.len());
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let metric = meta.metric;
     let (m, dims) = (meta.m as usize, meta.dims as usize);
     let level = random_level(random_u64(), m, meta.max_level as usize);
     let top = meta.entry_level as usize;
@@ -786,7 +786,7 @@ impl<'a, E: Elem> Connect<'a, E> {
             index,
             m: meta.m as usize,
             dims: meta.dims as usize,
-            metric: Metric::from_u8(meta.metric).expect("metric checked when the index was built"),
+            metric: meta.metric,
             logging,
             new_vector: vector,
             new_node: node,

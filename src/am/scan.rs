@@ -20,7 +20,6 @@ use std::cell::RefCell;
 use half::f16;
 use hnsw_core::graph::search::{greedy_closest, ResumableSearch};
 use hnsw_core::graph::{Candidate, Visited};
-use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -32,7 +31,7 @@ use super::opclass::{self, Kind};
 use super::options::{self, FilterStrategy, IterativeScan};
 use crate::storage::attr::{self, ATTR_DELETED};
 use crate::storage::buffer::{Buffer, Lock};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::ItemRef;
 use crate::storage::tuple::{node_tuples, NodeTuple, TidList, VectorTuple, FLAG_DELETED};
 use crate::types::ops::Aligned;
@@ -145,10 +144,10 @@ struct ExactSource {
 
 impl ExactSource {
     /// `width`: the widest round it will be asked for (a pass keeps at least that many).
-    fn new(index: pg_sys::Relation, meta: Meta, elem: u8, filter: Filter, query: Option<&[f32]>, width: usize) -> ExactSource {
+    fn new(index: pg_sys::Relation, meta: Meta, elem: ElemType, filter: Filter, query: Option<&[f32]>, width: usize) -> ExactSource {
         let pass: ExactPass = match elem {
-            ELEM_F16 => exact_pass::<f16>,
-            _ => exact_pass::<f32>,
+            ElemType::F16 => exact_pass::<f16>,
+            ElemType::F32 => exact_pass::<f32>,
         };
         let cap = (Setting::WorkMem.bytes() / 2 / core::mem::size_of::<Keyed>()).max(width).max(1);
         let (query, kept, next, complete) = (query.map(<[f32]>::to_vec), Vec::new(), 0, false);
@@ -356,8 +355,8 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
     };
     // Aligned, so that distances are summed as the SQL operators sum them (see `Aligned`).
     let query = key.and_then(|d| match kind.elem {
-        ELEM_F16 => prepare_query::<f16>(d, &kind, meta.dims),
-        _ => prepare_query::<f32>(d, &kind, meta.dims),
+        ElemType::F16 => prepare_query::<f16>(d, &kind, meta.dims),
+        ElemType::F32 => prepare_query::<f32>(d, &kind, meta.dims),
     });
     let query = query.map(|q| Aligned::new(&q));
     let m = meta.m as usize;
@@ -394,8 +393,8 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         FilterStrategy::Auto => Some(Switch::new(width, index_elements(index), RECORDS_PER_MEASURE, MEASURES_PER_RESULT)),
     };
     let mut source: Box<dyn Source> = match kind.elem {
-        ELEM_F16 => start_search::<f16>(index, &meta, query, filter, switch),
-        _ => start_search::<f32>(index, &meta, query, filter, switch),
+        ElemType::F16 => start_search::<f16>(index, &meta, query, filter, switch),
+        ElemType::F32 => start_search::<f32>(index, &meta, query, filter, switch),
     };
     let mut results = Vec::new();
     source.next_round(width, &mut results);
@@ -506,7 +505,7 @@ fn exact_pass<E: Elem>(
     after: Option<Key>,
     cap: usize,
 ) -> (Vec<Candidate<Node>>, bool) {
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let metric = meta.metric;
     let (dims, size) = (meta.dims as usize, meta.attr_record as usize);
     let single = filter.single_int_eq();
     let mut st = PassState { filter, refs: Vec::new(), heap: std::collections::BinaryHeap::new(), cap, dropped: false };
@@ -601,7 +600,7 @@ fn start_search<E: Elem>(
     filter: Option<Filter>,
     switch: Option<Switch>,
 ) -> Box<dyn Source> {
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let metric = meta.metric;
     let query = Aligned::new(query);
     let dist = move |v: &[E]| E::distance_to(metric, query.as_slice(), v);
     let mut walk = DiskWalk::new(index, meta, dist, take_visited(), false);

@@ -37,7 +37,7 @@ use super::insert::{Connect, PageLock, INSERT_LOCK};
 use super::mem::{Budget, Setting};
 use crate::storage::attr;
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, PAGE_DATA};
 use crate::storage::tuple::{
     layer_capacity, node_tuples, set_vector_flags, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED,
@@ -106,11 +106,11 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     if !scan.deleted.is_empty() {
         replace_entry(index, &scan);
         match meta.elem {
-            ELEM_F16 => {
+            ElemType::F16 => {
                 reconnect::<f16>(index, &meta, true);
                 repair::<f16>(index, &meta, &scan.deleted);
             }
-            _ => {
+            ElemType::F32 => {
                 reconnect::<f32>(index, &meta, true);
                 repair::<f32>(index, &meta, &scan.deleted);
             }
@@ -429,7 +429,7 @@ fn replace_entry(index: pg_sys::Relation, scan: &Scan) {
 /// Phase 3: re-select every neighbour list that holds a deleted element.
 fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
     let m = meta.m as usize;
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let metric = meta.metric;
     let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index) };
     for block in 1..nblocks(index) {
         delay_point();
@@ -605,8 +605,8 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     }
     let meta = Meta::read(index);
     let live = match meta.elem {
-        ELEM_F16 => reconnect::<f16>(index, &meta, false),
-        _ => reconnect::<f32>(index, &meta, false),
+        ElemType::F16 => reconnect::<f16>(index, &meta, false),
+        ElemType::F32 => reconnect::<f32>(index, &meta, false),
     };
     let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);
@@ -799,7 +799,7 @@ fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> 
 
 /// Elements near `v`'s vector, nearest first, as a search from the entry point finds them.
 fn nearest_reachable<E: Elem>(index: pg_sys::Relation, meta: &Meta, v: ItemRef) -> Vec<ItemRef> {
-    let Some(metric) = Metric::from_u8(meta.metric) else { return Vec::new() };
+    let metric = meta.metric;
     if !Extent::new(index).holds(v) {
         return Vec::new();
     }

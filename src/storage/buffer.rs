@@ -350,6 +350,9 @@ pub enum Logging {
 
 /// One change to one page: GenericXLog when logging, direct otherwise. Aborted on drop unless
 /// [`Wal::finish`] ran.
+///
+/// New code uses [`Wal::edit`], which cannot leave a record unfinished on a normal path out;
+/// [`Wal::start`] and [`Wal::finish`] remain for the call sites not converted yet.
 pub struct Wal<'b> {
     state: *mut pg_sys::GenericXLogState,
     buffer: &'b Buffer,
@@ -357,6 +360,23 @@ pub struct Wal<'b> {
 }
 
 impl<'b> Wal<'b> {
+    /// Change one page: `change` edits it (GenericXLog's copy when logging), and the record is
+    /// finished when it returns, whatever it returns. An ERROR (or panic) inside `change`
+    /// unwinds through the record's guard, which aborts it: the buffer is left untouched.
+    /// `new_page` logs a full image, for a page being initialized.
+    pub fn edit<R>(
+        rel: pg_sys::Relation,
+        buffer: &'b Buffer,
+        logging: Logging,
+        new_page: bool,
+        change: impl FnOnce(&mut PageMut<'_>) -> R,
+    ) -> R {
+        let mut wal = Wal::start(rel, buffer, logging, new_page);
+        let result = change(&mut wal.page());
+        wal.finish();
+        result
+    }
+
     /// Start changing `buffer` (exclusively locked). `full_image` logs the whole page, for pages
     /// being initialized.
     pub fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {
