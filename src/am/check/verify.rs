@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use super::Report;
 use crate::am::mem::{Budget, Setting};
 use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
-use crate::storage::buffer::{Buffer, Lock};
+use crate::storage::buffer::{Buffer, Lock, Strategy};
 use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
 use crate::storage::tuple::{NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_TIDS, KIND_VECTOR, VECTOR_HEADER};
@@ -52,9 +52,12 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
     // bytes per entry, hash table slack and the later per-element sets included).
     let mut budget = Budget::new(Setting::MaintenanceWorkMem);
     let what = "hnsw_index_check";
+    // A pass over every page: through a ring of buffers, like a sequential scan, so checking a
+    // large index does not evict the shared buffers other backends are using.
+    let strategy = Strategy::bulk_read();
     for block in 0..nblocks {
         check_for_interrupts!();
-        let buf = Buffer::read(index, block, Lock::Share);
+        let buf = Buffer::read_with(index, block, Lock::Share, strategy.as_ptr());
         let page = buf.page();
         if page.is_new() {
             continue;
