@@ -39,6 +39,14 @@ install_python_deps() {
     fi
 }
 
+# rustfmt and clippy for .ci/test's style step; rustup installs a component once, then no-ops.
+install_rust_components() {
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        log "installing the rustfmt and clippy components"
+        rustup component add rustfmt clippy
+    fi
+}
+
 install_pgrx() {
     if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
         log "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
@@ -69,6 +77,7 @@ install_extension() {
 install_all() {
     install_packages
     install_python_deps
+    install_rust_components
     install_pgrx
 }
 

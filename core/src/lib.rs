@@ -7,6 +7,11 @@
 //! - [`metric`]: the index metrics and the element types a graph stores;
 //! - [`graph`]: HNSW search, neighbour selection and the parallel in-memory build.
 
+// Unsafe code lives only where it must: the SIMD kernels (and the dispatch and prefetch beside
+// them) and the link store's interior mutability (`graph::links`).
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
 pub mod distance;
 pub mod graph;
 pub mod metric;

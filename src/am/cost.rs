@@ -4,9 +4,11 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::options;
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::Meta;
 
 #[pg_guard]
+// The signature is Postgres' amcostestimate callback: its arity is not ours to choose.
+#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C-unwind" fn amcostestimate(
     root: *mut pg_sys::PlannerInfo,
     path: *mut pg_sys::IndexPath,
@@ -37,7 +39,7 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         let meta = Meta::read(rel);
         pg_sys::index_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         let m = (meta.m as usize).clamp(options::MIN_M as usize, options::MAX_M as usize);
-        let elem_bytes = if meta.elem == ELEM_F16 { 2.0 } else { 4.0 };
+        let elem_bytes = meta.elem.size() as f64;
         let vector_bytes = meta.dims as f64 * elem_bytes + 8.0;
         // Elements a search reads, as pgvector estimates them: a few per layer on the way down.
         // This is deliberately independent of hnsw.ef_search. The true count grows with it,

@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::filter::Columns;
-use crate::storage::meta::{ELEM_F16, ELEM_F32};
+use crate::storage::meta::ElemType;
 use crate::types::raise;
 
 /// Indexed dimensions: a vector tuple must fit in one page.
@@ -21,25 +21,23 @@ pub const MAX_DIMS_F16: usize = 4000;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Kind {
     pub metric: Metric,
-    pub elem: u8,
+    pub elem: ElemType,
     /// Dimensions from the column's typmod, if it has one.
     pub typmod_dims: Option<u32>,
 }
 
 impl Kind {
     pub fn max_dims(&self) -> usize {
-        if self.elem == ELEM_F16 {
-            MAX_DIMS_F16
-        } else {
-            MAX_DIMS_F32
+        match self.elem {
+            ElemType::F32 => MAX_DIMS_F32,
+            ElemType::F16 => MAX_DIMS_F16,
         }
     }
 
     pub fn type_name(&self) -> &'static str {
-        if self.elem == ELEM_F16 {
-            "halfvec"
-        } else {
-            "vector"
+        match self.elem {
+            ElemType::F32 => "vector",
+            ElemType::F16 => "halfvec",
         }
     }
 
@@ -96,7 +94,7 @@ pub fn columns(index: pg_sys::Relation) -> Columns {
     cache(index).columns
 }
 
-pub fn resolve(index: pg_sys::Relation) -> Kind {
+pub(crate) fn resolve(index: pg_sys::Relation) -> Kind {
     // SAFETY: `index` is an open index relation with one key column; rd_opcintype and the
     // tuple descriptor are valid while it is open, and index_getprocid reads its opclass.
     let (type_oid, typmod, proc) = unsafe {
@@ -106,8 +104,8 @@ pub fn resolve(index: pg_sys::Relation) -> Kind {
     // SAFETY: both lookups take OIDs from the catalog and return palloc'd names.
     let (type_name, func_name) = unsafe { (unqualified(pg_sys::format_type_be(type_oid)), unqualified(pg_sys::get_func_name(proc))) };
     let elem = match type_name.as_str() {
-        "vector" => ELEM_F32,
-        "halfvec" => ELEM_F16,
+        "vector" => ElemType::F32,
+        "halfvec" => ElemType::F16,
         other => raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("the first column of an hnsw index must be of type vector or halfvec, not {other}"),

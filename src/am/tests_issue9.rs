@@ -150,9 +150,7 @@ mod tests {
                         continue;
                     }
                     let values = VectorTuple::parse(data).values::<f32>(2).to_vec();
-                    let mut wal = Wal::start(rel, &buf, Logging::Wal, false);
-                    set_vector_node(wal.page().item_mut(off).unwrap(), ItemRef::INVALID);
-                    wal.finish();
+                    Wal::edit(rel, &buf, Logging::Wal, false, |page| set_vector_node(page.item_mut(off).unwrap(), ItemRef::INVALID));
                     return values;
                 }
             }

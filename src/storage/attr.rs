@@ -181,9 +181,7 @@ pub fn append(rel: pg_sys::Relation, logging: Logging, record: &[u8]) -> ItemRef
                 continue;
             }
             if page.attr_count(size) < records_per_page(size) {
-                let mut wal = Wal::start(rel, &buf, logging, false);
-                let index = wal.page().attr_push(record).expect("room checked under the lock");
-                wal.finish();
+                let index = Wal::edit(rel, &buf, logging, false, |page| page.attr_push(record).expect("room checked under the lock"));
                 return record_ref(block, index);
             }
         }
@@ -204,19 +202,9 @@ fn extend_chain(rel: pg_sys::Relation, logging: Logging, last: u32) -> u32 {
             return false;
         }
         let new = Buffer::extend(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
-        {
-            let mut wal = Wal::start(rel, &new, logging, true);
-            let mut page = wal.page();
-            page.init(PAGE_ATTR);
-            drop(page);
-            wal.finish();
-        }
+        Wal::edit(rel, &new, logging, true, |page| page.init(PAGE_ATTR));
         // A crash between these records leaves an unlinked empty page: harmless, never read.
-        {
-            let mut wal = Wal::start(rel, &old, logging, false);
-            wal.page().set_attr_next(new.block());
-            wal.finish();
-        }
+        Wal::edit(rel, &old, logging, false, |page| page.set_attr_next(new.block()));
         result = new.block();
         meta.attr_last = result;
         true
@@ -227,9 +215,7 @@ fn extend_chain(rel: pg_sys::Relation, logging: Logging, last: u32) -> u32 {
 /// Overwrite the record at `r` (an insert reusing a freed element's place).
 pub fn write(rel: pg_sys::Relation, logging: Logging, r: ItemRef, record: &[u8]) {
     let buf = Buffer::read(rel, r.block, Lock::Exclusive);
-    let mut wal = Wal::start(rel, &buf, logging, false);
-    wal.page().attr_write(r.offset as usize - 1, record);
-    wal.finish();
+    Wal::edit(rel, &buf, logging, false, |page| page.attr_write(r.offset as usize - 1, record));
 }
 
 /// Mark the records at `refs` deleted (VACUUM), one WAL record per page.
@@ -237,14 +223,11 @@ pub fn set_deleted(rel: pg_sys::Relation, size: usize, refs: &mut [ItemRef]) {
     refs.sort_unstable_by_key(|r| (r.block, r.offset));
     for group in refs.chunk_by(|a, b| a.block == b.block) {
         let buf = Buffer::read(rel, group[0].block, Lock::Exclusive);
-        let mut wal = Wal::start(rel, &buf, Logging::Wal, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(rel, &buf, Logging::Wal, false, |page| {
             for r in group {
                 page.attr_set_flags(r.offset as usize - 1, size, ATTR_DELETED);
             }
-        }
-        wal.finish();
+        });
     }
 }
 

@@ -43,10 +43,27 @@ impl Buffer {
     }
 
     pub fn read_fork(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, lock: Lock) -> Buffer {
-        // SAFETY: `rel` is open and locked by our caller; ReadBufferExtended pins the block or
-        // raises an ERROR (no pin then). A pin guard exists before LockBuffer, so an ERROR there
-        // leaves a tracked pin, which the abort releases.
-        let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, core::ptr::null_mut()) };
+        Self::read_fork_with(rel, fork, block, lock, core::ptr::null_mut())
+    }
+
+    /// [`Buffer::read`] through a buffer access strategy: a [`Strategy`]'s, or VACUUM's
+    /// `info->strategy` (null: the default, shared buffers at large).
+    pub fn read_with(rel: pg_sys::Relation, block: u32, lock: Lock, strategy: pg_sys::BufferAccessStrategy) -> Buffer {
+        Self::read_fork_with(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, lock, strategy)
+    }
+
+    fn read_fork_with(
+        rel: pg_sys::Relation,
+        fork: pg_sys::ForkNumber::Type,
+        block: u32,
+        lock: Lock,
+        strategy: pg_sys::BufferAccessStrategy,
+    ) -> Buffer {
+        // SAFETY: `rel` is open and locked by our caller, and `strategy` is null or a live
+        // strategy; ReadBufferExtended pins the block or raises an ERROR (no pin then). A pin
+        // guard exists before LockBuffer, so an ERROR there leaves a tracked pin, which the
+        // abort releases.
+        let id = unsafe { pg_sys::ReadBufferExtended(rel, fork, block, pg_sys::ReadBufferMode::RBM_NORMAL, strategy) };
         // Pinned but not locked yet: track the pin alone until the lock is held.
         let pinned = PinOnly(id);
         // SAFETY: `id` is pinned by us.
@@ -176,6 +193,34 @@ impl Buffer {
     pub fn mark_dirty(&self) {
         // SAFETY: pinned and exclusively locked (callers only dirty pages they wrote).
         unsafe { pg_sys::MarkBufferDirty(self.id) };
+    }
+}
+
+/// A buffer access strategy for a pass over a whole index (`GetAccessStrategy`), so that it
+/// cycles through a small ring of buffers instead of evicting shared buffers that others use;
+/// freed on drop.
+pub struct Strategy(pg_sys::BufferAccessStrategy);
+
+impl Strategy {
+    /// The ring sequential scans of large tables use (`BAS_BULKREAD`).
+    pub fn bulk_read() -> Strategy {
+        // SAFETY: allocates a strategy in the current memory context (or raises an ERROR).
+        Strategy(unsafe { pg_sys::GetAccessStrategy(pg_sys::BufferAccessStrategyType::BAS_BULKREAD) })
+    }
+
+    /// For [`Buffer::read_with`]; valid while `self` lives.
+    pub fn as_ptr(&self) -> pg_sys::BufferAccessStrategy {
+        self.0
+    }
+}
+
+impl Drop for Strategy {
+    fn drop(&mut self) {
+        if release_now() {
+            // SAFETY: allocated in bulk_read and not freed yet; buffers read through it keep
+            // no reference to it once released. On an unwind its memory context goes instead.
+            unsafe { pg_sys::FreeAccessStrategy(self.0) };
+        }
     }
 }
 
@@ -350,6 +395,9 @@ pub enum Logging {
 
 /// One change to one page: GenericXLog when logging, direct otherwise. Aborted on drop unless
 /// [`Wal::finish`] ran.
+///
+/// New code uses [`Wal::edit`], which cannot leave a record unfinished on a normal path out;
+/// [`Wal::start`] and [`Wal::finish`] remain for the call sites not converted yet.
 pub struct Wal<'b> {
     state: *mut pg_sys::GenericXLogState,
     buffer: &'b Buffer,
@@ -357,6 +405,23 @@ pub struct Wal<'b> {
 }
 
 impl<'b> Wal<'b> {
+    /// Change one page: `change` edits it (GenericXLog's copy when logging), and the record is
+    /// finished when it returns, whatever it returns. An ERROR (or panic) inside `change`
+    /// unwinds through the record's guard, which aborts it: the buffer is left untouched.
+    /// `new_page` logs a full image, for a page being initialized.
+    pub fn edit<R>(
+        rel: pg_sys::Relation,
+        buffer: &'b Buffer,
+        logging: Logging,
+        new_page: bool,
+        change: impl FnOnce(&mut PageMut<'_>) -> R,
+    ) -> R {
+        let mut wal = Wal::start(rel, buffer, logging, new_page);
+        let result = change(&mut wal.page());
+        wal.finish();
+        result
+    }
+
     /// Start changing `buffer` (exclusively locked). `full_image` logs the whole page, for pages
     /// being initialized.
     pub fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {

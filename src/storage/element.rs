@@ -29,7 +29,7 @@ pub struct Extent {
 }
 
 impl Extent {
-    pub fn new(rel: pg_sys::Relation) -> Extent {
+    pub(crate) fn new(rel: pg_sys::Relation) -> Extent {
         Extent { rel, nblocks: Cell::new(nblocks(rel)) }
     }
 
@@ -49,7 +49,7 @@ impl Extent {
 }
 
 /// The relation's length in blocks (main fork).
-pub fn nblocks(rel: pg_sys::Relation) -> u32 {
+pub(crate) fn nblocks(rel: pg_sys::Relation) -> u32 {
     // SAFETY: the relation is open and locked by the caller.
     unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) }
 }
@@ -88,7 +88,7 @@ pub struct Elements {
 }
 
 impl Elements {
-    pub fn new(rel: pg_sys::Relation, m: usize, logging: Logging) -> Elements {
+    pub(crate) fn new(rel: pg_sys::Relation, m: usize, logging: Logging) -> Elements {
         Elements { rel, m, logging }
     }
 
@@ -142,13 +142,10 @@ impl Elements {
                 return Written::Changed;
             }
         }
-        let mut wal = Wal::start(self.rel, &buf, self.logging, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(self.rel, &buf, self.logging, false, |page| {
             let data = page.item_mut(node.offset).expect("item checked under the same lock");
             NodeTupleMut::edit(data, self.m).set_neighbors(layer, refs);
-        }
-        wal.finish();
+        });
         Written::Done
     }
 
@@ -181,9 +178,7 @@ impl Elements {
             if todo.is_empty() {
                 continue;
             }
-            let mut wal = Wal::start(self.rel, &buf, self.logging, false);
-            {
-                let mut page = wal.page();
+            Wal::edit(self.rel, &buf, self.logging, false, |page| {
                 for &off in &todo {
                     let data = page.item_mut(off).expect("checked under the same lock");
                     let mut t = NodeTupleMut::edit(data, self.m);
@@ -191,8 +186,7 @@ impl Elements {
                     t.set_flags(flags | flag);
                     marked.insert(ItemRef::new(block, off));
                 }
-            }
-            wal.finish();
+            });
         }
         let vectors: Vec<ItemRef> = elements.iter().filter(|(n, _, _)| marked.contains(n)).map(|&(_, v, _)| v).collect();
         self.set_vector_flags(&vectors, flag, tick);
@@ -211,16 +205,13 @@ impl Elements {
         for block in blocks {
             tick();
             let buf = Buffer::read(self.rel, block, Lock::Exclusive);
-            let mut wal = Wal::start(self.rel, &buf, self.logging, false);
-            {
-                let mut page = wal.page();
+            Wal::edit(self.rel, &buf, self.logging, false, |page| {
                 for &off in &by_page[&block] {
                     let Some(data) = page.item_mut(off) else { continue };
                     let flags = VectorTuple::parse(data).flags();
                     set_vector_flags(data, flags | flag);
                 }
-            }
-            wal.finish();
+            });
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The meta page (block 0): what every scan and insert needs before touching the graph.
 
+use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -12,9 +13,33 @@ pub const MAGIC: u32 = 0x574E_5348; // "HSNW"
 /// On-disk format version; see the module docs of `storage`.
 pub const FORMAT_VERSION: u32 = 2;
 
-/// Element storage of the vector tuples.
-pub const ELEM_F32: u8 = 1;
-pub const ELEM_F16: u8 = 2;
+/// Element storage of the vector tuples; the discriminants are the meta page's byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ElemType {
+    /// `vector`: float4 elements.
+    F32 = 1,
+    /// `halfvec`: IEEE half-precision elements.
+    F16 = 2,
+}
+
+impl ElemType {
+    pub fn from_u8(v: u8) -> Option<ElemType> {
+        match v {
+            1 => Some(ElemType::F32),
+            2 => Some(ElemType::F16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per element in a vector tuple.
+    pub fn size(self) -> usize {
+        match self {
+            ElemType::F32 => 4,
+            ElemType::F16 => 2,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Meta {
@@ -23,8 +48,8 @@ pub struct Meta {
     pub dims: u32,
     pub m: u16,
     pub ef_construction: u16,
-    pub metric: u8,
-    pub elem: u8,
+    pub metric: Metric,
+    pub elem: ElemType,
     /// Highest level an element may get in this index.
     pub max_level: u8,
     /// Entry point: its vector and node tuples and its level; invalid refs when empty.
@@ -55,8 +80,8 @@ impl Meta {
         b[8..12].copy_from_slice(&self.dims.to_le_bytes());
         b[12..14].copy_from_slice(&self.m.to_le_bytes());
         b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
-        b[16] = self.metric;
-        b[17] = self.elem;
+        b[16] = self.metric as u8;
+        b[17] = self.elem as u8;
         b[18] = self.max_level;
         b[19] = self.entry_level;
         self.entry_vector.write(&mut b[20..26]);
@@ -82,13 +107,19 @@ impl Meta {
                 format!("hnsw index format version {version} is not supported by this build (expected {FORMAT_VERSION}); REINDEX it"),
             );
         }
+        let Some(metric) = Metric::from_u8(b[16]) else {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown metric ({})", b[16]));
+        };
+        let Some(elem) = ElemType::from_u8(b[17]) else {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown element type ({})", b[17]));
+        };
         Meta {
             version,
             dims: u32_at(8),
             m: u16_at(12),
             ef_construction: u16_at(14),
-            metric: b[16],
-            elem: b[17],
+            metric,
+            elem,
             max_level: b[18],
             entry_level: b[19],
             entry_vector: ItemRef::read(&b[20..26]),
@@ -111,13 +142,10 @@ impl Meta {
 
     /// Format `buf` (exclusively locked, new) as the meta page.
     pub fn init_page(&self, rel: pg_sys::Relation, buf: &Buffer, logging: Logging) {
-        let mut wal = Wal::start(rel, buf, logging, true);
-        {
-            let mut page = wal.page();
+        Wal::edit(rel, buf, logging, true, |page| {
             page.init(PAGE_META);
             page.contents_mut(LEN).copy_from_slice(&self.encode());
-        }
-        wal.finish();
+        });
     }
 
     /// Re-read under an exclusive lock, let `change` edit it, and write it back if it says so.
@@ -126,9 +154,7 @@ impl Meta {
         buf.page().expect_kind(PAGE_META);
         let mut meta = Meta::decode(buf.page().contents(LEN));
         if change(&mut meta) {
-            let mut wal = Wal::start(rel, &buf, logging, false);
-            wal.page().contents_mut(LEN).copy_from_slice(&meta.encode());
-            wal.finish();
+            Wal::edit(rel, &buf, logging, false, |page| page.contents_mut(LEN).copy_from_slice(&meta.encode()));
         }
         meta
     }

@@ -69,6 +69,9 @@ pub mod meta;
 pub mod page;
 pub mod tuple;
 
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
 pub use buffer::{Buffer, Wal};
 pub use meta::Meta;
 pub use page::{ItemRef, MAX_ITEMS};

@@ -421,30 +421,9 @@ impl<E: VectorElem, F: Fn(&[E]) -> f32> Walk for MemWalk<'_, E, F> {
         }
         for (i, &n) in self.ids.iter().enumerate() {
             if let Some(&next) = self.ids.get(i + 1) {
-                prefetch(self.graph.vector(next));
+                crate::distance::prefetch(self.graph.vector(next));
             }
             out.push(Candidate::new((self.dist)(self.graph.vector(n)), n));
         }
     }
-}
-
-/// Ask for the start of the next vector while this one is measured: neighbour vectors are
-/// scattered, so without it every distance starts with a cache miss.
-#[inline(always)]
-fn prefetch<E>(v: &[E]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = v.as_ptr().cast::<i8>();
-        let bytes = core::mem::size_of_val(v);
-        // SAFETY: prefetch is a hint that never faults; the addresses lie inside `v`.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p);
-            if bytes > 64 {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
 }

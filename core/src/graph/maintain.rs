@@ -116,6 +116,9 @@ pub enum Room {
 /// The layer-0 graph as [`connect_unreachable`] sees it. Elements are numbered `0..len()`.
 pub trait RepairGraph {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn entry(&self) -> Option<u32>;
     /// Whether searches route through `id` (in VACUUM's first pass, deleted elements do not).
     fn routes(&self, id: u32) -> bool;

@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod heuristic;
+#[allow(unsafe_code)]
 pub mod links;
 pub mod maintain;
 pub mod search;

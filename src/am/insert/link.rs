@@ -86,7 +86,7 @@ impl<'a, E: Elem> Connect<'a, E> {
         Connect {
             els: Elements::new(index, meta.m as usize, logging),
             dims: meta.dims as usize,
-            metric: Metric::from_u8(meta.metric).expect("metric checked when the index was built"),
+            metric: meta.metric,
             new_vector: vector,
             new_node: node,
             scratch: Vec::new(),

@@ -38,7 +38,7 @@ use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use crate::storage::buffer::Logging;
 use crate::storage::lock::{HoldInterrupts, PageLock, FIRST_INSERT_LOCK, INSERT_LOCK};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE};
 use crate::storage::tuple::{layer_capacity, vector_tuple_size};
 pub(super) use link::Connect;
@@ -46,6 +46,8 @@ pub(super) use link::Connect;
 pub(super) use place::add_to_lists;
 use place::{add_heap_tid, same_payload, NewElement, Writer};
 
+// The signature is Postgres's `aminsert_function`.
+#[allow(clippy::too_many_arguments)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn aminsert(
     index: pg_sys::Relation,
@@ -70,8 +72,8 @@ pub unsafe extern "C-unwind" fn aminsert(
         // SAFETY: as above.
         let attrs = unsafe { opclass::columns(index).encode_row(values, isnull) };
         match kind.elem {
-            ELEM_F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
-            _ => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            ElemType::F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            ElemType::F32 => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
         }
     });
     false
@@ -143,7 +145,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
         }
     }
     same_dims(&meta, vector.len());
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let metric = meta.metric;
     let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
     let top = meta.entry_level as usize;
 

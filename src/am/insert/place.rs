@@ -96,13 +96,10 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
     drop(buf);
     let nref = append(index, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
     let buf = Buffer::read(index, vref.block, Lock::Exclusive);
-    let mut wal = Wal::start(index, &buf, logging, false);
-    {
-        let mut page = wal.page();
+    Wal::edit(index, &buf, logging, false, |page| {
         let data = page.item_mut(vref.offset).expect("vector tuple written above");
         set_vector_node(data, nref);
-    }
-    wal.finish();
+    });
     (vref, nref)
 }
 
@@ -178,23 +175,18 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
         let level = level.min(cap);
         // Claim: no longer free, still deleted (never returned) until it is rewritten below,
         // and marked as claimed so that a VACUUM running meanwhile does not free it again.
-        let mut wal = Wal::start(index, &buf, logging, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(index, &buf, logging, false, |page| {
             let mut t = NodeTupleMut::edit(page.item_mut(off).expect("seen above"), m);
             let flags = t.as_ref().flags();
             t.set_flags((flags & !FLAG_FREE) | FLAG_DELETED | FLAG_CLAIMED);
-        }
-        wal.finish();
+        });
         if free.len() == 1 {
             forget_free_page(index, block);
         }
         drop(buf);
 
         let vbuf = Buffer::read(index, vref.block, Lock::Exclusive);
-        let mut wal = Wal::start(index, &vbuf, logging, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(index, &vbuf, logging, false, |page| {
             let data = page.item_mut(vref.offset).filter(|d| d.len() >= tuple.len());
             let Some(data) = data else {
                 crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed vector tuple does not match its element");
@@ -202,8 +194,7 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
             set_vector_node(&mut tuple, nref);
             data[..tuple.len()].copy_from_slice(&tuple);
             data[tuple.len()..].fill(0);
-        }
-        wal.finish();
+        });
         drop(vbuf);
 
         // The attribute record: rewritten in place (a freed element keeps its record).
@@ -221,17 +212,14 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
         };
 
         let nbuf = Buffer::read(index, block, Lock::Exclusive);
-        let mut wal = Wal::start(index, &nbuf, logging, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(index, &nbuf, logging, false, |page| {
             let mut t = NodeTupleMut::edit(page.item_mut(off).expect("claimed above"), m);
             t.reset(level, vref, tid);
             t.set_attr(aref);
             for (layer, list) in lists.iter().take(level + 1).enumerate() {
                 t.set_neighbors(layer, list);
             }
-        }
-        wal.finish();
+        });
         return Some((vref, nref, level));
     }
     None
@@ -257,12 +245,9 @@ pub(super) fn add_heap_tid(index: pg_sys::Relation, meta: &Meta, node: ItemRef, 
                 return false;
             }
             if t.heap_tid_count() < HEAP_TIDS {
-                let mut wal = Wal::start(index, &buf, logging, false);
-                {
-                    let mut page = wal.page();
+                Wal::edit(index, &buf, logging, false, |page| {
                     NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).push_heap_tid(tid);
-                }
-                wal.finish();
+                });
                 return true;
             }
             t.overflow()
@@ -293,12 +278,9 @@ pub(crate) fn add_to_lists(
         let list = TidList::parse(data);
         let next = list.next();
         if list.count() < list.capacity() {
-            let mut wal = Wal::start(index, &buf, logging, false);
-            {
-                let mut page = wal.page();
+            Wal::edit(index, &buf, logging, false, |page| {
                 TidListMut::edit(page.item_mut(r.offset).expect("seen above")).push(tid);
-            }
-            wal.finish();
+            });
             drop(buf);
             return Some(confirm_list_row(index, m, node, logging));
         }
@@ -317,12 +299,9 @@ pub(crate) fn add_to_lists(
     }
     if t.overflow() == head {
         // Setting the overflow ref bumps the version too (see `confirm_list_row`).
-        let mut wal = Wal::start(index, &buf, logging, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(index, &buf, logging, false, |page| {
             NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).set_overflow(new);
-        }
-        wal.finish();
+        });
         return Some(true);
     }
     // Another backend changed the chain meanwhile: start over (the list made here stays
@@ -341,12 +320,9 @@ fn confirm_list_row(index: pg_sys::Relation, m: usize, node: ItemRef, logging: L
     if NodeTuple::parse(data, m).is_deleted() {
         return false;
     }
-    let mut wal = Wal::start(index, &buf, logging, false);
-    {
-        let mut page = wal.page();
+    Wal::edit(index, &buf, logging, false, |page| {
         NodeTupleMut::edit(page.item_mut(node.offset).expect("seen above"), m).bump_version();
-    }
-    wal.finish();
+    });
     true
 }
 
@@ -389,9 +365,7 @@ fn append(index: pg_sys::Relation, sizes: &[usize], logging: Logging, fill: impl
 
 /// Add `tuples` to an exclusively locked page (formatting it first if new), in one record.
 fn write_items(index: pg_sys::Relation, buf: &Buffer, new_page: bool, tuples: &[Vec<u8>], logging: Logging) {
-    let mut wal = Wal::start(index, buf, logging, new_page);
-    {
-        let mut page = wal.page();
+    Wal::edit(index, buf, logging, new_page, |page| {
         if new_page {
             page.init(PAGE_DATA);
         }
@@ -401,6 +375,5 @@ fn write_items(index: pg_sys::Relation, buf: &Buffer, new_page: bool, tuples: &[
                 crate::types::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw: element did not fit the page chosen for it");
             }
         }
-    }
-    wal.finish();
+    });
 }

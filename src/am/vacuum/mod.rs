@@ -35,7 +35,7 @@ use pgrx::prelude::*;
 
 use crate::storage::element::nblocks;
 use crate::storage::lock::{PageLock, INSERT_LOCK};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::meta::{ElemType, Meta};
 use reconnect::reconnect;
 #[cfg(any(test, feature = "pg_test"))]
 pub(crate) use remove::{find_rowless, mark_rowless};
@@ -86,11 +86,11 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
     if !scan.deleted.is_empty() {
         replace_entry(index, &scan);
         match meta.elem {
-            ELEM_F16 => {
+            ElemType::F16 => {
                 reconnect::<f16>(index, &meta, true);
                 repair::<f16>(index, &meta, &scan.deleted);
             }
-            _ => {
+            ElemType::F32 => {
                 reconnect::<f32>(index, &meta, true);
                 repair::<f32>(index, &meta, &scan.deleted);
             }
@@ -120,8 +120,8 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     }
     let meta = Meta::read(index);
     let live = match meta.elem {
-        ELEM_F16 => reconnect::<f16>(index, &meta, false),
-        _ => reconnect::<f32>(index, &meta, false),
+        ElemType::F16 => reconnect::<f16>(index, &meta, false),
+        ElemType::F32 => reconnect::<f32>(index, &meta, false),
     };
     let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);

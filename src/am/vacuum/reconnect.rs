@@ -148,7 +148,7 @@ impl<E: Elem> DiskGraph<E> {
         let entry = if meta.has_entry() { ids.get(&meta.entry_vector).copied() } else { None };
         let graph = DiskGraph {
             els: Elements::new(index, m, Logging::Wal),
-            metric: Metric::from_u8(meta.metric).expect("metric checked when the index was built"),
+            metric: meta.metric,
             meta,
             live_only,
             len: vectors.len(),

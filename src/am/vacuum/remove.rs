@@ -101,9 +101,7 @@ pub(crate) fn find_rowless(
         if changes.is_empty() {
             continue;
         }
-        let mut wal = Wal::start(index, &buf, Logging::Wal, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(index, &buf, Logging::Wal, false, |page| {
             for off in changes {
                 let data = page.item_mut(off).expect("item seen under the same lock");
                 if data[0] == KIND_NODE {
@@ -112,8 +110,7 @@ pub(crate) fn find_rowless(
                     TidListMut::edit(data).retain(|tid| !is_dead(tid));
                 }
             }
-        }
-        wal.finish();
+        });
     }
     rowless_by_lists(index, m, &mut scan, check_lists, &mut newly_deleted);
     (scan, newly_deleted)
@@ -205,14 +202,11 @@ pub(super) fn release_abandoned(index: pg_sys::Relation, meta: &Meta, claimed: &
         if !still {
             continue;
         }
-        let mut wal = Wal::start(index, &buf, Logging::Wal, false);
-        {
-            let mut page = wal.page();
+        Wal::edit(index, &buf, Logging::Wal, false, |page| {
             let mut t = NodeTupleMut::edit(page.item_mut(node.offset).expect("checked under the same lock"), m);
             let flags = t.as_ref().flags();
             t.set_flags((flags & !FLAG_CLAIMED) | FLAG_DELETED | FLAG_FREE);
-        }
-        wal.finish();
+        });
         freed.push((node, vector));
     }
     let vectors: Vec<ItemRef> = freed.iter().map(|&(_, v)| v).collect();

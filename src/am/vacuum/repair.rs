@@ -21,7 +21,7 @@ use crate::storage::tuple::{layer_capacity, node_tuples, NodeTuple, VectorTuple,
 /// Phase 3: re-select every neighbour list that holds a deleted element.
 pub(super) fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
     let m = meta.m as usize;
-    let metric = Metric::from_u8(meta.metric).expect("metric checked when the index was built");
+    let metric = meta.metric;
     let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index) };
     for block in 1..nblocks(index) {
         delay_point();

@@ -1,75 +1,18 @@
-//! `hnsw_index_check(regclass)`: walks every page of an hnsw index and verifies the on-disk
-//! graph — meta page, tuple formats, that the two tuples of each element point at each other,
-//! that every link points at a live vector tuple of an element on that layer, and the entry
-//! point — and returns a readable report. Read-only; takes share locks one page at a time.
+//! The checker's pass: every page read once (element, list and record tables bounded by
+//! `maintenance_work_mem`), then the cross-references, links, reachability and entry point.
 
 use std::collections::{HashMap, HashSet};
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgRelation};
 
+use super::Report;
 use crate::am::mem::{Budget, Setting};
 use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
-use crate::storage::buffer::{Buffer, Lock};
-use crate::storage::meta::{Meta, ELEM_F16};
+use crate::storage::buffer::{Buffer, Lock, Strategy};
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
 use crate::storage::tuple::{NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_TIDS, KIND_VECTOR, VECTOR_HEADER};
-use crate::types::raise;
-
-/// What a check found.
-#[derive(Default, Debug)]
-pub struct Report {
-    pub pages: u32,
-    pub elements: u64,
-    pub deleted: u64,
-    pub free: u64,
-    /// Live elements whose rows are all gone, left for the next VACUUM to mark deleted (what a
-    /// cancelled or crashed VACUUM leaves: searches never return them).
-    pub rowless: u64,
-    /// Live elements nothing links to whose rows are not visible now (inserts that did not
-    /// commit, or are still running).
-    pub unlinked_invisible: u64,
-    pub heap_tids: u64,
-    pub links: u64,
-    pub max_level: usize,
-    pub problems: Vec<String>,
-}
-
-impl Report {
-    fn problem(&mut self, p: String) {
-        // Enough to diagnose; a badly broken index should not produce a gigabyte of text.
-        if self.problems.len() < 100 {
-            self.problems.push(p);
-        }
-    }
-
-    pub fn text(&self, name: &str) -> String {
-        let mut s = format!(
-            "hnsw index {name}: {} pages, {} elements ({} deleted, {} of them free), {} heap TIDs, {} links, top live level {}\n",
-            self.pages, self.elements, self.deleted, self.free, self.heap_tids, self.links, self.max_level
-        );
-        if self.rowless > 0 {
-            s.push_str(&format!("{} element(s) without rows, left for the next VACUUM\n", self.rowless));
-        }
-        if self.unlinked_invisible > 0 {
-            s.push_str(&format!(
-                "{} unreachable element(s) without a visible row (inserts that did not commit), left for the next VACUUM\n",
-                self.unlinked_invisible
-            ));
-        }
-        if self.problems.is_empty() {
-            s.push_str("OK");
-        } else {
-            s.push_str(&format!("{} PROBLEM(S):\n", self.problems.len()));
-            for p in &self.problems {
-                s.push_str("  ");
-                s.push_str(p);
-                s.push('\n');
-            }
-        }
-        s
-    }
-}
 
 struct Element {
     node: ItemRef,
@@ -83,10 +26,10 @@ struct Element {
     tids: Vec<pg_sys::ItemPointerData>,
 }
 
-pub fn check(index: pg_sys::Relation) -> Report {
+pub(crate) fn check(index: pg_sys::Relation) -> Report {
     let mut r = Report::default();
     let meta = Meta::read(index);
-    let columns = super::opclass::columns(index);
+    let columns = crate::am::opclass::columns(index);
     if columns.len() != meta.filters as usize {
         r.problem(format!("meta page says {} filter columns, the catalog {}", meta.filters, columns.len()));
     }
@@ -109,9 +52,12 @@ pub fn check(index: pg_sys::Relation) -> Report {
     // bytes per entry, hash table slack and the later per-element sets included).
     let mut budget = Budget::new(Setting::MaintenanceWorkMem);
     let what = "hnsw_index_check";
+    // A pass over every page: through a ring of buffers, like a sequential scan, so checking a
+    // large index does not evict the shared buffers other backends are using.
+    let strategy = Strategy::bulk_read();
     for block in 0..nblocks {
         check_for_interrupts!();
-        let buf = Buffer::read(index, block, Lock::Share);
+        let buf = Buffer::read_with(index, block, Lock::Share, strategy.as_ptr());
         let page = buf.page();
         if page.is_new() {
             continue;
@@ -148,14 +94,14 @@ pub fn check(index: pg_sys::Relation) -> Report {
             match data.first() {
                 Some(&KIND_VECTOR) => {
                     let t = VectorTuple::parse(data);
-                    let elem_size = if meta.elem == ELEM_F16 { 2 } else { 4 };
+                    let elem_size = meta.elem.size();
                     if data.len() < VECTOR_HEADER + meta.dims as usize * elem_size {
                         r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
                     }
                     budget.charge(48, what);
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
                     if meta.filters > 0 {
-                        let payload = if meta.elem == ELEM_F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
+                        let payload = if meta.elem == ElemType::F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
                         budget.charge(64 + payload.len(), what);
                         payloads.insert(at, payload.to_vec());
                     }
@@ -420,63 +366,5 @@ fn holds_visible_row(index: pg_sys::Relation, e: &Element) -> bool {
         pg_sys::UnregisterSnapshot(snapshot);
         pg_sys::table_close(heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         visible
-    }
-}
-
-/// A `regclass` argument, as its OID.
-pub struct RegClass(pub pg_sys::Oid);
-
-impl_sql_translatable!(RegClass, arg_only = "regclass");
-
-impl FromDatum for RegClass {
-    // SAFETY: unsafe by the trait's signature only; a regclass datum is an OID by value, read
-    // without dereferencing anything.
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
-        (!is_null).then(|| RegClass(pg_sys::Oid::from(datum.value() as u32)))
-    }
-}
-
-// SAFETY: a regclass datum is an OID passed by value; FromDatum reads exactly that.
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        // SAFETY: pgrx calls this only for a non-null regclass argument.
-        unsafe { arg.unbox_arg_using_from_datum() }.expect("regclass argument is null")
-    }
-}
-
-/// Verify an hnsw index and describe it; the last line is `OK` or the problems found.
-#[pg_extern(volatile, strict, parallel_safe)]
-fn hnsw_index_check(index: RegClass) -> String {
-    check_privileges(index.0);
-    // SAFETY: with_lock opens the relation by OID (ERROR if there is none) and keeps it open
-    // and locked until `rel` drops.
-    let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
-    // SAFETY: the relation is open and locked for the duration of this call; the AM lookup
-    // raises an ERROR if hnsw is missing, which cannot happen while this extension exists.
-    let (relam, hnsw_am) = unsafe { ((*(*rel.as_ptr()).rd_rel).relam, pg_sys::get_index_am_oid(c"hnsw".as_ptr(), false)) };
-    if !rel.is_index() || relam != hnsw_am {
-        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
-    }
-    check(rel.as_ptr()).text(rel.name())
-}
-
-/// The report shows how many rows a table holds and which pages the index has: the caller
-/// must own the table (or be allowed to read every statistic). EXECUTE is revoked from PUBLIC
-/// too, as amcheck does; this also covers a role it was granted to.
-fn check_privileges(relid: pg_sys::Oid) {
-    // SAFETY: catalog lookups on the backend's thread; IndexGetRelation returns InvalidOid
-    // for a relation that is no index (missing_ok), pg_class_ownercheck raises an ERROR for an
-    // OID that names no relation.
-    let allowed = unsafe {
-        let user = pg_sys::GetUserId();
-        let heap = pg_sys::IndexGetRelation(relid, true);
-        let owned = if heap != pg_sys::InvalidOid { heap } else { relid };
-        pg_sys::pg_class_ownercheck(owned, user) || pg_sys::has_privs_of_role(user, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
-    };
-    if !allowed {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied: hnsw_index_check needs ownership of the index's table or the privileges of pg_read_all_stats",
-        );
     }
 }

@@ -1,0 +1,209 @@
+//! The heap scan of a build: rows into the in-memory graph (duplicates joining their node),
+//! until the graph is written and the rest go through the on-disk insert path.
+
+use std::collections::HashMap;
+
+use hnsw_core::graph::{Graph, Params};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::link::link;
+use super::write::{write_empty, write_graph, Filters};
+use super::{base_meta, max_level, progress, PHASE_LOAD};
+use crate::am::filter::Columns;
+use crate::am::graph::{prepare_stored, Elem};
+use crate::am::insert::{check_row_size, insert_vector};
+use crate::am::mem::TempContext;
+use crate::am::opclass::Kind;
+use crate::storage::buffer::Logging;
+use crate::storage::page::ItemRef;
+use crate::storage::tuple::from_tid;
+
+struct BuildState<E: Elem> {
+    index: pg_sys::Relation,
+    kind: Kind,
+    columns: Columns,
+    /// Filter values of each node: payloads back to back (node i's from `payload_at[i]` to
+    /// `payload_at[i + 1]`), condensed slots (`columns.len()` per node) and NULL bitmaps.
+    payloads: Vec<u8>,
+    payload_at: Vec<u32>,
+    slots: Vec<u64>,
+    nulls: Vec<u8>,
+    m: usize,
+    efc: usize,
+    dims: u32,
+    graph: Option<Graph<E>>,
+    /// The first heap TID of each node, and the others of nodes whose vector several rows share.
+    tids: Vec<ItemRef>,
+    more_tids: HashMap<u32, Vec<ItemRef>>,
+    /// Node of each distinct vector seen, by content hash (duplicates join it).
+    by_hash: HashMap<u64, u32>,
+    mem_limit: usize,
+    /// The graph was written; remaining rows are inserted on disk.
+    on_disk: bool,
+    indexed: f64,
+    threads: usize,
+    /// Reset after every row: the detoasted vector and filter values (see [`TempContext`]).
+    row_cx: TempContext,
+}
+
+pub(super) fn build<E: Elem>(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    index_info: *mut pg_sys::IndexInfo,
+    kind: Kind,
+    m: usize,
+    efc: usize,
+) -> (f64, f64) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // SAFETY: plain reads of GUC variables on the backend's thread.
+    let (workers, mwm_kb) = unsafe { (pg_sys::max_parallel_maintenance_workers, pg_sys::maintenance_work_mem) };
+    let columns = Columns::of(index);
+    let mut state = BuildState::<E> {
+        index,
+        kind,
+        columns,
+        payloads: Vec::new(),
+        payload_at: vec![0],
+        slots: Vec::new(),
+        nulls: Vec::new(),
+        m,
+        efc,
+        dims: kind.typmod_dims.unwrap_or(0),
+        graph: None,
+        tids: Vec::new(),
+        more_tids: HashMap::new(),
+        by_hash: HashMap::new(),
+        mem_limit: mwm_kb as usize * 1024,
+        on_disk: false,
+        indexed: 0.0,
+        threads: (workers.max(0) as usize + 1).min(cores).max(1),
+        row_cx: TempContext::new(c"hnsw build row"),
+    };
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+    // SAFETY: the standard heap scan for index builds; the callback gets `state` back.
+    let reltuples = unsafe {
+        pg_sys::table_index_build_scan(
+            heap,
+            index,
+            index_info,
+            true,
+            true,
+            Some(build_callback::<E>),
+            (&mut state as *mut BuildState<E>).cast(),
+            core::ptr::null_mut(),
+        )
+    };
+    if !state.on_disk {
+        flush(&mut state);
+    }
+    (reltuples, state.indexed)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn build_callback<E: Elem>(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut core::ffi::c_void,
+) {
+    // SAFETY: `state` is the BuildState passed to table_index_build_scan; values/isnull have
+    // one entry per key column.
+    let (st, datum, null, tid) = unsafe { (&mut *(state as *mut BuildState<E>), *values, *isnull, from_tid(&*tid)) };
+    if null {
+        return;
+    }
+    // Detoasting (a vector of more than ~500 dimensions is stored out of line) pallocs a copy
+    // of the row in the current context, which lives as long as the build: read the row in a
+    // context of its own, reset after it; what is kept is copied into Rust memory.
+    let row_cx = &st.row_cx;
+    let (kind, dims, columns) = (&st.kind, st.dims, &st.columns);
+    // SAFETY: as above, an entry per key column.
+    let row = row_cx.run(|| prepare_stored::<E>(datum, kind, dims).map(|v| (v, unsafe { columns.encode_row(values, isnull) })));
+    let Some((v, attrs)) = row else { return };
+    check_row_size::<E>(v.len(), attrs.payload.len());
+    st.indexed += 1.0;
+    if st.on_disk {
+        st.row_cx.run(|| insert_vector(st.index, &v, &attrs, tid, Logging::Build));
+        return;
+    }
+    if st.dims == 0 {
+        st.dims = v.len() as u32;
+    }
+    let graph = st.graph.get_or_insert_with(|| {
+        let params = Params { m: st.m, ef_construction: st.efc, metric: st.kind.metric, max_level: max_level(st.m), seed: 0x5EED };
+        Graph::new(v.len(), params)
+    });
+    // A row whose vector (and filter values) a node already has joins that node (see
+    // insert.rs for why).
+    let hash = hash_vector(&v) ^ hnsw_core::graph::build::splitmix64(crate::am::filter::hash_bytes(&attrs.payload));
+    if let Some(&id) = st.by_hash.get(&hash) {
+        let payload = &st.payloads[st.payload_at[id as usize] as usize..st.payload_at[id as usize + 1] as usize];
+        if graph.vector(id) == v.as_slice() && payload == attrs.payload.as_slice() {
+            st.more_tids.entry(id).or_default().push(tid);
+            return;
+        }
+    }
+    let id = graph.push(&v);
+    st.by_hash.insert(hash, id);
+    st.tids.push(tid);
+    st.payloads.extend_from_slice(&attrs.payload);
+    st.payload_at.push(st.payloads.len() as u32);
+    st.slots.extend_from_slice(&attrs.slots);
+    st.nulls.push(attrs.nulls);
+    let filter_bytes = st.payloads.len() + 8 * st.slots.len() + 5 * st.nulls.len();
+    if graph.len() * Graph::<E>::bytes_per_node(v.len(), st.m) + filter_bytes > st.mem_limit {
+        ereport!(
+            NOTICE,
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!("hnsw graph no longer fits into maintenance_work_mem after {} tuples", graph.len()),
+            "Building will take significantly more time. Increase maintenance_work_mem to speed up builds."
+        );
+        flush(st);
+    }
+}
+
+/// Link the graph read so far and write it out; afterwards rows are inserted on disk.
+fn flush<E: Elem>(st: &mut BuildState<E>) {
+    let meta = base_meta(&st.kind, &st.columns, st.m, st.efc, st.dims);
+    match st.graph.take() {
+        None => write_empty(st.index, &meta),
+        Some(graph) => {
+            let t = std::time::Instant::now();
+            link(&graph, st.threads);
+            let linked = t.elapsed();
+            let filters = Filters { payloads: &st.payloads, payload_at: &st.payload_at, slots: &st.slots, nulls: &st.nulls };
+            write_graph(st.index, &graph, &st.tids, &st.more_tids, &filters, meta);
+            debug1!(
+                "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}",
+                graph.len(),
+                st.threads,
+                linked,
+                t.elapsed() - linked
+            );
+        }
+    }
+    st.tids = Vec::new();
+    st.payloads = Vec::new();
+    st.payload_at = Vec::new();
+    st.slots = Vec::new();
+    st.nulls = Vec::new();
+    st.more_tids = HashMap::new();
+    st.by_hash = HashMap::new();
+    st.on_disk = true;
+}
+
+/// A content hash of a vector, to find rows with identical vectors while reading the heap.
+fn hash_vector<E: Elem>(v: &[E]) -> u64 {
+    // SAFETY: f32/f16 are plain data; we hash their bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) };
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h
+}

@@ -1,0 +1,264 @@
+//! The write phase of a build: every element's place on the pages is decided first, then meta,
+//! data and attribute pages are written in one sequential pass.
+
+use std::collections::HashMap;
+
+use hnsw_core::graph::Graph;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::{progress, PHASE_WRITE};
+use crate::am::graph::Elem;
+use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
+use crate::storage::buffer::{Buffer, Logging, Wal};
+use crate::storage::meta::Meta;
+use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
+use crate::storage::tuple::{
+    encode_tid_list, encode_vector, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS, TID_LIST_CAPACITY,
+};
+use crate::types::raise;
+
+/// The filter values gathered while reading the heap (see [`super::load::BuildState`]).
+pub(super) struct Filters<'a> {
+    pub(super) payloads: &'a [u8],
+    pub(super) payload_at: &'a [u32],
+    pub(super) slots: &'a [u64],
+    pub(super) nulls: &'a [u8],
+}
+
+impl Filters<'_> {
+    fn payload(&self, i: usize) -> &[u8] {
+        if self.payload_at.len() <= i + 1 {
+            return &[];
+        }
+        &self.payloads[self.payload_at[i] as usize..self.payload_at[i + 1] as usize]
+    }
+}
+
+/// An index without rows: the meta page, and for filter columns an empty attribute page.
+pub(super) fn write_empty(index: pg_sys::Relation, meta: &Meta) {
+    let mut meta = *meta;
+    if meta.filters > 0 {
+        meta.attr_first = 1;
+        meta.attr_last = 1;
+    }
+    let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    meta.init_page(index, &buf, Logging::Build);
+    drop(buf);
+    if meta.filters > 0 {
+        let buf = new_page(index, 1);
+        Wal::edit(index, &buf, Logging::Build, true, |page| page.init(PAGE_ATTR));
+    }
+}
+
+/// Write meta and data pages in one sequential pass (layout in the `storage` module docs).
+///
+/// Vectors fill pages in order; node tuples go first into the room those pages have left
+/// (a 784-d float4 vector page keeps a quarter of its space free, enough for seven node
+/// tuples), then onto pages of their own. TID lists follow, and the attribute pages (indexes
+/// with filter columns) come last, one record per element in element order.
+pub(super) fn write_graph<E: Elem>(
+    index: pg_sys::Relation,
+    graph: &Graph<E>,
+    tids: &[ItemRef],
+    more_tids: &HashMap<u32, Vec<ItemRef>>,
+    filters: &Filters<'_>,
+    mut meta: Meta,
+) {
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+    let n = graph.len();
+    let (dims, m) = (graph.dim(), meta.m as usize);
+    // Vector tuples in element order, a page filled before the next; their sizes differ only
+    // when filter values do (text, arrays).
+    let vsize = |i: usize| vector_tuple_size::<E>(dims, filters.payload(i).len()) + ITEM_ID_SIZE;
+    let mut vrefs = Vec::with_capacity(n);
+    // (bytes used, items) of each vector page, from block 1.
+    let mut used: Vec<(usize, usize)> = Vec::new();
+    for i in 0..n {
+        let size = vsize(i);
+        match used.last_mut() {
+            Some((bytes, items)) if *items < MAX_ITEMS && *bytes + size <= page_capacity() => {
+                *bytes += size;
+                *items += 1;
+            }
+            _ => used.push((size, 1)),
+        }
+        vrefs.push(ItemRef::new(used.len() as u32, used.last().expect("pushed").1 as u16));
+    }
+    let vector_pages = used.len() as u32;
+    let vref = |i: usize| vrefs[i];
+    // (bytes free, items) of a page before any node tuple goes on it.
+    let room = |block: u32| match used.get(block as usize - 1) {
+        Some(&(bytes, items)) => (page_capacity() - bytes, items),
+        None => (page_capacity(), 0),
+    };
+
+    // Two cursors: the room left on vector pages, and node-only pages after them. A node that
+    // does not fit the current room moves the cursor on to the next vector page; one bigger
+    // than a vector page's usual room goes to a node page.
+    let mut nrefs = vec![ItemRef::INVALID; n];
+    let leftover = room(1).0;
+    let (mut vblock, mut nblock) = (1u32, vector_pages + 1);
+    let (mut vfree, mut vitems) = room(vblock);
+    let (mut nfree, mut nitems) = room(nblock);
+    for (i, nref) in nrefs.iter_mut().enumerate() {
+        let size = node_tuple_size(m, graph.level(i as u32)) + ITEM_ID_SIZE;
+        if size <= leftover && vblock <= vector_pages && (vitems == MAX_ITEMS || vfree < size) {
+            vblock += 1;
+            (vfree, vitems) = room(vblock);
+        }
+        if vblock <= vector_pages && vfree >= size && vitems < MAX_ITEMS {
+            vfree -= size;
+            vitems += 1;
+            *nref = ItemRef::new(vblock, vitems as u16);
+            continue;
+        }
+        if nitems == MAX_ITEMS || nfree < size {
+            nblock += 1;
+            (nfree, nitems) = room(nblock);
+        }
+        nfree -= size;
+        nitems += 1;
+        *nref = ItemRef::new(nblock, nitems as u16);
+    }
+    // Nodes in page order, for the writer.
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by_key(|&i| (nrefs[i as usize].block, nrefs[i as usize].offset));
+    let block = if nitems > 0 { nblock } else { vector_pages };
+    let nodes_end = block.max(vector_pages);
+    // Rows beyond a node's inline TIDs go to TID lists on pages after everything else.
+    let mut lists: Vec<(ItemRef, Vec<ItemRef>, ItemRef)> = Vec::new();
+    let mut overflow: HashMap<u32, ItemRef> = HashMap::new();
+    let (mut lblock, mut lfree, mut litems) = (nodes_end, 0usize, MAX_ITEMS);
+    let lsize = tid_list_size() + ITEM_ID_SIZE;
+    let mut ids: Vec<&u32> = more_tids.keys().collect();
+    ids.sort();
+    for &id in ids {
+        let rest = more_tids[&id].get(HEAP_TIDS - 1..).unwrap_or(&[]);
+        let first = lists.len();
+        for chunk in rest.chunks(TID_LIST_CAPACITY) {
+            if litems == MAX_ITEMS || lfree < lsize {
+                lblock += 1;
+                (lfree, litems) = (page_capacity(), 0);
+            }
+            lfree -= lsize;
+            litems += 1;
+            lists.push((ItemRef::new(lblock, litems as u16), chunk.to_vec(), ItemRef::INVALID));
+        }
+        for i in first..lists.len().saturating_sub(1) {
+            lists[i].2 = lists[i + 1].0;
+        }
+        if first < lists.len() {
+            overflow.insert(id, lists[first].0);
+        }
+    }
+    let last = lblock;
+    // Attribute pages after the data pages.
+    let ncols = meta.filters as usize;
+    let rsize = meta.attr_record as usize;
+    let per_attr_page = if ncols > 0 { records_per_page(rsize) } else { 1 };
+    let attr_pages = if ncols > 0 { n.div_ceil(per_attr_page) as u32 } else { 0 };
+    let aref = |i: usize| record_ref(last + 1 + (i / per_attr_page) as u32, i % per_attr_page);
+    if ncols > 0 {
+        meta.attr_first = last + 1;
+        meta.attr_last = last + attr_pages;
+    }
+    if let Some((ep, level)) = graph.entry() {
+        meta.entry_vector = vref(ep as usize);
+        meta.entry_node = nrefs[ep as usize];
+        meta.entry_level = level as u8;
+    }
+    meta.insert_page = if n > 0 { last } else { 0 };
+    {
+        let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+        meta.init_page(index, &buf, Logging::Build);
+    }
+
+    let total = last + attr_pages;
+    let (mut tuple, mut refs) = (Vec::new(), Vec::new());
+    let mut next = 0usize;
+    let mut next_vector = 0usize;
+    let mut next_list = 0usize;
+    for block in 1..=last {
+        let buf = new_page(index, block);
+        Wal::edit(index, &buf, Logging::Build, true, |page| {
+            page.init(PAGE_DATA);
+            while next_list < lists.len() && lists[next_list].0.block == block {
+                let (at, ref list_tids, next_ref) = lists[next_list];
+                encode_tid_list(list_tids, next_ref, &mut tuple);
+                expect_offset(page.add_item(&tuple), at);
+                next_list += 1;
+            }
+            while next_vector < n && vrefs[next_vector].block == block {
+                let i = next_vector;
+                encode_vector(graph.vector(i as u32), filters.payload(i), nrefs[i], 0, &mut tuple);
+                expect_offset(page.add_item(&tuple), vref(i));
+                next_vector += 1;
+            }
+            while next < n && nrefs[order[next] as usize].block == block {
+                let id = order[next];
+                let level = graph.level(id);
+                let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize]);
+                if let Some(more) = more_tids.get(&id) {
+                    more.iter().take(HEAP_TIDS - 1).for_each(|&t| {
+                        node.push_heap_tid(t);
+                    });
+                    if let Some(&first) = overflow.get(&id) {
+                        node.set_overflow(first);
+                    }
+                }
+                if ncols > 0 {
+                    node.set_attr(aref(id as usize));
+                }
+                for layer in 0..=level {
+                    refs.clear();
+                    refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
+                    node.set_neighbors(layer, &refs);
+                }
+                expect_offset(page.add_item(&tuple), nrefs[id as usize]);
+                next += 1;
+            }
+        });
+        // A held content lock holds interrupts off (CHECK_FOR_INTERRUPTS would do nothing):
+        // release the page first, so cancel and statement_timeout act between pages.
+        drop(buf);
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / total as i64);
+        check_for_interrupts!();
+    }
+    for p in 0..attr_pages {
+        let block = last + 1 + p;
+        let buf = new_page(index, block);
+        Wal::edit(index, &buf, Logging::Build, true, |page| {
+            page.init(PAGE_ATTR);
+            if p + 1 < attr_pages {
+                page.set_attr_next(block + 1);
+            }
+            let first = p as usize * per_attr_page;
+            for i in first..n.min(first + per_attr_page) {
+                encode_record(0, filters.nulls[i], vref(i), &filters.slots[i * ncols..(i + 1) * ncols], &mut tuple);
+                if page.attr_push(&tuple).map(|at| record_ref(block, at)) != Some(aref(i)) {
+                    raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw build attribute page layout mismatch");
+                }
+            }
+        });
+        // A held content lock holds interrupts off (CHECK_FOR_INTERRUPTS would do nothing):
+        // release the page first, so cancel and statement_timeout act between pages.
+        drop(buf);
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / total as i64);
+        check_for_interrupts!();
+    }
+}
+
+fn new_page(index: pg_sys::Relation, expected: u32) -> Buffer {
+    let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
+    if buf.block() != expected {
+        raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("hnsw build expected to write block {expected}, got {}", buf.block()));
+    }
+    buf
+}
+
+fn expect_offset(got: Option<u16>, want: ItemRef) {
+    if got != Some(want.offset) {
+        raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw build page layout mismatch");
+    }
+}
