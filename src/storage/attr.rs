@@ -94,7 +94,7 @@ impl<'a> Page<'a> {
         self.expect_kind(PAGE_ATTR);
         // SAFETY: a locked page starts with its header.
         let lower = unsafe { (*(self.as_ptr() as *const pg_sys::PageHeaderData)).pd_lower } as usize;
-        if lower < CONTENTS || (lower - CONTENTS) % size != 0 || lower - CONTENTS > records_per_page(size) * size {
+        if lower < CONTENTS || !(lower - CONTENTS).is_multiple_of(size) || lower - CONTENTS > records_per_page(size) * size {
             corrupt("bad record area");
         }
         (lower - CONTENTS) / size
@@ -239,14 +239,10 @@ pub fn set_deleted(rel: pg_sys::Relation, size: usize, refs: &mut [ItemRef]) {
     }
 }
 
-/// Visit every attribute page in chain order, share-locked, with its block number.
-pub fn for_each_page(rel: pg_sys::Relation, first: u32, mut visit: impl FnMut(u32, Page<'_>)) {
-    for_each_page_pausing(rel, first, &mut (), |_, block, page| visit(block, page), |_| {});
-}
-
-/// [`for_each_page`], running `pause` after each page with no buffer locked (to work on what
-/// the pages gave so far); both get `state`.
-pub fn for_each_page_pausing<S>(
+/// Visit every attribute page in chain order, share-locked, with its block number, running
+/// `pause` after each page with no buffer locked (to work on what the pages gave so far); both
+/// get `state`.
+pub(crate) fn for_each_page_pausing<S>(
     rel: pg_sys::Relation,
     first: u32,
     state: &mut S,

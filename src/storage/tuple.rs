@@ -203,7 +203,7 @@ impl<'a> VectorTuple<'a> {
             corrupt("vector tuple shorter than its dimensions");
         }
         let p = self.data[VECTOR_HEADER..].as_ptr();
-        if p as usize % core::mem::align_of::<E>() != 0 {
+        if !(p as usize).is_multiple_of(core::mem::align_of::<E>()) {
             corrupt("misaligned vector tuple");
         }
         // SAFETY: length and alignment checked above; any bit pattern is a valid f32/f16.
