@@ -8,17 +8,30 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use zerocopy::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::buffer::{Buffer, Lock, Logging, Wal};
 use super::meta::Meta;
-use super::page::{maxalign, ItemRef, Opaque, Page, PageMut, BLCKSZ, OPAQUE_SIZE, PAGE_MAGIC};
+use super::page::{maxalign, DiskRef, ItemRef, Opaque, Page, PageMut, BLCKSZ, OPAQUE_SIZE};
 use crate::types::raise;
 
 pub const PAGE_ATTR: u16 = 3;
 /// The element's filter values are stale: it was deleted (VACUUM) and not reused yet.
 pub const ATTR_DELETED: u8 = 1;
+/// The fixed part of an attribute record ("attribute pages" in the `storage` layout table);
+/// one little-endian u64 per filter column follows.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct RecordHeader {
+    flags: u8,
+    nulls: u8,
+    vector: DiskRef,
+}
+
 /// Bytes before the per-column values: flags, NULL bitmap, vector ref.
-pub const ATTR_HEADER: usize = 8;
+pub const ATTR_HEADER: usize = core::mem::size_of::<RecordHeader>();
+const _: () = assert!(ATTR_HEADER == 8);
 
 const CONTENTS: usize = maxalign(core::mem::offset_of!(pg_sys::PageHeaderData, pd_linp));
 
@@ -34,12 +47,9 @@ fn corrupt(what: &str) -> ! {
 /// Encode a record: flags, NULL bitmap, the element's vector ref, one u64 per filter column.
 pub fn encode_record(flags: u8, nulls: u8, vector: ItemRef, slots: &[u64], out: &mut Vec<u8>) {
     out.clear();
-    out.push(flags);
-    out.push(nulls);
-    out.extend_from_slice(&[0; 6]);
-    vector.write(&mut out[2..8]);
-    for s in slots {
-        out.extend_from_slice(&s.to_le_bytes());
+    out.extend_from_slice(RecordHeader { flags, nulls, vector: vector.into() }.as_bytes());
+    for &s in slots {
+        out.extend_from_slice(U64::new(s).as_bytes());
     }
 }
 
@@ -48,14 +58,20 @@ pub fn encode_record(flags: u8, nulls: u8, vector: ItemRef, slots: &[u64], out: 
 pub struct Record<'a>(pub &'a [u8]);
 
 impl<'a> Record<'a> {
+    fn header(&self) -> &'a RecordHeader {
+        match RecordHeader::ref_from_prefix(self.0) {
+            Ok((h, _)) => h,
+            Err(_) => corrupt("record shorter than its header"),
+        }
+    }
     pub fn flags(&self) -> u8 {
-        self.0[0]
+        self.header().flags
     }
     pub fn nulls(&self) -> u8 {
-        self.0[1]
+        self.header().nulls
     }
     pub fn vector(&self) -> ItemRef {
-        ItemRef::read(&self.0[2..8])
+        self.header().vector.get()
     }
     /// The condensed column values, 8 bytes each.
     pub fn slots(&self) -> &'a [u8] {
@@ -65,7 +81,10 @@ impl<'a> Record<'a> {
     #[inline]
     pub fn slot(&self, col: usize) -> u64 {
         let at = ATTR_HEADER + col * 8;
-        u64::from_le_bytes(self.0[at..at + 8].try_into().expect("8 bytes"))
+        match self.0.get(at..).map(U64::read_from_prefix) {
+            Some(Ok((v, _))) => v.get(),
+            _ => corrupt("column beyond the record"),
+        }
     }
 }
 
@@ -75,7 +94,7 @@ impl<'a> Page<'a> {
         self.expect_kind(PAGE_ATTR);
         // SAFETY: a locked page starts with its header.
         let lower = unsafe { (*(self.as_ptr() as *const pg_sys::PageHeaderData)).pd_lower } as usize;
-        if lower < CONTENTS || (lower - CONTENTS) % size != 0 || lower - CONTENTS > records_per_page(size) * size {
+        if lower < CONTENTS || !(lower - CONTENTS).is_multiple_of(size) || lower - CONTENTS > records_per_page(size) * size {
             corrupt("bad record area");
         }
         (lower - CONTENTS) / size
@@ -101,25 +120,14 @@ impl<'a> Page<'a> {
     /// The next page of the chain, or 0 at its end.
     pub fn attr_next(&self) -> u32 {
         self.expect_kind(PAGE_ATTR);
-        self.opaque().unused
+        self.opaque().next.get()
     }
 }
 
 impl PageMut<'_> {
-    fn opaque_mut(&mut self) -> *mut Opaque {
-        // SAFETY: the page is exclusively ours and was initialized (checked by opaque()).
-        let special = unsafe { (*(self.as_page().as_ptr() as *const pg_sys::PageHeaderData)).pd_special } as usize;
-        if special + OPAQUE_SIZE > BLCKSZ {
-            corrupt("special space out of range");
-        }
-        self.as_page().as_ptr().wrapping_add(special).cast()
-    }
-
     /// Link this attribute page to the next one.
     pub fn set_attr_next(&mut self, next: u32) {
-        let o = self.opaque_mut();
-        // SAFETY: inside the exclusively held page (bounds checked in opaque_mut).
-        unsafe { o.write_unaligned(Opaque { kind: PAGE_ATTR, magic: PAGE_MAGIC, unused: next }) };
+        self.set_opaque(Opaque::new(PAGE_ATTR, next));
     }
 
     /// Append a record; its index, or `None` when the page is full.
@@ -231,14 +239,10 @@ pub fn set_deleted(rel: pg_sys::Relation, size: usize, refs: &mut [ItemRef]) {
     }
 }
 
-/// Visit every attribute page in chain order, share-locked, with its block number.
-pub fn for_each_page(rel: pg_sys::Relation, first: u32, mut visit: impl FnMut(u32, Page<'_>)) {
-    for_each_page_pausing(rel, first, &mut (), |_, block, page| visit(block, page), |_| {});
-}
-
-/// [`for_each_page`], running `pause` after each page with no buffer locked (to work on what
-/// the pages gave so far); both get `state`.
-pub fn for_each_page_pausing<S>(
+/// Visit every attribute page in chain order, share-locked, with its block number, running
+/// `pause` after each page with no buffer locked (to work on what the pages gave so far); both
+/// get `state`.
+pub(crate) fn for_each_page_pausing<S>(
     rel: pg_sys::Relation,
     first: u32,
     state: &mut S,

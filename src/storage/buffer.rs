@@ -27,7 +27,7 @@ const INVALID_SUBXID: pg_sys::SubTransactionId = 0;
 
 /// `RelationNeedsWAL()`: permanent relations, unless created in this transaction under
 /// wal_level=minimal.
-pub fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
+pub(crate) fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
     // SAFETY: `rel` is an open relation; rd_rel is valid while it is open.
     unsafe {
         (*(*rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as core::ffi::c_char
@@ -38,17 +38,17 @@ pub fn relation_needs_wal(rel: pg_sys::Relation) -> bool {
 
 impl Buffer {
     /// Pin and lock block `block` of the main fork.
-    pub fn read(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
+    pub(crate) fn read(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
         Self::read_fork(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, lock)
     }
 
-    pub fn read_fork(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, lock: Lock) -> Buffer {
+    pub(crate) fn read_fork(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, block: u32, lock: Lock) -> Buffer {
         Self::read_fork_with(rel, fork, block, lock, core::ptr::null_mut())
     }
 
     /// [`Buffer::read`] through a buffer access strategy: a [`Strategy`]'s, or VACUUM's
     /// `info->strategy` (null: the default, shared buffers at large).
-    pub fn read_with(rel: pg_sys::Relation, block: u32, lock: Lock, strategy: pg_sys::BufferAccessStrategy) -> Buffer {
+    pub(crate) fn read_with(rel: pg_sys::Relation, block: u32, lock: Lock, strategy: pg_sys::BufferAccessStrategy) -> Buffer {
         Self::read_fork_with(rel, pg_sys::ForkNumber::MAIN_FORKNUM, block, lock, strategy)
     }
 
@@ -75,7 +75,7 @@ impl Buffer {
     /// Hint the cache about the shared buffer that held `block` last time, so that a following
     /// [`Buffer::pin_recent`] finds its descriptor (which it locks and pins) already cached.
     #[inline]
-    pub fn prefetch_recent(rel: pg_sys::Relation, block: u32) {
+    pub(crate) fn prefetch_recent(rel: pg_sys::Relation, block: u32) {
         // SAFETY: `rel` is open.
         let node = unsafe { (*rel).rd_node };
         let hint = RECENT.with(|r| r.borrow().get(node, block));
@@ -95,7 +95,7 @@ impl Buffer {
 
     /// Pin (without locking) a block for a search, using the same hints as
     /// [`Buffer::read_recent`]; lock it later with [`Pin::share`].
-    pub fn pin_recent(rel: pg_sys::Relation, block: u32) -> Pin {
+    pub(crate) fn pin_recent(rel: pg_sys::Relation, block: u32) -> Pin {
         // SAFETY: `rel` is open; rd_node identifies its current relfilenode.
         let node = unsafe { (*rel).rd_node };
         let hint = RECENT.with(|r| r.borrow().get(node, block));
@@ -122,7 +122,7 @@ impl Buffer {
     /// block and re-pins it with `ReadRecentBuffer`, which checks the buffer still holds the
     /// block and skips the buffer-mapping hash lookup and its partition lock. A stale hint
     /// costs one failed check and falls back to the normal lookup.
-    pub fn read_recent(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
+    pub(crate) fn read_recent(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
         // SAFETY: `rel` is open; rd_node identifies its current relfilenode.
         let node = unsafe { (*rel).rd_node };
         let hint = RECENT.with(|r| r.borrow().get(node, block));
@@ -152,7 +152,7 @@ impl Buffer {
     }
 
     /// Add a new, exclusively locked, zeroed page at the end of `fork`.
-    pub fn extend(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> Buffer {
+    pub(crate) fn extend(rel: pg_sys::Relation, fork: pg_sys::ForkNumber::Type) -> Buffer {
         let _ext = ExtensionLock::acquire(rel);
         // SAFETY: holding the relation extension lock, P_NEW appends one zeroed page and pins it.
         let id = unsafe {
@@ -409,7 +409,7 @@ impl<'b> Wal<'b> {
     /// finished when it returns, whatever it returns. An ERROR (or panic) inside `change`
     /// unwinds through the record's guard, which aborts it: the buffer is left untouched.
     /// `new_page` logs a full image, for a page being initialized.
-    pub fn edit<R>(
+    pub(crate) fn edit<R>(
         rel: pg_sys::Relation,
         buffer: &'b Buffer,
         logging: Logging,
@@ -424,7 +424,7 @@ impl<'b> Wal<'b> {
 
     /// Start changing `buffer` (exclusively locked). `full_image` logs the whole page, for pages
     /// being initialized.
-    pub fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {
+    pub(crate) fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {
         if logging == Logging::Build {
             // SAFETY: the buffer is exclusively locked; ambuild logs the relation at the end.
             let page = unsafe { pg_sys::BufferGetPage(buffer.id).cast() };

@@ -4,8 +4,11 @@ use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
 use super::buffer::{Buffer, Lock, Logging, Wal};
-use super::page::{ItemRef, PAGE_META};
+use super::page::{DiskRef, ItemRef, PAGE_META};
 use crate::types::raise;
 
 pub const META_BLOCK: u32 = 0;
@@ -66,69 +69,97 @@ pub struct Meta {
     pub attr_last: u32,
 }
 
-const LEN: usize = 48;
+/// The meta record as stored at PageGetContents of block 0 ("meta page" in the `storage`
+/// layout table).
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct MetaData {
+    magic: U32,
+    version: U32,
+    dims: U32,
+    m: U16,
+    ef_construction: U16,
+    metric: u8,
+    elem: u8,
+    max_level: u8,
+    entry_level: u8,
+    entry_vector: DiskRef,
+    entry_node: DiskRef,
+    insert_page: U32,
+    filters: u8,
+    /// Always zero.
+    reserved: u8,
+    attr_record: U16,
+    attr_first: U32,
+    attr_last: U32,
+}
+
+const LEN: usize = core::mem::size_of::<MetaData>();
+const _: () = assert!(LEN == 48);
 
 impl Meta {
     pub fn has_entry(&self) -> bool {
         self.entry_node.is_valid()
     }
 
-    fn encode(&self) -> [u8; LEN] {
-        let mut b = [0u8; LEN];
-        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        b[4..8].copy_from_slice(&self.version.to_le_bytes());
-        b[8..12].copy_from_slice(&self.dims.to_le_bytes());
-        b[12..14].copy_from_slice(&self.m.to_le_bytes());
-        b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
-        b[16] = self.metric as u8;
-        b[17] = self.elem as u8;
-        b[18] = self.max_level;
-        b[19] = self.entry_level;
-        self.entry_vector.write(&mut b[20..26]);
-        self.entry_node.write(&mut b[26..32]);
-        b[32..36].copy_from_slice(&self.insert_page.to_le_bytes());
-        b[36] = self.filters;
-        b[38..40].copy_from_slice(&self.attr_record.to_le_bytes());
-        b[40..44].copy_from_slice(&self.attr_first.to_le_bytes());
-        b[44..48].copy_from_slice(&self.attr_last.to_le_bytes());
-        b
+    fn encode(&self) -> MetaData {
+        MetaData {
+            magic: MAGIC.into(),
+            version: self.version.into(),
+            dims: self.dims.into(),
+            m: self.m.into(),
+            ef_construction: self.ef_construction.into(),
+            metric: self.metric as u8,
+            elem: self.elem as u8,
+            max_level: self.max_level,
+            entry_level: self.entry_level,
+            entry_vector: self.entry_vector.into(),
+            entry_node: self.entry_node.into(),
+            insert_page: self.insert_page.into(),
+            filters: self.filters,
+            reserved: 0,
+            attr_record: self.attr_record.into(),
+            attr_first: self.attr_first.into(),
+            attr_last: self.attr_last.into(),
+        }
     }
 
     fn decode(b: &[u8]) -> Meta {
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        if u32_at(0) != MAGIC {
+        let Ok(d) = MetaData::ref_from_bytes(b) else {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw index meta page is too short");
+        };
+        if d.magic.get() != MAGIC {
             raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw index meta page has a bad magic number");
         }
-        let version = u32_at(4);
+        let version = d.version.get();
         if version != FORMAT_VERSION {
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 format!("hnsw index format version {version} is not supported by this build (expected {FORMAT_VERSION}); REINDEX it"),
             );
         }
-        let Some(metric) = Metric::from_u8(b[16]) else {
-            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown metric ({})", b[16]));
+        let Some(metric) = Metric::from_u8(d.metric) else {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown metric ({})", d.metric));
         };
-        let Some(elem) = ElemType::from_u8(b[17]) else {
-            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown element type ({})", b[17]));
+        let Some(elem) = ElemType::from_u8(d.elem) else {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown element type ({})", d.elem));
         };
         Meta {
             version,
-            dims: u32_at(8),
-            m: u16_at(12),
-            ef_construction: u16_at(14),
+            dims: d.dims.get(),
+            m: d.m.get(),
+            ef_construction: d.ef_construction.get(),
             metric,
             elem,
-            max_level: b[18],
-            entry_level: b[19],
-            entry_vector: ItemRef::read(&b[20..26]),
-            entry_node: ItemRef::read(&b[26..32]),
-            insert_page: u32_at(32),
-            filters: b[36],
-            attr_record: u16_at(38),
-            attr_first: u32_at(40),
-            attr_last: u32_at(44),
+            max_level: d.max_level,
+            entry_level: d.entry_level,
+            entry_vector: d.entry_vector.get(),
+            entry_node: d.entry_node.get(),
+            insert_page: d.insert_page.get(),
+            filters: d.filters,
+            attr_record: d.attr_record.get(),
+            attr_first: d.attr_first.get(),
+            attr_last: d.attr_last.get(),
         }
     }
 
@@ -144,7 +175,7 @@ impl Meta {
     pub fn init_page(&self, rel: pg_sys::Relation, buf: &Buffer, logging: Logging) {
         Wal::edit(rel, buf, logging, true, |page| {
             page.init(PAGE_META);
-            page.contents_mut(LEN).copy_from_slice(&self.encode());
+            page.contents_mut(LEN).copy_from_slice(self.encode().as_bytes());
         });
     }
 
@@ -154,7 +185,7 @@ impl Meta {
         buf.page().expect_kind(PAGE_META);
         let mut meta = Meta::decode(buf.page().contents(LEN));
         if change(&mut meta) {
-            Wal::edit(rel, &buf, logging, false, |page| page.contents_mut(LEN).copy_from_slice(&meta.encode()));
+            Wal::edit(rel, &buf, logging, false, |page| page.contents_mut(LEN).copy_from_slice(meta.encode().as_bytes()));
         }
         meta
     }

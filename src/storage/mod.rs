@@ -6,8 +6,26 @@
 //! share lock, every change through an exclusive lock and GenericXLog (or, inside `ambuild`,
 //! directly, with the whole relation WAL-logged by `log_newpage_range` at the end).
 //!
+//! Each fixed-size record below is a `#[repr(C)]` zerocopy struct (all fields unaligned,
+//! multi-byte integers little-endian) whose doc comment names its row here, with a
+//! compile-time assertion of its size beside it: [`page::DiskRef`] (a ref), [`page::Opaque`]
+//! (special space), `meta::MetaData` (meta page), and, private to their modules, the headers
+//! of the vector tuple, node tuple, neighbour list, TID list and attribute record. The
+//! variable-length parts after those headers are slices computed from them.
+//!
 //! ```text
-//! block 0   meta page      Meta (below) at PageGetContents; pd_lower past it
+//! special   8 bytes at pd_special of every page, native byte order like the page header:
+//! space      0  u16  page kind (1 meta, 2 data, 3 attribute)   2  u16  magic 0x4857
+//!            4  u32  next attribute page (attribute pages; 0 on others)
+//!
+//! block 0   meta page      the meta record at PageGetContents; pd_lower past it (48 bytes):
+//!                0  u32  magic "HSNW"        4  u32  format version     8  u32  dims
+//!               12  u16  m                  14  u16  ef_construction
+//!               16  u8   metric (1 l2, 2 inner product, 3 cosine, 4 l1)
+//!               17  u8   element (1 float4, 2 half)                  18  u8  max level
+//!               19  u8   entry level        20  6B   entry vector ref  26  6B  entry node ref
+//!               32  u32  insert page        36  u8   filter columns    37  u8  zero
+//!               38  u16  attribute record size    40  u32  first, 44  u32  last attr page
 //! block 1.. data pages     at most 64 items each (so a page is one word of the visited
 //!                          bitmap), each item a vector tuple, a node tuple or a TID list:
 //!

@@ -8,6 +8,8 @@ use core::marker::PhantomData;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{native_endian, FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::types::raise;
 
@@ -25,16 +27,25 @@ const ITEM_ID: usize = core::mem::size_of::<pg_sys::ItemIdData>();
 /// Bytes of one line pointer.
 pub const ITEM_ID_SIZE: usize = ITEM_ID;
 
-/// Special space of every page.
+/// Special space of every page (the "special space" of the `storage` layout table). Native
+/// byte order, like the page header around it.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 pub struct Opaque {
-    pub kind: u16,
-    pub magic: u16,
-    pub unused: u32,
+    pub kind: native_endian::U16,
+    pub magic: native_endian::U16,
+    /// The next page of an attribute page chain; 0 elsewhere.
+    pub next: native_endian::U32,
 }
 
 pub const OPAQUE_SIZE: usize = core::mem::size_of::<Opaque>();
+const _: () = assert!(OPAQUE_SIZE == 8);
+
+impl Opaque {
+    pub fn new(kind: u16, next: u32) -> Opaque {
+        Opaque { kind: kind.into(), magic: PAGE_MAGIC.into(), next: next.into() }
+    }
+}
 
 /// Bytes a fresh data page offers to items and their line pointers.
 pub const fn page_capacity() -> usize {
@@ -43,6 +54,36 @@ pub const fn page_capacity() -> usize {
 
 pub const fn maxalign(n: usize) -> usize {
     (n + 7) & !7
+}
+
+/// A ref as stored on disk (the "ref" row of the `storage` layout table): block u32 LE,
+/// offset u16 LE, unaligned.
+#[repr(C)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+pub struct DiskRef {
+    block: U32,
+    offset: U16,
+}
+
+const _: () = assert!(core::mem::size_of::<DiskRef>() == ItemRef::SIZE);
+
+impl DiskRef {
+    #[inline]
+    pub fn get(&self) -> ItemRef {
+        ItemRef { block: self.block.get(), offset: self.offset.get() }
+    }
+
+    #[inline]
+    pub fn set(&mut self, r: ItemRef) {
+        *self = DiskRef::from(r);
+    }
+}
+
+impl From<ItemRef> for DiskRef {
+    #[inline]
+    fn from(r: ItemRef) -> DiskRef {
+        DiskRef { block: U32::new(r.block), offset: U16::new(r.offset) }
+    }
 }
 
 /// The address of a tuple in the index: block and 1-based line pointer offset.
@@ -64,15 +105,22 @@ impl ItemRef {
         self.offset != 0 && self.block != u32::MAX
     }
 
+    /// The ref stored at the start of `b` (at least [`ItemRef::SIZE`] bytes).
     #[inline]
     pub fn read(b: &[u8]) -> ItemRef {
-        ItemRef { block: u32::from_le_bytes([b[0], b[1], b[2], b[3]]), offset: u16::from_le_bytes([b[4], b[5]]) }
+        match DiskRef::read_from_prefix(b) {
+            Ok((r, _)) => r.get(),
+            Err(_) => corrupt("truncated ref"),
+        }
     }
 
+    /// Store the ref at the start of `b` (at least [`ItemRef::SIZE`] bytes).
     #[inline]
     pub fn write(self, b: &mut [u8]) {
-        b[0..4].copy_from_slice(&self.block.to_le_bytes());
-        b[4..6].copy_from_slice(&self.offset.to_le_bytes());
+        match DiskRef::mut_from_prefix(b) {
+            Ok((r, _)) => r.set(self),
+            Err(_) => corrupt("truncated ref"),
+        }
     }
 
     /// Key in the visited set: one 64-bit word per page.
@@ -120,14 +168,16 @@ impl<'a> Page<'a> {
         if special + OPAQUE_SIZE > BLCKSZ {
             corrupt("special space out of range");
         }
-        // SAFETY: bounds checked above; the read is unaligned-safe.
-        unsafe { (self.ptr.add(special) as *const Opaque).read_unaligned() }
+        // SAFETY: [special, special + OPAQUE_SIZE) is inside the page (checked above), which
+        // stays locked for the borrow.
+        let bytes = unsafe { core::slice::from_raw_parts(self.ptr.add(special), OPAQUE_SIZE) };
+        Opaque::read_from_bytes(bytes).unwrap_or_else(|_| corrupt("special space out of range"))
     }
 
     /// Check that this is one of our pages of the given kind.
     pub fn expect_kind(&self, kind: u16) {
         let o = self.opaque();
-        if o.magic != PAGE_MAGIC || o.kind != kind {
+        if o.magic.get() != PAGE_MAGIC || o.kind.get() != kind {
             corrupt("unexpected page kind");
         }
     }
@@ -195,9 +245,20 @@ impl<'a> PageMut<'a> {
         // SAFETY: the page is ours to write; PageInit zeroes and formats BLCKSZ bytes.
         unsafe {
             pg_sys::PageInit(self.ptr.cast(), BLCKSZ, OPAQUE_SIZE);
-            let special = (*(self.ptr as *const pg_sys::PageHeaderData)).pd_special as usize;
-            (self.ptr.add(special) as *mut Opaque).write_unaligned(Opaque { kind, magic: PAGE_MAGIC, unused: 0 });
         }
+        self.set_opaque(Opaque::new(kind, 0));
+    }
+
+    /// Overwrite the special space of an initialized page.
+    pub fn set_opaque(&mut self, o: Opaque) {
+        // SAFETY: the page is exclusively ours and starts with its header.
+        let special = unsafe { (*(self.ptr as *const pg_sys::PageHeaderData)).pd_special } as usize;
+        if special + OPAQUE_SIZE > BLCKSZ {
+            corrupt("special space out of range");
+        }
+        // SAFETY: [special, special + OPAQUE_SIZE) is inside the exclusively held page.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(self.ptr.add(special), OPAQUE_SIZE) };
+        bytes.copy_from_slice(o.as_bytes());
     }
 
     /// Append an item; `None` if it does not fit (space or the 64-item cap).

@@ -4,8 +4,10 @@
 use hnsw_core::metric::VectorElem;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use zerocopy::little_endian::U16;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::page::{maxalign, ItemRef, Page, PAGE_DATA};
+use super::page::{maxalign, DiskRef, ItemRef, Page, PAGE_DATA};
 use crate::types::raise;
 
 pub const KIND_VECTOR: u8 = 1;
@@ -21,17 +23,104 @@ pub const FLAG_FREE: u8 = 2;
 /// barrier: then its insert failed midway, and VACUUM frees it again.
 pub const FLAG_CLAIMED: u8 = 4;
 
-pub const VECTOR_HEADER: usize = 8;
-pub const NODE_HEADER: usize = 12;
 /// Heap TIDs kept in the node tuple; more go to a chain of TID-list tuples.
 pub const HEAP_TIDS: usize = 3;
-const TIDS_START: usize = NODE_HEADER;
-const OVERFLOW_AT: usize = TIDS_START + HEAP_TIDS * ItemRef::SIZE;
-const ATTR_AT: usize = OVERFLOW_AT + ItemRef::SIZE;
-const LISTS_START: usize = ATTR_AT + ItemRef::SIZE;
 /// TIDs per TID-list tuple.
 pub const TID_LIST_CAPACITY: usize = 64;
-const TID_LIST_HEADER: usize = 12;
+
+/// The fixed part of a vector tuple ("vector tuple" in the `storage` layout table); the
+/// elements follow at [`VECTOR_HEADER`], 8-aligned.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct VectorHeader {
+    kind: u8,
+    flags: u8,
+    node: DiskRef,
+}
+
+pub const VECTOR_HEADER: usize = core::mem::size_of::<VectorHeader>();
+const _: () = assert!(VECTOR_HEADER == 8);
+
+/// The fixed part of a node tuple ("node tuple" in the `storage` layout table, offsets 0..42);
+/// the per-layer neighbour lists follow.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct NodeHeader {
+    kind: u8,
+    flags: u8,
+    level: u8,
+    /// Inline heap TIDs in use.
+    tid_count: u8,
+    vector: DiskRef,
+    version: U16,
+    tids: [DiskRef; HEAP_TIDS],
+    overflow: DiskRef,
+    attr: DiskRef,
+}
+
+/// Offset of the inline heap TIDs: the node header before them.
+pub const NODE_HEADER: usize = core::mem::offset_of!(NodeHeader, tids);
+const LISTS_START: usize = core::mem::size_of::<NodeHeader>();
+const _: () = assert!(NODE_HEADER == 12 && LISTS_START == 42);
+
+/// The head of one layer's neighbour list in a node tuple: the count, then `cap(l)` refs.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct ListHeader {
+    count: U16,
+}
+
+const _: () = assert!(core::mem::size_of::<ListHeader>() == 2);
+
+/// The fixed part of a TID-list tuple ("TID list" in the `storage` layout table); the heap TIDs
+/// follow.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct TidListHeader {
+    kind: u8,
+    flags: u8,
+    count: U16,
+    capacity: U16,
+    next: DiskRef,
+}
+
+const TID_LIST_HEADER: usize = core::mem::size_of::<TidListHeader>();
+const _: () = assert!(TID_LIST_HEADER == 12);
+
+/// The header at the start of `data`; callers checked its length (parse), so a short one is
+/// corruption all the same.
+#[inline]
+fn header<H: FromBytes + KnownLayout + Immutable>(data: &[u8]) -> &H {
+    match H::ref_from_prefix(data) {
+        Ok((h, _)) => h,
+        Err(_) => corrupt("tuple shorter than its header"),
+    }
+}
+
+#[inline]
+fn header_mut<H: FromBytes + IntoBytes + KnownLayout>(data: &mut [u8]) -> &mut H {
+    match H::mut_from_prefix(data) {
+        Ok((h, _)) => h,
+        Err(_) => corrupt("tuple shorter than its header"),
+    }
+}
+
+/// `count` refs stored at `data[start..]`.
+#[inline]
+fn refs(data: &[u8], start: usize, count: usize) -> &[DiskRef] {
+    match data.get(start..).map(|d| <[DiskRef]>::ref_from_prefix_with_elems(d, count)) {
+        Some(Ok((r, _))) => r,
+        _ => corrupt("ref array beyond the tuple"),
+    }
+}
+
+#[inline]
+fn refs_mut(data: &mut [u8], start: usize, count: usize) -> &mut [DiskRef] {
+    match data.get_mut(start..).map(|d| <[DiskRef]>::mut_from_prefix_with_elems(d, count)) {
+        Some(Ok((r, _))) => r,
+        _ => corrupt("ref array beyond the tuple"),
+    }
+}
 
 fn corrupt(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index tuple is corrupted: {what}"))
@@ -51,7 +140,7 @@ pub fn layer_capacity(m: usize, layer: usize) -> usize {
 }
 
 fn layer_start(m: usize, layer: usize) -> usize {
-    LISTS_START + (0..layer).map(|l| 2 + layer_capacity(m, l) * ItemRef::SIZE).sum::<usize>()
+    LISTS_START + (0..layer).map(|l| core::mem::size_of::<ListHeader>() + layer_capacity(m, l) * ItemRef::SIZE).sum::<usize>()
 }
 
 /// Size of a node tuple for an element on layers `0..=level`.
@@ -64,9 +153,7 @@ pub fn node_tuple_size(m: usize, level: usize) -> usize {
 pub fn encode_vector<E: VectorElem>(values: &[E], payload: &[u8], node: ItemRef, flags: u8, out: &mut Vec<u8>) {
     out.clear();
     out.resize(vector_tuple_size::<E>(values.len(), payload.len()), 0);
-    out[0] = KIND_VECTOR;
-    out[1] = flags;
-    node.write(&mut out[2..8]);
+    *header_mut::<VectorHeader>(out) = VectorHeader { kind: KIND_VECTOR, flags, node: node.into() };
     // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
     let bytes = unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), core::mem::size_of_val(values)) };
     out[VECTOR_HEADER..VECTOR_HEADER + bytes.len()].copy_from_slice(bytes);
@@ -89,13 +176,18 @@ impl<'a> VectorTuple<'a> {
     }
 
     #[inline]
+    fn header(&self) -> &'a VectorHeader {
+        header(self.data)
+    }
+
+    #[inline]
     pub fn flags(&self) -> u8 {
-        self.data[1]
+        self.header().flags
     }
 
     #[inline]
     pub fn node(&self) -> ItemRef {
-        ItemRef::read(&self.data[2..8])
+        self.header().node.get()
     }
 
     /// The filter values after the vector (self-delimiting; see `am::filter`).
@@ -111,7 +203,7 @@ impl<'a> VectorTuple<'a> {
             corrupt("vector tuple shorter than its dimensions");
         }
         let p = self.data[VECTOR_HEADER..].as_ptr();
-        if p as usize % core::mem::align_of::<E>() != 0 {
+        if !(p as usize).is_multiple_of(core::mem::align_of::<E>()) {
             corrupt("misaligned vector tuple");
         }
         // SAFETY: length and alignment checked above; any bit pattern is a valid f32/f16.
@@ -121,18 +213,19 @@ impl<'a> VectorTuple<'a> {
 
 /// Point a vector tuple at its node tuple (written after it, for page-sized vectors).
 pub fn set_vector_node(data: &mut [u8], node: ItemRef) {
-    if data.len() < VECTOR_HEADER || data[0] != KIND_VECTOR {
-        corrupt("expected a vector tuple");
+    vector_header_mut(data).node.set(node);
+}
+
+fn vector_header_mut(data: &mut [u8]) -> &mut VectorHeader {
+    match VectorHeader::mut_from_prefix(data) {
+        Ok((h, _)) if h.kind == KIND_VECTOR => h,
+        _ => corrupt("expected a vector tuple"),
     }
-    node.write(&mut data[2..8]);
 }
 
 /// Set or clear flags of a vector tuple in place.
 pub fn set_vector_flags(data: &mut [u8], flags: u8) {
-    if data.len() < VECTOR_HEADER || data[0] != KIND_VECTOR {
-        corrupt("expected a vector tuple");
-    }
-    data[1] = flags;
+    vector_header_mut(data).flags = flags;
 }
 
 /// The node tuples on a data page, with their offsets (none on a new page or a page of
@@ -164,8 +257,13 @@ impl<'a> NodeTuple<'a> {
         t
     }
 
+    #[inline]
+    fn header(&self) -> &'a NodeHeader {
+        header(self.data)
+    }
+
     pub fn flags(&self) -> u8 {
-        self.data[1]
+        self.header().flags
     }
 
     /// The tuple's size in bytes (room for its level's lists, or more in a reused slot).
@@ -178,35 +276,34 @@ impl<'a> NodeTuple<'a> {
     }
 
     pub fn level(&self) -> usize {
-        self.data[2] as usize
+        self.header().level as usize
     }
 
     pub fn vector(&self) -> ItemRef {
-        ItemRef::read(&self.data[4..10])
+        self.header().vector.get()
     }
 
     pub fn version(&self) -> u16 {
-        u16::from_le_bytes([self.data[10], self.data[11]])
+        self.header().version.get()
     }
 
     pub fn heap_tids(&self) -> impl Iterator<Item = pg_sys::ItemPointerData> + 'a {
-        let n = (self.data[3] as usize).min(HEAP_TIDS);
-        let data = self.data;
-        (0..n).map(move |i| to_tid(ItemRef::read(&data[TIDS_START + i * 6..])))
+        let h = self.header();
+        h.tids[..self.heap_tid_count()].iter().map(|r| to_tid(r.get()))
     }
 
     pub fn heap_tid_count(&self) -> usize {
-        (self.data[3] as usize).min(HEAP_TIDS)
+        (self.header().tid_count as usize).min(HEAP_TIDS)
     }
 
     /// The first TID-list tuple of this element's other rows, if it has more than fit here.
     pub fn overflow(&self) -> ItemRef {
-        ItemRef::read(&self.data[OVERFLOW_AT..OVERFLOW_AT + 6])
+        self.header().overflow.get()
     }
 
     /// This element's attribute record (block, index), for indexes with filter columns.
     pub fn attr(&self) -> ItemRef {
-        ItemRef::read(&self.data[ATTR_AT..ATTR_AT + 6])
+        self.header().attr.get()
     }
 
     pub fn is_free(&self) -> bool {
@@ -220,15 +317,14 @@ impl<'a> NodeTuple<'a> {
     /// Neighbour refs on `layer` (empty above the element's level).
     #[inline]
     pub fn neighbors(&self, layer: usize) -> impl Iterator<Item = ItemRef> + 'a {
-        let (start, count) = if layer > self.level() {
-            (0, 0)
+        let list: &'a [DiskRef] = if layer > self.level() {
+            &[]
         } else {
             let s = layer_start(self.m, layer);
-            let count = u16::from_le_bytes([self.data[s], self.data[s + 1]]) as usize;
-            (s + 2, count.min(layer_capacity(self.m, layer)))
+            let count = (header::<ListHeader>(&self.data[s..]).count.get() as usize).min(layer_capacity(self.m, layer));
+            refs(self.data, s + core::mem::size_of::<ListHeader>(), count)
         };
-        let data = self.data;
-        (0..count).map(move |i| ItemRef::read(&data[start + i * 6..start + i * 6 + 6]))
+        list.iter().map(DiskRef::get)
     }
 }
 
@@ -267,40 +363,51 @@ impl<'a> NodeTupleMut<'a> {
             corrupt("node tuple too small for its level");
         }
         self.data.fill(0);
-        self.data[0] = KIND_NODE;
-        self.data[2] = level as u8;
-        self.data[3] = 1;
-        vector.write(&mut self.data[4..10]);
-        tid.write(&mut self.data[TIDS_START..TIDS_START + 6]);
-        ItemRef::INVALID.write(&mut self.data[OVERFLOW_AT..OVERFLOW_AT + 6]);
-        ItemRef::INVALID.write(&mut self.data[ATTR_AT..ATTR_AT + 6]);
+        let zero = DiskRef::from(ItemRef::new(0, 0));
+        *self.header() = NodeHeader {
+            kind: KIND_NODE,
+            flags: 0,
+            level: level as u8,
+            tid_count: 1,
+            vector: vector.into(),
+            version: U16::new(0),
+            tids: [tid.into(), zero, zero],
+            overflow: ItemRef::INVALID.into(),
+            attr: ItemRef::INVALID.into(),
+        };
+    }
+
+    #[inline]
+    fn header(&mut self) -> &mut NodeHeader {
+        header_mut(self.data)
     }
 
     pub fn set_attr(&mut self, r: ItemRef) {
-        r.write(&mut self.data[ATTR_AT..ATTR_AT + 6]);
+        self.header().attr.set(r);
     }
 
     /// Add a heap TID inline; false if the inline places are full.
     pub fn push_heap_tid(&mut self, tid: ItemRef) -> bool {
-        let n = self.data[3] as usize;
+        let h = self.header();
+        let n = h.tid_count as usize;
         if n >= HEAP_TIDS {
             return false;
         }
-        tid.write(&mut self.data[TIDS_START + n * 6..TIDS_START + n * 6 + 6]);
-        self.data[3] = n as u8 + 1;
+        h.tids[n].set(tid);
+        h.tid_count = n as u8 + 1;
         true
     }
 
     pub fn set_overflow(&mut self, r: ItemRef) {
-        r.write(&mut self.data[OVERFLOW_AT..OVERFLOW_AT + 6]);
+        self.header().overflow.set(r);
         self.bump_version();
     }
 
     /// Mark a change that is not in this tuple: a row added to one of the element's TID
     /// lists (VACUUM compares versions before it marks an element without rows deleted).
     pub fn bump_version(&mut self) {
-        let v = u16::from_le_bytes([self.data[10], self.data[11]]).wrapping_add(1);
-        self.data[10..12].copy_from_slice(&v.to_le_bytes());
+        let h = self.header();
+        h.version = U16::new(h.version.get().wrapping_add(1));
     }
 
     /// Edit an existing node tuple in place.
@@ -314,40 +421,49 @@ impl<'a> NodeTupleMut<'a> {
     }
 
     /// Replace the list on `layer`, and bump the version.
-    pub fn set_neighbors(&mut self, layer: usize, refs: &[ItemRef]) {
+    pub fn set_neighbors(&mut self, layer: usize, list: &[ItemRef]) {
         let cap = layer_capacity(self.m, layer);
-        if layer > self.data[2] as usize || refs.len() > cap {
+        if layer > self.header().level as usize || list.len() > cap {
             corrupt("neighbour list does not fit its node tuple");
         }
         let s = layer_start(self.m, layer);
-        self.data[s..s + 2].copy_from_slice(&(refs.len() as u16).to_le_bytes());
-        for (i, r) in refs.iter().enumerate() {
-            r.write(&mut self.data[s + 2 + i * 6..s + 8 + i * 6]);
+        header_mut::<ListHeader>(&mut self.data[s..]).count = U16::new(list.len() as u16);
+        let slots = refs_mut(self.data, s + core::mem::size_of::<ListHeader>(), cap);
+        for (slot, r) in slots.iter_mut().zip(list) {
+            slot.set(*r);
         }
-        self.data[s + 2 + refs.len() * 6..s + 2 + cap * 6].fill(0);
+        slots[list.len()..].as_mut_bytes().fill(0);
         self.bump_version();
     }
 
     pub fn set_flags(&mut self, flags: u8) {
-        self.data[1] = flags;
+        self.header().flags = flags;
         self.bump_version();
     }
 
     /// Keep only the heap TIDs for which `keep` says so; returns how many were dropped.
     pub fn retain_heap_tids(&mut self, mut keep: impl FnMut(&pg_sys::ItemPointerData) -> bool) -> usize {
-        let n = (self.data[3] as usize).min(HEAP_TIDS);
-        let mut kept = 0;
-        for i in 0..n {
-            let r = ItemRef::read(&self.data[TIDS_START + i * 6..]);
-            if keep(&to_tid(r)) {
-                r.write(&mut self.data[TIDS_START + kept * 6..TIDS_START + kept * 6 + 6]);
-                kept += 1;
-            }
-        }
-        self.data[TIDS_START + kept * 6..TIDS_START + n * 6].fill(0);
-        self.data[3] = kept as u8;
+        let n = self.as_ref().heap_tid_count();
+        let h = self.header();
+        let kept = retain_refs(&mut h.tids[..n], &mut keep);
+        h.tid_count = kept as u8;
         n - kept
     }
+}
+
+/// Keep the refs (heap TIDs) `keep` says so, in order, at the front of `refs`, and zero the
+/// rest; how many were kept.
+fn retain_refs(refs: &mut [DiskRef], keep: &mut impl FnMut(&pg_sys::ItemPointerData) -> bool) -> usize {
+    let mut kept = 0;
+    for i in 0..refs.len() {
+        let r = refs[i];
+        if keep(&to_tid(r.get())) {
+            refs[kept] = r;
+            kept += 1;
+        }
+    }
+    refs[kept..].as_mut_bytes().fill(0);
+    kept
 }
 
 /// Size of a TID-list tuple.
@@ -359,12 +475,16 @@ pub fn tid_list_size() -> usize {
 pub fn encode_tid_list(tids: &[ItemRef], next: ItemRef, out: &mut Vec<u8>) {
     out.clear();
     out.resize(tid_list_size(), 0);
-    out[0] = KIND_TIDS;
-    out[2..4].copy_from_slice(&(tids.len() as u16).to_le_bytes());
-    out[4..6].copy_from_slice(&(TID_LIST_CAPACITY as u16).to_le_bytes());
-    next.write(&mut out[6..12]);
-    for (i, t) in tids.iter().take(TID_LIST_CAPACITY).enumerate() {
-        t.write(&mut out[TID_LIST_HEADER + i * 6..TID_LIST_HEADER + i * 6 + 6]);
+    let tids = &tids[..tids.len().min(TID_LIST_CAPACITY)];
+    *header_mut::<TidListHeader>(out) = TidListHeader {
+        kind: KIND_TIDS,
+        flags: 0,
+        count: U16::new(tids.len() as u16),
+        capacity: U16::new(TID_LIST_CAPACITY as u16),
+        next: next.into(),
+    };
+    for (slot, t) in refs_mut(out, TID_LIST_HEADER, tids.len()).iter_mut().zip(tids) {
+        slot.set(*t);
     }
 }
 
@@ -385,21 +505,25 @@ impl<'a> TidList<'a> {
         t
     }
 
+    #[inline]
+    fn header(&self) -> &'a TidListHeader {
+        header(self.data)
+    }
+
     pub fn count(&self) -> usize {
-        u16::from_le_bytes([self.data[2], self.data[3]]) as usize
+        self.header().count.get() as usize
     }
 
     pub fn capacity(&self) -> usize {
-        u16::from_le_bytes([self.data[4], self.data[5]]) as usize
+        self.header().capacity.get() as usize
     }
 
     pub fn next(&self) -> ItemRef {
-        ItemRef::read(&self.data[6..12])
+        self.header().next.get()
     }
 
     pub fn tids(&self) -> impl Iterator<Item = pg_sys::ItemPointerData> + 'a {
-        let data = self.data;
-        (0..self.count()).map(move |i| to_tid(ItemRef::read(&data[TID_LIST_HEADER + i * 6..])))
+        refs(self.data, TID_LIST_HEADER, self.count()).iter().map(|r| to_tid(r.get()))
     }
 }
 
@@ -420,28 +544,20 @@ impl<'a> TidListMut<'a> {
         if n >= cap {
             return false;
         }
-        tid.write(&mut self.data[TID_LIST_HEADER + n * 6..TID_LIST_HEADER + n * 6 + 6]);
-        self.data[2..4].copy_from_slice(&(n as u16 + 1).to_le_bytes());
+        refs_mut(self.data, TID_LIST_HEADER, cap)[n].set(tid);
+        header_mut::<TidListHeader>(self.data).count = U16::new(n as u16 + 1);
         true
     }
 
     pub fn set_next(&mut self, next: ItemRef) {
-        next.write(&mut self.data[6..12]);
+        header_mut::<TidListHeader>(self.data).next.set(next);
     }
 
     /// Keep only the TIDs `keep` says so; returns how many were dropped.
     pub fn retain(&mut self, mut keep: impl FnMut(&pg_sys::ItemPointerData) -> bool) -> usize {
         let n = TidList { data: self.data }.count();
-        let mut kept = 0;
-        for i in 0..n {
-            let r = ItemRef::read(&self.data[TID_LIST_HEADER + i * 6..]);
-            if keep(&to_tid(r)) {
-                r.write(&mut self.data[TID_LIST_HEADER + kept * 6..TID_LIST_HEADER + kept * 6 + 6]);
-                kept += 1;
-            }
-        }
-        self.data[TID_LIST_HEADER + kept * 6..TID_LIST_HEADER + n * 6].fill(0);
-        self.data[2..4].copy_from_slice(&(kept as u16).to_le_bytes());
+        let kept = retain_refs(refs_mut(self.data, TID_LIST_HEADER, n), &mut keep);
+        header_mut::<TidListHeader>(self.data).count = U16::new(kept as u16);
         n - kept
     }
 }
