@@ -60,7 +60,8 @@ mod tests {
         with_index("dup_idx", |rel| {
             let meta = Meta::read(rel);
             // VACUUM's first phase with every [5,5] row dead: the element has no row left.
-            let (mut scan, rowless) = crate::am::vacuum::find_rowless(rel, &meta, |tid| dead.contains(&from_tid(tid)));
+            let (mut scan, rowless) =
+                crate::am::vacuum::find_rowless(rel, &meta, core::ptr::null_mut(), |tid| dead.contains(&from_tid(tid)));
             assert_eq!(rowless.len(), 1);
             let node = rowless[0].0;
             let head = {
@@ -77,7 +78,7 @@ mod tests {
         // An insert that comes after the element is marked gets an element of its own.
         with_index("dup_idx", |rel| {
             let meta = Meta::read(rel);
-            let (mut scan, rowless) = crate::am::vacuum::find_rowless(rel, &meta, |tid| from_tid(tid) == last);
+            let (mut scan, rowless) = crate::am::vacuum::find_rowless(rel, &meta, core::ptr::null_mut(), |tid| from_tid(tid) == last);
             assert_eq!(rowless.len(), 1);
             crate::am::vacuum::mark_rowless(rel, &meta, &mut scan, &rowless);
             let node = rowless[0].0;
@@ -111,7 +112,7 @@ mod tests {
         Spi::run("INSERT INTO nodim2 VALUES ('[1,2,3]')").unwrap();
         with_index("nodim2_idx", |rel| {
             let meta = Meta::read(rel);
-            let (mut scan, rowless) = crate::am::vacuum::find_rowless(rel, &meta, |_| true);
+            let (mut scan, rowless) = crate::am::vacuum::find_rowless(rel, &meta, core::ptr::null_mut(), |_| true);
             crate::am::vacuum::mark_rowless(rel, &meta, &mut scan, &rowless);
             Meta::update(rel, Logging::Wal, |m| {
                 m.entry_vector = ItemRef::INVALID;

@@ -76,7 +76,9 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         pg_sys::ffi::pg_guard_ffi_boundary(|| callback(tid as *const _ as *mut _, callback_state))
     };
     let meta = Meta::read(index);
-    let scan = remove_dead(index, &meta, is_dead);
+    // SAFETY: as above; VACUUM's ring of buffers (or null), valid for the whole call.
+    let strategy = unsafe { (*info).strategy };
+    let scan = remove_dead(index, &meta, strategy, is_dead);
     if !scan.deleted.is_empty() || !scan.claimed.is_empty() {
         // Barrier: inserts that may have picked a now-deleted element as a neighbour are done,
         // and so are the inserts that were reusing freed elements.
@@ -87,12 +89,12 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
         replace_entry(index, &scan);
         match meta.elem {
             ElemType::F16 => {
-                reconnect::<f16>(index, &meta, true);
-                repair::<f16>(index, &meta, &scan.deleted);
+                reconnect::<f16>(index, &meta, strategy, true);
+                repair::<f16>(index, &meta, strategy, &scan.deleted);
             }
             ElemType::F32 => {
-                reconnect::<f32>(index, &meta, true);
-                repair::<f32>(index, &meta, &scan.deleted);
+                reconnect::<f32>(index, &meta, strategy, true);
+                repair::<f32>(index, &meta, strategy, &scan.deleted);
             }
         }
         free(index, &meta, &scan.deleted);
@@ -113,15 +115,15 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     info: *mut pg_sys::IndexVacuumInfo,
     stats: *mut pg_sys::IndexBulkDeleteResult,
 ) -> *mut pg_sys::IndexBulkDeleteResult {
-    // SAFETY: VACUUM passes a valid info.
-    let (index, analyze_only) = unsafe { ((*info).index, (*info).analyze_only) };
+    // SAFETY: VACUUM passes a valid info; its strategy (or null) is valid for the whole call.
+    let (index, analyze_only, strategy) = unsafe { ((*info).index, (*info).analyze_only, (*info).strategy) };
     if analyze_only {
         return stats;
     }
     let meta = Meta::read(index);
     let live = match meta.elem {
-        ElemType::F16 => reconnect::<f16>(index, &meta, false),
-        ElemType::F32 => reconnect::<f32>(index, &meta, false),
+        ElemType::F16 => reconnect::<f16>(index, &meta, strategy, false),
+        ElemType::F32 => reconnect::<f32>(index, &meta, strategy, false),
     };
     let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);

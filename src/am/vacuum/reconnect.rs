@@ -40,10 +40,10 @@ const LINK_BYTES: usize = core::mem::size_of::<ItemRef>() + 4;
 ///
 /// Lists that change under the pass (inserts) can make a link fail; the pass then runs again
 /// on a fresh copy, at most four times.
-pub(super) fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> f64 {
+pub(super) fn reconnect<E: Elem>(index: pg_sys::Relation, meta: &Meta, strategy: pg_sys::BufferAccessStrategy, live_only: bool) -> f64 {
     let mut live_tids = 0f64;
     for _round in 0..4 {
-        let (graph, tids) = DiskGraph::<E>::read(index, meta, live_only);
+        let (graph, tids) = DiskGraph::<E>::read(index, meta, strategy, live_only);
         live_tids = tids;
         let Some(mut graph) = graph else { return live_tids };
         if maintain::connect_unreachable(&mut graph, layer_capacity(meta.m as usize, 0)) == 0 {
@@ -80,7 +80,7 @@ impl<E: Elem> DiskGraph<E> {
     /// Read layer 0 and count live heap TIDs. The graph is held whole within
     /// maintenance_work_mem, or not at all (`None`, with a NOTICE; the rows are still counted),
     /// as a VACUUM that fails for want of memory would leave the table's dead rows in place.
-    fn read(index: pg_sys::Relation, meta: &Meta, live_only: bool) -> (Option<DiskGraph<E>>, f64) {
+    fn read(index: pg_sys::Relation, meta: &Meta, strategy: pg_sys::BufferAccessStrategy, live_only: bool) -> (Option<DiskGraph<E>>, f64) {
         let m = meta.m as usize;
         let mut live_tids = 0f64;
         let mut budget = Budget::new(Setting::MaintenanceWorkMem);
@@ -89,7 +89,7 @@ impl<E: Elem> DiskGraph<E> {
         let mut refs: Vec<ItemRef> = Vec::new();
         for block in 1..nblocks(index) {
             delay_point();
-            let buf = Buffer::read(index, block, Lock::Share);
+            let buf = Buffer::read_with(index, block, Lock::Share, strategy);
             let page = buf.page();
             if page.is_new() || page.opaque().kind != PAGE_DATA {
                 continue;

@@ -28,16 +28,24 @@ pub(crate) struct Scan {
 }
 
 /// Phase 1: drop dead TIDs; mark elements without TIDs deleted.
-pub(super) fn remove_dead(index: pg_sys::Relation, meta: &Meta, is_dead: impl Fn(&pg_sys::ItemPointerData) -> bool) -> Scan {
-    let (mut scan, rowless) = find_rowless(index, meta, is_dead);
+pub(super) fn remove_dead(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    strategy: pg_sys::BufferAccessStrategy,
+    is_dead: impl Fn(&pg_sys::ItemPointerData) -> bool,
+) -> Scan {
+    let (mut scan, rowless) = find_rowless(index, meta, strategy, is_dead);
     mark_rowless(index, meta, &mut scan, &rowless);
     scan
 }
 
-/// Phase 1 up to the marking: drop dead TIDs, and find the elements left without any.
+/// Phase 1 up to the marking: drop dead TIDs, and find the elements left without any. The
+/// pages are read through VACUUM's buffer access `strategy` (null: the default), so a pass
+/// over a large index does not flush shared buffers.
 pub(crate) fn find_rowless(
     index: pg_sys::Relation,
     meta: &Meta,
+    strategy: pg_sys::BufferAccessStrategy,
     is_dead: impl Fn(&pg_sys::ItemPointerData) -> bool,
 ) -> (Scan, Vec<Rowless>) {
     let m = meta.m as usize;
@@ -49,7 +57,7 @@ pub(crate) fn find_rowless(
     let mut newly_deleted: Vec<Rowless> = Vec::new();
     for block in 1..nblocks(index) {
         delay_point();
-        let buf = Buffer::read(index, block, Lock::Exclusive);
+        let buf = Buffer::read_with(index, block, Lock::Exclusive, strategy);
         let page = buf.page();
         if page.is_new() || page.opaque().kind != PAGE_DATA {
             continue;

@@ -19,7 +19,13 @@ use crate::storage::page::ItemRef;
 use crate::storage::tuple::{layer_capacity, node_tuples, NodeTuple, VectorTuple, FLAG_DELETED};
 
 /// Phase 3: re-select every neighbour list that holds a deleted element.
-pub(super) fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &HashMap<ItemRef, ItemRef>) {
+/// Whole-index passes read through VACUUM's buffer access `strategy`.
+pub(super) fn repair<E: Elem>(
+    index: pg_sys::Relation,
+    meta: &Meta,
+    strategy: pg_sys::BufferAccessStrategy,
+    deleted: &HashMap<ItemRef, ItemRef>,
+) {
     let m = meta.m as usize;
     let metric = meta.metric;
     let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index) };
@@ -27,7 +33,7 @@ pub(super) fn repair<E: Elem>(index: pg_sys::Relation, meta: &Meta, deleted: &Ha
         delay_point();
         // Which live elements on this page need work, and on which layers.
         let todo: Vec<(ItemRef, Vec<usize>)> = {
-            let buf = Buffer::read(index, block, Lock::Share);
+            let buf = Buffer::read_with(index, block, Lock::Share, strategy);
             node_tuples(buf.page(), m)
                 .filter_map(|(off, t)| {
                     if t.is_deleted() {
