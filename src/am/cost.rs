@@ -53,7 +53,7 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         // Conditions on filter columns (selectivity s): a filtered walk meets fewer results per
         // element it reads, so it reads more, but far less than 1/s times more once it no longer
         // spends ef_search on rows the executor would throw away; and when matches are rare the
-        // scan switches to reading the matching elements only (see scan.rs). Priced gently,
+        // scan switches to reading the matching elements only (see scan/exact.rs). Priced gently,
         // the same way as the walk itself above, so that a path with the conditions pushed
         // down beats the same index scan with them left to a Filter (which reads 1/s times as
         // many heap rows), and a btree on the filter column wins only where few rows match.

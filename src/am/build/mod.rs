@@ -9,8 +9,8 @@
 //! When the graph would outgrow `maintenance_work_mem`, what has been read so far is linked and
 //! written, a NOTICE says so, and the remaining rows go through the on-disk insert path.
 //!
-//! The three phases have a file each: [`load`] (the heap scan into the graph), [`link`] (the
-//! pool) and [`write`] (the page layout and the pages).
+//! The three phases have a file each: `load` (the heap scan into the graph), `link` (the
+//! pool) and `write` (the page layout and the pages).
 
 mod link;
 mod load;

@@ -3,7 +3,7 @@
 //! that every link points at a live vector tuple of an element on that layer, and the entry
 //! point — and returns a readable report. Read-only; takes share locks one page at a time.
 //!
-//! This file holds the SQL function and its report; [`verify`] the pass over the pages.
+//! This file holds the SQL function and its report; `verify` the pass over the pages.
 
 mod verify;
 

@@ -10,9 +10,9 @@
 //! elements. Hashes and signatures can only rule an element out; a possible match is decided
 //! on the payload, with the operator's own function.
 //!
-//! - [`columns`]: the filter columns of an index and the encoding of a row's values;
-//! - [`codec`]: the stored forms of a value (payload entries, hashes, array signatures);
-//! - [`keys`]: a scan's keys compiled into a [`Filter`] and tested against stored values.
+//! - `columns`: the filter columns of an index and the encoding of a row's values;
+//! - `codec`: the stored forms of a value (payload entries, hashes, array signatures);
+//! - `keys`: a scan's keys compiled into a [`Filter`] and tested against stored values.
 
 mod codec;
 mod columns;

@@ -15,8 +15,8 @@
 //! returns every indexed row in physical order, which is what a sequential scan sorting by an
 //! all-NULL/NaN key would give.
 //!
-//! Files by job: [`search`] (the graph walk), [`exact`] (an exact scan of the attribute
-//! records, for selective filters), [`tids`] (heap TIDs of what either found), [`visited`] (the
+//! Files by job: `search` (the graph walk), `exact` (an exact scan of the attribute
+//! records, for selective filters), `tids` (heap TIDs of what either found), `visited` (the
 //! backend's pool of visited sets, shared with inserts).
 
 mod exact;
