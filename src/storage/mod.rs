@@ -33,7 +33,7 @@
 //!                1  u8   flags (bit 0: element deleted; scans route through it, never return it)
 //!                2  6B   node ref: where this element's node tuple is
 //!                8  ...  dims elements: f32 (vector) or f16 (halfvec), native order, 8-aligned,
-//!                        then the element's filter values (see am/filter.rs)
+//!                        then the element's filter values (see am/filter/)
 //!
 //! node tuple     0  u8   kind = 2
 //!                1  u8   flags (as in the vector tuple, kept equal)
