@@ -393,11 +393,9 @@ pub enum Logging {
     Build,
 }
 
-/// One change to one page: GenericXLog when logging, direct otherwise. Aborted on drop unless
-/// [`Wal::finish`] ran.
-///
-/// New code uses [`Wal::edit`], which cannot leave a record unfinished on a normal path out;
-/// [`Wal::start`] and [`Wal::finish`] remain for the call sites not converted yet.
+/// One change to one page: GenericXLog when logging, direct otherwise. Made only through
+/// [`Wal::edit`], which finishes the record when the change returns and aborts it (on drop)
+/// when the change raises an ERROR: no call site can forget either.
 pub struct Wal<'b> {
     state: *mut pg_sys::GenericXLogState,
     buffer: &'b Buffer,
@@ -424,7 +422,7 @@ impl<'b> Wal<'b> {
 
     /// Start changing `buffer` (exclusively locked). `full_image` logs the whole page, for pages
     /// being initialized.
-    pub(crate) fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {
+    fn start(rel: pg_sys::Relation, buffer: &'b Buffer, logging: Logging, full_image: bool) -> Wal<'b> {
         if logging == Logging::Build {
             // SAFETY: the buffer is exclusively locked; ambuild logs the relation at the end.
             let page = unsafe { pg_sys::BufferGetPage(buffer.id).cast() };
@@ -441,12 +439,12 @@ impl<'b> Wal<'b> {
     }
 
     /// The page to modify: GenericXLog's working copy, or the buffer itself when building.
-    pub fn page(&mut self) -> PageMut<'_> {
+    fn page(&mut self) -> PageMut<'_> {
         // SAFETY: the copy (or the locked buffer) is ours until finish/abort.
         unsafe { PageMut::from_ptr(self.page) }
     }
 
-    pub fn finish(mut self) {
+    fn finish(mut self) {
         if self.state.is_null() {
             self.buffer.mark_dirty();
         } else {
