@@ -1,6 +1,6 @@
 //! Online inserts (`aminsert`), safe with any number of backends inserting at once, in three
 //! steps: **search** for the new element's neighbours as the build does (here), **place** its
-//! tuples ([`place`]), **link** its neighbours back to it ([`link`]).
+//! tuples (`place.rs`), **link** its neighbours back to it (`link.rs`).
 //!
 //! Locking discipline (what makes it deadlock-free): a backend holds at most one buffer lock at
 //! a time — except when a back-link pushes an entry out of a full list, where the page of the

@@ -7,7 +7,7 @@
 //! 2. **Barrier.** Take and release the lock every insert holds in share mode: inserts that
 //!    saw a now-deleted element alive (and might link to it) have finished.
 //! 3. **Repair.** If the entry point died, the live element with the highest level replaces it.
-//!    Every live element must be reachable through live elements alone (see [`reconnect()`]).
+//!    Every live element must be reachable through live elements alone (see `reconnect.rs`).
 //!    Then every live element with a deleted neighbour keeps its live neighbours and gives the
 //!    deleted ones' places to the deleted neighbours' neighbours, chosen with the neighbour
 //!    heuristic — a local repair that reconnects through the hole, not a fresh search — and
@@ -17,12 +17,13 @@
 //!    free space map, so inserts reuse their tuples instead of growing the index.
 //! 5. **Reconnect** (in `amvacuumcleanup`, so every VACUUM and autovacuum runs it, with or
 //!    without dead rows): every live element must be reachable from the entry point; see
-//!    [`reconnect()`].
+//!    `reconnect.rs`.
 //!
 //! `vacuum_delay_point()` runs for every page and every repair: VACUUM honours cost-based
 //! delay and can be cancelled at any point; a cancelled run leaves deleted elements that the
+//! next VACUUM repairs and frees.
 //!
-//! The phases live in their own files: [`remove`] (1, 2 and 4), [`repair`] (3), [`reconnect`]
+//! The phases live in their own files: `remove.rs` (1, 2 and 4), `repair.rs` (3), `reconnect.rs`
 //! (3 and 5); the neighbour-list policies they apply are the core's ([`hnsw_core::graph::maintain`]).
 
 mod reconnect;
