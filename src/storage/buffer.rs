@@ -96,13 +96,19 @@ impl Buffer {
     /// Pin (without locking) a block for a search, using the same hints as
     /// [`Buffer::read_recent`]; lock it later with [`Pin::share`].
     pub(crate) fn pin_recent(rel: pg_sys::Relation, block: u32) -> Pin {
+        Pin(Self::pin_hinted(rel, block))
+    }
+
+    /// Pin `block`, through the buffer that held it last time if it still does.
+    #[inline]
+    fn pin_hinted(rel: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
         // SAFETY: `rel` is open; rd_node identifies its current relfilenode.
         let node = unsafe { (*rel).rd_node };
         let hint = RECENT.with(|r| r.borrow().get(node, block));
         // SAFETY: ReadRecentBuffer only pins `hint` if it is valid and holds exactly this block
         // of this relfilenode; otherwise it pins nothing and returns false.
         if hint != 0 && unsafe { pg_sys::ReadRecentBuffer(node, pg_sys::ForkNumber::MAIN_FORKNUM, block, hint) } {
-            return Pin(hint);
+            return hint;
         }
         // SAFETY: as in read_fork.
         let id = unsafe {
@@ -115,7 +121,7 @@ impl Buffer {
             )
         };
         RECENT.with(|r| r.borrow_mut().set(node, block, id));
-        Pin(id)
+        id
     }
 
     /// [`Buffer::read`] for the hot paths of searches: remembers which shared buffer held each
@@ -123,27 +129,7 @@ impl Buffer {
     /// block and skips the buffer-mapping hash lookup and its partition lock. A stale hint
     /// costs one failed check and falls back to the normal lookup.
     pub(crate) fn read_recent(rel: pg_sys::Relation, block: u32, lock: Lock) -> Buffer {
-        // SAFETY: `rel` is open; rd_node identifies its current relfilenode.
-        let node = unsafe { (*rel).rd_node };
-        let hint = RECENT.with(|r| r.borrow().get(node, block));
-        // SAFETY: ReadRecentBuffer only pins `hint` if it is valid and holds exactly this block
-        // of this relfilenode; otherwise it pins nothing and returns false.
-        let id = if hint != 0 && unsafe { pg_sys::ReadRecentBuffer(node, pg_sys::ForkNumber::MAIN_FORKNUM, block, hint) } {
-            hint
-        } else {
-            // SAFETY: as in read_fork.
-            let id = unsafe {
-                pg_sys::ReadBufferExtended(
-                    rel,
-                    pg_sys::ForkNumber::MAIN_FORKNUM,
-                    block,
-                    pg_sys::ReadBufferMode::RBM_NORMAL,
-                    core::ptr::null_mut(),
-                )
-            };
-            RECENT.with(|r| r.borrow_mut().set(node, block, id));
-            id
-        };
+        let id = Self::pin_hinted(rel, block);
         let pinned = PinOnly(id);
         // SAFETY: `id` is pinned by us.
         unsafe { pg_sys::LockBuffer(id, lock_mode(lock)) };

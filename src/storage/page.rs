@@ -105,24 +105,6 @@ impl ItemRef {
         self.offset != 0 && self.block != u32::MAX
     }
 
-    /// The ref stored at the start of `b` (at least [`ItemRef::SIZE`] bytes).
-    #[inline]
-    pub fn read(b: &[u8]) -> ItemRef {
-        match DiskRef::read_from_prefix(b) {
-            Ok((r, _)) => r.get(),
-            Err(_) => corrupt("truncated ref"),
-        }
-    }
-
-    /// Store the ref at the start of `b` (at least [`ItemRef::SIZE`] bytes).
-    #[inline]
-    pub fn write(self, b: &mut [u8]) {
-        match DiskRef::mut_from_prefix(b) {
-            Ok((r, _)) => r.set(self),
-            Err(_) => corrupt("truncated ref"),
-        }
-    }
-
     /// Key in the visited set: one 64-bit word per page.
     #[inline]
     pub fn visited_key(self) -> u64 {

@@ -73,6 +73,8 @@ struct DiskGraph<E: Elem> {
     /// Elements the pages showed; numbers from here on are for refs met later.
     len: usize,
     entry: Option<u32>,
+    /// For refs read from lists before they are followed.
+    extent: Extent,
     query: Vec<E>,
 }
 
@@ -159,6 +161,7 @@ impl<E: Elem> DiskGraph<E> {
             links,
             ids,
             entry,
+            extent: Extent::new(index),
             query: Vec::new(),
         };
         (Some(graph), live_tids)
@@ -178,7 +181,7 @@ impl<E: Elem> DiskGraph<E> {
     /// Copy the vector of element `id` into `out`; false if it cannot be read.
     fn load(&self, id: u32, out: &mut Vec<E>) -> bool {
         let r = self.vectors[id as usize];
-        if !Extent::new(self.els.rel).holds(r) {
+        if !self.extent.holds(r) {
             return false;
         }
         let buf = Buffer::read_recent(self.els.rel, r.block, Lock::Share);
