@@ -113,6 +113,44 @@ def setting(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def index_options(text: str) -> dict:
+    """'quantization=sq8,m=8' -> {'quantization': 'sq8', 'm': 8}: WITH options of our index.
+
+    Numeric values become numbers (written unquoted in CREATE INDEX), anything else stays a string
+    (written as a SQL string literal). An empty text is no options.
+    """
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        name, value = name.strip().lower(), value.strip()
+        if not sep or not OPTION_NAME.fullmatch(name) or not value:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}")
+        if name in out:
+            raise argparse.ArgumentTypeError(f"option {name!r} given twice in {text!r}")
+        if NUMERIC.fullmatch(value):
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        out[name] = value
+    return out
+
+
+def variant_list(text: str) -> list[dict]:
+    """'quantization=none;quantization=sq8' -> [{'quantization': 'none'}, {'quantization': 'sq8'}].
+
+    An empty spec (the first one in ';quantization=sq8', the last one in 'm=8;') is a variant with no
+    options of its own (the index as --with alone builds it).
+    """
+    return [index_options(spec) for spec in text.split(";")]
+
+
+def options_text(options: dict) -> str:
+    """{'quantization': 'sq8', 'm': 8} -> 'quantization=sq8,m=8' (labels, printouts)."""
+    return ",".join(f"{k}={v}" for k, v in options.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every option is documented in --help)."""
     p = argparse.ArgumentParser(prog="hnsw_bench.py", description=DESCRIPTION, epilog=EPILOG,
@@ -164,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     i = p.add_argument_group("index and queries")
     i.add_argument("--m", type=int, default=16, help="hnsw m (default 16)")
     i.add_argument("--ef-construction", type=int, default=64, help="hnsw ef_construction (default 64)")
+    i.add_argument("--with", dest="with_options", type=index_options, default={}, metavar="KEY=VALUE[,KEY=VALUE...]",
+                   help="extra WITH options of our index (--ext only, not --compare), e.g. quantization=sq8; "
+                        "numeric values are written as numbers, others as SQL string literals; m and "
+                        "ef_construction here override --m / --ef-construction. Recorded in the build record "
+                        "('with') and in the label of the run (e.g. hnsw_ext[quantization=sq8])")
+    i.add_argument("--variants", type=variant_list, metavar="SPEC;SPEC;...",
+                   help="run our index several times in one run, once per SPEC (KEY=VALUE[,KEY=VALUE...], added "
+                        "to --with; an empty SPEC is --with alone), e.g. 'quantization=none;quantization=sq8' or "
+                        "'m=8;m=12'. The table is loaded once; only the index is dropped and rebuilt per variant. "
+                        "With --compare the runs alternate: ours variant 1, theirs, ours variant 2, ours variant 3, "
+                        "... Each variant is its own label, curve and compare record")
+    i.add_argument("--rounds", type=int, default=1,
+                   help="repeat the whole sequence (our variants with the --compare extensions between them) N "
+                        "times, to see run-to-run noise; labels get ' #R' (round R) when N > 1 and each round's "
+                        "runs are compared with the same round's other extension. Tables are loaded once, indexes "
+                        "are rebuilt every round (default 1)")
     i.add_argument("--workers", type=int, default=1,
                    help="SET max_parallel_maintenance_workers for the build (default 1 = leader + 1 worker)")
     i.add_argument("--ef", type=int_list, help=f"hnsw.ef_search values (default {DEFAULT_EF}; --quick: {QUICK['ef']})")
@@ -195,6 +249,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @dataclass
+class BenchRun:
+    """One load-build-sweep of one extension with one set of index options.
+
+    Attributes:
+        ext: the extension (its database is ``Config.dbname(ext)``).
+        label: the name of the run in records (``label``), printouts, compare records and the plot:
+            the extension, its extra WITH options in brackets, and `` #R`` with --rounds > 1.
+        ours: whether this is --ext (the others are --compare extensions).
+        options: extra WITH options (--with merged with the variant), m / ef_construction included
+            when given there.
+        m, ef_construction: the values actually used.
+        round: 1-based round (--rounds).
+    """
+
+    ext: str
+    label: str
+    ours: bool
+    options: dict
+    m: int
+    ef_construction: int
+    round: int = 1
+
+
+def plan_runs(args: argparse.Namespace, exts: list[str]) -> list[BenchRun]:
+    """The runs of the benchmark, in order: per round, our first variant, the --compare
+    extensions, then our other variants (so ours and theirs alternate)."""
+    variants = args.variants if args.variants else [{}]
+    runs = []
+    for rnd in range(1, args.rounds + 1):
+        suffix = f" #{rnd}" if args.rounds > 1 else ""
+        ours = []
+        for variant in variants:
+            options = {**args.with_options, **variant}
+            m, efc = options.get("m", args.m), options.get("ef_construction", args.ef_construction)
+            label = exts[0] + (f"[{options_text(options)}]" if options else "") + suffix
+            ours.append(BenchRun(exts[0], label, True, options, m, efc, rnd))
+        theirs = [BenchRun(ext, ext + suffix, False, {}, args.m, args.ef_construction, rnd) for ext in exts[1:]]
+        runs += ours[:1] + theirs + ours[1:]
+    return runs
+
+
+@dataclass
 class Config:
     """Resolved settings of a run."""
 
@@ -209,6 +305,12 @@ class Config:
     force_index: bool = False
     session: dict = field(default_factory=dict)
     references: list = field(default_factory=list)  # loaded --reference documents
+    runs: list = field(default_factory=list)  # BenchRun, in the order they are run
+
+    @property
+    def ours(self) -> list:
+        """Runs of our extension (--ext), in order."""
+        return [r for r in self.runs if r.ours]
 
     @property
     def moduli(self) -> list[int]:
@@ -234,6 +336,15 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config
         parser.error(f"--k must be between 1 and {GT_K}")
     if args.nq <= 0:
         parser.error("--nq must be positive")
+    if args.rounds <= 0:
+        parser.error("--rounds must be positive")
+    runs = plan_runs(args, exts)
+    if len({r.label for r in runs}) != len(runs):
+        parser.error("--variants repeats a variant (or names --with options again with the same values)")
+    for r in runs:
+        for key in ("m", "ef_construction"):
+            if not isinstance(getattr(r, key), int) or getattr(r, key) <= 0:
+                parser.error(f"{key} must be a positive integer, got {getattr(r, key)!r}")
     ef = args.ef or int_list(QUICK["ef"] if quick else DEFAULT_EF)
     clients = args.clients or int_list(QUICK["clients"] if quick else "1,4")
     filters = args.filter if args.filter is not None else (selectivity_list(QUICK["filter"]) if quick else [])
@@ -254,13 +365,13 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config
             parser.error(f"--reference: {e}")
         # The name it goes by in records, printouts and the legend: unique among extensions and references.
         ext = reference.label(doc)
-        if ext in exts or ext in (d["ext_name"] for d in references):
+        if ext in exts or ext in (r.label for r in runs) or ext in (d["ext_name"] for d in references):
             ext = f"{ext} [{Path(name).name}]"
         doc["ext_name"] = ext
         references.append(doc)
     return Config(args=args, ef=sorted(set(ef)), clients=sorted(set(clients)),
                   filters=sorted(set(filters), reverse=True), warmup=warmup, rows=rows, exts=exts, out=out,
-                  force_index=force, session=session, references=references)
+                  force_index=force, session=session, references=references, runs=runs)
 
 
 @dataclass
@@ -312,7 +423,8 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
         "argv": sys.argv[1:], "quick": bool(a.quick),
         "dataset": {**data.ds.describe(), "base_hash": data.base_hash, "query_hash": data.query_hash,
                     "ground_truth": data.gt_source},
-        "config": {"exts": cfg.exts, "references": [d["path"] for d in cfg.references], "type": a.type, "m": a.m,
+        "config": {"exts": cfg.exts, "with": a.with_options, "variants": a.variants, "rounds": a.rounds,
+                   "runs": [r.label for r in cfg.runs], "references": [d["path"] for d in cfg.references], "type": a.type, "m": a.m,
                    "ef_construction": a.ef_construction, "workers": a.workers, "ef_search": cfg.ef,
                    "clients": cfg.clients, "filters": cfg.filters, "filter_columns": bool(a.filter_columns), "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
                    "session": cfg.session, "dsn": db.redact(a.dsn)},
@@ -321,20 +433,27 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
     }
 
 
-def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, conninfo: str) -> dict:
-    """Create and fill the table, build the index (or reuse both); returns the build figures."""
+def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, conninfo: str, run: BenchRun,
+                   loaded: bool = False) -> dict:
+    """Create and fill the table, build the index (or reuse both); returns the build figures.
+
+    ``loaded``: an earlier run of this invocation loaded the table of this database, so it is kept
+    (whatever --reuse says) and only the index is dropped and rebuilt.
+    """
     a, ds = cfg.args, data.ds
     n = ds.base.shape[0]
     table_fp = {"data": data.base_hash, "rows": n, "dim": ds.dim, "type": a.type, "filters": sorted(cfg.moduli)}
     filter_columns = [db.filter_column(m) for m in sorted(cfg.moduli)] if a.filter_columns else []
-    index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": a.m, "filter_columns": filter_columns,
-                "ef_construction": a.ef_construction, "workers": a.workers, "build_session": dict(a.set)}
+    index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": run.m, "filter_columns": filter_columns,
+                "ef_construction": run.ef_construction, "workers": a.workers, "build_session": dict(a.set),
+                "with": run.options}
     old_table, old_index = db.get_comment(conn, db.TABLE), db.get_comment(conn, db.INDEX)
-    reuse_table = a.reuse and old_table and old_table.get("fingerprint") == table_fp
-    reuse_index = reuse_table and old_index and old_index.get("fingerprint") == index_fp
+    reuse_table = (a.reuse or loaded) and old_table and old_table.get("fingerprint") == table_fp
+    # Within one invocation every run builds its own index; --reuse only keeps one from an earlier invocation.
+    reuse_index = a.reuse and not loaded and reuse_table and old_index and old_index.get("fingerprint") == index_fp
     if reuse_table:
         load = old_table["load"]
-        print(f"reusing table {db.TABLE} (loaded in {load['load_s']:.1f}s earlier)")
+        print(f"reusing table {db.TABLE} (loaded in {load['load_s']:.1f}s {'by an earlier run' if loaded else 'earlier'})")
     else:
         if old_table is None and db.relation_exists(conn, db.TABLE):
             raise db.BenchError(f"database {conn.info.dbname!r} has a table {db.TABLE!r} that this tool did not "
@@ -352,19 +471,30 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
         print(f"reusing index {db.INDEX} (built in {build['build_s']:.1f}s earlier)")
     else:
         db.apply_settings(conn, dict(a.set))
-        res = db.build_index(conninfo, conn, a.type, ds.metric, a.m, a.ef_construction, a.workers, n, filter_columns)
+        res = db.build_index(conninfo, conn, a.type, ds.metric, run.m, run.ef_construction, a.workers, n,
+                             filter_columns, run.options)
         build = {"build_s": res.seconds, "build_phases": res.phases, "parallel_workers_seen": res.parallel_workers_seen,
                  "progress_reported": res.progress_reported, "build_last_progress": res.last_progress}
         db.set_comment(conn, "INDEX", db.INDEX, {"fingerprint": index_fp, "build": build})
         conn.execute("RESET ALL")
     index_bytes = db.relation_size(conn, db.INDEX)
-    print(f"index built in {build['build_s']:.2f}s{' (earlier)' if reuse_index else ''}: "
-          f"{index_bytes / 2**20:.1f} MiB, {index_bytes / n:.0f} bytes/vector"
+    walk_bytes = db.walk_size(conn, db.INDEX)
+    sizes = {"index_bytes": index_bytes, "bytes_per_vector": index_bytes / n, "walk_bytes": walk_bytes,
+             "walk_bytes_per_vector": None if walk_bytes is None else walk_bytes / n}
+    print(f"index built in {build['build_s']:.2f}s{' (earlier)' if reuse_index else ''}: {size_text(sizes)}"
           + ("" if build.get("progress_reported", True) else "  (no pg_stat_progress_create_index rows seen)"))
-    return {**load, **build, "reused": bool(reuse_index), "reused_table": bool(reuse_table),
-            "index_bytes": index_bytes, "table_bytes": db.relation_size(conn, db.TABLE),
-            "table_total_bytes": db.table_size(conn, db.TABLE),
-            "bytes_per_vector": index_bytes / n, "rows": n, "dim": ds.dim, **index_fp}
+    return {**load, **build, "reused": bool(reuse_index), "reused_table": bool(reuse_table), **sizes,
+            "table_bytes": db.relation_size(conn, db.TABLE), "table_total_bytes": db.table_size(conn, db.TABLE),
+            "rows": n, "dim": ds.dim, **index_fp}
+
+
+def size_text(build: dict) -> str:
+    """'175.7 MiB, 1842 bytes/vector, walk 52.1 MiB (546 bytes/vector)' from a build record
+    (walk only where hnsw_walk_size reported it)."""
+    text = f"{build['index_bytes'] / 2**20:.1f} MiB, {build['bytes_per_vector']:.0f} bytes/vector"
+    if build.get("walk_bytes") is not None:
+        text += f", walk {build['walk_bytes'] / 2**20:.1f} MiB ({build['walk_bytes_per_vector']:.0f} bytes/vector)"
+    return text
 
 
 def sweep(cfg: Config, data: PreparedData, ext: str, conninfo: str, common: dict, writer: report.JsonlWriter) -> None:
@@ -418,19 +548,20 @@ def sweep(cfg: Config, data: PreparedData, ext: str, conninfo: str, common: dict
                             print(f"WARNING: {record[key]} answers with {what} ids", file=sys.stderr)
 
 
-def bench_extension(cfg: Config, data: PreparedData, ext: str, run_id: str, writer: report.JsonlWriter) -> None:
-    """Database, extension, load, build and sweep for one extension."""
-    dsn = cfg.args.dsn
+def bench_extension(cfg: Config, data: PreparedData, run: BenchRun, run_id: str, writer: report.JsonlWriter,
+                    loaded: bool = False) -> None:
+    """Database, extension, load (unless ``loaded``), build and sweep for one run of one extension."""
+    dsn, ext = cfg.args.dsn, run.ext
     dbname = cfg.dbname(ext)
     created = db.ensure_database(dsn, dbname, ext)
     conninfo = db.db_conninfo(dsn, dbname)
-    print(f"\n=== {ext}: database {dbname}{' (created)' if created else ''}")
+    print(f"\n=== {run.label}: database {dbname}{' (created)' if created else ''}")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         version = db.ensure_extension(conn, ext, cfg.args.type, data.ds.metric)
         settings = db.server_settings(conn, cfg.args.type)
         print(f"{ext} {version}; server " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-        build = load_and_build(cfg, data, conn, conninfo)
-    common = {"run_id": run_id, "dataset": data.ds.name, "ext": ext}
+        build = load_and_build(cfg, data, conn, conninfo, run, loaded)
+    common = {"run_id": run_id, "dataset": data.ds.name, "ext": ext, "label": run.label, "round": run.round}
     writer.write({"type": "build", **common, "ext_version": version, "database": dbname, "settings": settings, **build})
     sweep(cfg, data, ext, conninfo, common, writer)
 
@@ -454,17 +585,26 @@ def match_references(cfg: Config, data: PreparedData) -> list[tuple[dict, dict |
 
 
 def compare_references(cfg: Config, data: PreparedData, run_id: str, writer: report.JsonlWriter,
-                       matched: list, ours_ok: bool) -> list[dict]:
+                       matched: list, ours_ok: set) -> list[dict]:
     """Write a ``reference`` record per --reference and, where its figures apply, the ours / recorded
-    ``compare`` record (printed too); returns the reference records whose figures were used."""
-    a, ours = cfg.args, cfg.exts[0]
-    build = next((r for r in writer.records if r.get("type") == "build" and r.get("ext") == ours), None)
-    run_config = {"type": a.type, "m": a.m, "ef_construction": a.ef_construction, "workers": a.workers,
-                  "queries": len(data.texts), "clients": cfg.clients, "session": dict(a.set)}
+    ``compare`` record per run of ours that succeeded (labels in ``ours_ok``), printed too; returns the
+    reference records whose figures were used."""
+    a = cfg.args
+    ours = [r for r in cfg.ours if r.label in ours_ok]
+    first = cfg.ours[0]
+
+    def run_config(run: BenchRun) -> dict:
+        return {"type": a.type, "m": run.m, "ef_construction": run.ef_construction, "workers": a.workers,
+                "queries": len(data.texts), "clients": cfg.clients, "session": dict(a.set)}
+
+    def build_of(run: BenchRun) -> dict | None:
+        return next((r for r in writer.records if r.get("type") == "build" and report.label(r) == run.label), None)
+
     used = []
     for doc, entry, why in matched:
-        diffs = reference.differences(doc, build=build, run_config=run_config, host_cpus=os.cpu_count()) \
-            if entry is not None else []
+        # The reference record lists the differences from our first run; each compare record its own.
+        diffs = reference.differences(doc, build=build_of(first), run_config=run_config(first),
+                                      host_cpus=os.cpu_count()) if entry is not None else []
         rec = writer.write({"run_id": run_id, "dataset": data.ds.name,
                             **reference.record(doc, entry, doc["ext_name"], why, diffs)})
         if entry is None:
@@ -472,13 +612,14 @@ def compare_references(cfg: Config, data: PreparedData, run_id: str, writer: rep
         used.append(rec)
         for d in diffs:
             print(f"WARNING: reference {doc['ext_name']}: {d}", file=sys.stderr)
-        if not ours_ok:
-            continue
-        ratios = report.compare(writer.records + reference.pseudo_records(entry, doc["ext_name"]), ours,
-                                doc["ext_name"])
-        rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios, "recorded": True,
-                            "reference_file": doc["path"], "differences": diffs})
-        print(report.format_compare(rec))
+        for run in ours:
+            run_diffs = reference.differences(doc, build=build_of(run), run_config=run_config(run),
+                                              host_cpus=os.cpu_count())
+            ratios = report.compare(writer.records + reference.pseudo_records(entry, doc["ext_name"]), run.label,
+                                    doc["ext_name"])
+            rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios, "recorded": True,
+                                "reference_file": doc["path"], "differences": run_diffs})
+            print(report.format_compare(rec))
     return used
 
 
@@ -496,27 +637,39 @@ def main(argv: list[str] | None = None) -> int:
     matched = match_references(cfg, data)
     writer = report.JsonlWriter(Path(f"{cfg.out}.jsonl"))
     writer.write(run_record(cfg, data, run_id))
-    failed = []
-    for ext in cfg.exts:
+    failed, loaded = [], set()
+    for run in cfg.runs:
         try:
-            bench_extension(cfg, data, ext, run_id, writer)
+            bench_extension(cfg, data, run, run_id, writer, loaded=run.ext in loaded)
         except (psycopg.Error, db.BenchError) as e:
             msg = f"{type(e).__name__}: {e}".strip()
-            print(f"error with {ext}: {msg}", file=sys.stderr)
-            writer.write({"type": "error", "run_id": run_id, "dataset": data.ds.name, "ext": ext, "message": msg})
-            failed.append(ext)
+            print(f"error with {run.label}: {msg}", file=sys.stderr)
+            writer.write({"type": "error", "run_id": run_id, "dataset": data.ds.name, "ext": run.ext,
+                          "label": run.label, "round": run.round, "message": msg})
+            failed.append(run.label)
+        # A table whose load did not finish carries no fingerprint comment, so it is loaded again anyway.
+        loaded.add(run.ext)
     print()
-    for other in cfg.exts[1:]:
-        if cfg.exts[0] in failed or other in failed:
-            continue
-        ratios = report.compare(writer.records, cfg.exts[0], other)
-        rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios})
-        print(report.format_compare(rec))
-    used_refs = compare_references(cfg, data, run_id, writer, matched, cfg.exts[0] not in failed)
+    builds = [r for r in writer.records if r.get("type") == "build"]
+    width = max(len(report.label(b)) for b in builds) if builds else 0
+    for b in builds:
+        print(f"{report.label(b):<{width}}  build {b['build_s']:.2f}s  index {size_text(b)}")
+    if builds:
+        print()
+    for ours in cfg.ours:
+        for other in (r for r in cfg.runs if not r.ours and r.round == ours.round):
+            if ours.label in failed or other.label in failed:
+                continue
+            ratios = report.compare(writer.records, ours.label, other.label)
+            rec = writer.write({"run_id": run_id, "dataset": data.ds.name, **ratios})
+            print(report.format_compare(rec))
+    ours_ok = {r.label for r in cfg.ours if r.label not in failed}
+    used_refs = compare_references(cfg, data, run_id, writer, matched, ours_ok)
     png = Path(f"{cfg.out}.png")
     a = cfg.args
     title = (f"{data.ds.name} ({data.ds.base.shape[0]} x {data.ds.dim}, {data.ds.metric}), {a.type}, "
-             f"m={a.m} ef_construction={a.ef_construction}, {len(data.texts)} queries, k={a.k}")
+             f"m={a.m} ef_construction={a.ef_construction}, "
+             f"{len(data.texts)} queries, k={a.k}")
     report.plot(writer.records, png, title, a.k, references=used_refs)
     if cfg.args.drop:
         for ext in cfg.exts:

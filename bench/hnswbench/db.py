@@ -220,6 +220,38 @@ def table_size(conn: psycopg.Connection, name: str) -> int:
     return int(conn.execute("SELECT pg_table_size(%s::regclass)", (name,)).fetchone()[0])
 
 
+def walk_size(conn: psycopg.Connection, name: str) -> int | None:
+    """``hnsw_walk_size(index)`` (bytes of the index pages a graph walk reads) where the database
+    has that function (hnsw_ext builds that report it); None where it has not, or where it fails."""
+    if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'hnsw_walk_size')").fetchone()[0]:
+        return None
+    try:
+        value = conn.execute("SELECT hnsw_walk_size(%s::regclass)", (name,)).fetchone()[0]
+    except psycopg.Error as e:
+        print(f"WARNING: hnsw_walk_size({name}) failed: {type(e).__name__}: {e}".strip())
+        return None
+    return None if value is None else int(value)
+
+
+def with_clause(m: int, ef_construction: int, options: dict | None = None) -> sql.Composed:
+    """``m = .., ef_construction = ..[, key = value ...]`` for CREATE INDEX ... WITH (...).
+
+    Numeric values (int/float) are written as numbers, everything else as a string literal; the
+    keys were checked to be plain identifiers by the caller (they are written as they are, so that
+    reloptions see the lower-case name).
+    """
+    items = {"m": m, "ef_construction": ef_construction,
+             **{k: v for k, v in (options or {}).items() if k not in ("m", "ef_construction")}}
+    parts = []
+    for key, value in items.items():
+        if not key.isidentifier() or not key.isascii():
+            raise BenchError(f"index option name {key!r} is not a plain identifier")
+        literal = sql.SQL(repr(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else sql.Literal(str(value))
+        parts.append(sql.SQL("{} = {}").format(sql.SQL(key.lower()), literal))
+    return sql.SQL(", ").join(parts)
+
+
 def relation_exists(conn: psycopg.Connection, name: str) -> bool:
     """Whether a table or index of that name is visible."""
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
@@ -314,8 +346,11 @@ class BuildMonitor(threading.Thread):
 
 
 def build_index(conninfo: str, conn: psycopg.Connection, vtype: str, metric: str, m: int,
-                ef_construction: int, workers: int, rows: int, filter_columns: list[str] | None = None) -> BuildResult:
+                ef_construction: int, workers: int, rows: int, filter_columns: list[str] | None = None,
+                options: dict | None = None) -> BuildResult:
     """``CREATE INDEX ... USING hnsw`` with the given parameters, timed, with a progress bar.
+
+    ``options`` are extra WITH options (e.g. ``{"quantization": "sq8"}``, see :func:`with_clause`).
 
     ``workers`` is applied as ``SET max_parallel_maintenance_workers`` on ``conn`` beforehand.
     ``filter_columns`` become key columns after the vector (hnsw_ext's filter columns), so that
@@ -325,9 +360,8 @@ def build_index(conninfo: str, conn: psycopg.Connection, vtype: str, metric: str
     apply_settings(conn, {"max_parallel_maintenance_workers": workers})
     keys = [sql.SQL("embedding {}").format(sql.Identifier(f"{vtype}_{OPCLASS_SUFFIX[metric]}"))]
     keys += [sql.Identifier(c) for c in (filter_columns or [])]
-    stmt = sql.SQL("CREATE INDEX {} ON {} USING hnsw ({}) WITH (m = {}, ef_construction = {})").format(
-        sql.Identifier(INDEX), sql.Identifier(TABLE), sql.SQL(", ").join(keys),
-        sql.Literal(m), sql.Literal(ef_construction))
+    stmt = sql.SQL("CREATE INDEX {} ON {} USING hnsw ({}) WITH ({})").format(
+        sql.Identifier(INDEX), sql.Identifier(TABLE), sql.SQL(", ").join(keys), with_clause(m, ef_construction, options))
     monitor = BuildMonitor(conninfo, conn.info.backend_pid, rows)
     monitor.start()
     start = time.perf_counter()

@@ -54,9 +54,15 @@ class JsonlWriter:
         self._f.close()
 
 
+def label(rec: dict) -> str:
+    """The run a build/query record belongs to: its ``label`` (extension, our WITH options, round),
+    or its ``ext`` in records without one (recorded references, older files)."""
+    return rec.get("label") or rec["ext"]
+
+
 def curve_key(rec: dict) -> tuple:
-    """(ext, filter, clients): one recall/QPS curve per key."""
-    return rec["ext"], rec["filter"], rec["clients"]
+    """(label, filter, clients): one recall/QPS curve per key."""
+    return label(rec), rec["filter"], rec["clients"]
 
 
 def curves(records: list[dict]) -> dict:
@@ -100,8 +106,9 @@ def _ratio(a, b):
 
 
 def compare(records: list[dict], ours: str, theirs: str) -> dict:
-    """The ours/theirs comparison record: build, size and QPS-at-recall ratios."""
-    builds = {r["ext"]: r for r in records if r.get("type") == "build"}
+    """The ours/theirs comparison record (``ours``, ``theirs``: run labels): build, size and
+    QPS-at-recall ratios."""
+    builds = {label(r): r for r in records if r.get("type") == "build"}
     b_ours, b_theirs = builds.get(ours, {}), builds.get(theirs, {})
     cv = curves(records)
     qps = []
@@ -121,6 +128,7 @@ def compare(records: list[dict], ours: str, theirs: str) -> dict:
         "theirs": theirs,
         "build_time_ratio": _ratio(b_ours.get("build_s"), b_theirs.get("build_s")),
         "index_size_ratio": _ratio(b_ours.get("index_bytes"), b_theirs.get("index_bytes")),
+        "ours_with": b_ours.get("with") or {},
         "load_time_ratio": _ratio(b_ours.get("load_s"), b_theirs.get("load_s")),
         "qps_at_recall": qps,
     }
@@ -156,7 +164,7 @@ REFERENCE_STYLES = (("0.45", "x"), ("0.25", "+"), ("0.65", "*"))
 
 
 def plot(records: list[dict], path: Path, title: str, k: int, references: list[dict] = ()) -> None:
-    """Recall@k (x) against QPS (y, log) per extension/filter/clients, like ann-benchmarks.
+    """Recall@k (x) against QPS (y, log) per run label/filter/clients, like ann-benchmarks.
 
     One panel for unfiltered runs and, when there are filtered runs, a second one for them.
     Points of the first client count are labelled with their ef_search. ``references`` are
@@ -180,8 +188,8 @@ def plot(records: list[dict], path: Path, title: str, k: int, references: list[d
     for (ext, flt, c), pts in sorted(cv.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
         ax = axes[0][1 if (filtered and flt is not None) else 0]
         efs, recalls, qps = zip(*pts)
-        label = f"{ext}" + ("" if flt is None else f" filter {flt * 100:g}%") + f", {c} client{'s' if c > 1 else ''}"
-        ax.plot(recalls, qps, linestyle=styles[c], marker=markers[c], color=colours[(ext, flt)], label=label,
+        legend = f"{ext}" + ("" if flt is None else f" filter {flt * 100:g}%") + f", {c} client{'s' if c > 1 else ''}"
+        ax.plot(recalls, qps, linestyle=styles[c], marker=markers[c], color=colours[(ext, flt)], label=legend,
                 markersize=4)
         if c == clients[0]:
             for ef, r, q in pts:
