@@ -35,13 +35,18 @@ What one run does, per extension (each in a database of its own, hnsw_bench_<ext
 created on the server of --dsn; CREATE EXTENSION IF NOT EXISTS <ext> inside it):
   1. loads the data set into  items (id int primary key, embedding vector(dim) [, catN int ...])
      with binary COPY, then VACUUM ANALYZE                          (progress bar, load time)
-  2. CREATE INDEX ... USING hnsw (embedding <opclass>) WITH (m, ef_construction) after
-     SET max_parallel_maintenance_workers = --workers               (progress bar from
-     pg_stat_progress_create_index polled on a second connection; build time, index size)
+  2. CREATE INDEX ... USING hnsw (embedding <opclass>) WITH (m, ef_construction[, --with ...])
+     after SET max_parallel_maintenance_workers = --workers         (progress bar from
+     pg_stat_progress_create_index polled on a second connection; build time, index size,
+     bytes/vector, and walk bytes from hnsw_walk_size(index) where the database has it)
   3. for each filter (none, then each --filter), each ef_search and each client count runs
      SELECT id FROM items [WHERE catN = 0] ORDER BY embedding <op> $1::vector LIMIT k
      for every query (text parameter, psycopg, after a warm-up) and records recall@k,
      QPS, p50/p95/p99 latency and rows returned per query.
+--variants runs our extension once per set of WITH options (e.g. quantization=none;quantization=sq8):
+the table is loaded once, the index dropped and rebuilt per variant, and with --compare the runs
+alternate (ours variant 1, theirs, ours variant 2, ...); --rounds N repeats that sequence. Every
+run has its own label (hnsw_ext[quantization=sq8], ' #R' per round with --rounds), curve and ratios.
 Without the other extension on the server, --reference FILE.json compares against figures
 recorded earlier instead (bench/reference/pgvector-0.8.6.json: pgvector 0.8.6 on minilm and
 fashion-mnist, 100k / 60k rows, k=10, 1 client): same ratio printout, a "reference" JSON record,
@@ -64,11 +69,12 @@ data sets:
 
 output (--out PREFIX):
   PREFIX.jsonl   one JSON object per line: a "run" record (data set, configuration, host),
-                 per extension a "build" record (server settings, load/build time, index size)
-                 and "query" records (one per filter x ef_search x clients), then per --reference
+                 per run (extension or variant, "label") a "build" record (server settings,
+                 load/build time, WITH options, index size, bytes_per_vector, walk_bytes) and
+                 "query" records (one per filter x ef_search x clients), then per --reference
                  a "reference" record (the recorded figures used, their source), then "compare"
                  records (ours / theirs ratios) and a final "summary"
-  PREFIX.png     recall@k (x) against QPS (y, log), one line per extension/filter/clients;
+  PREFIX.png     recall@k (x) against QPS (y, log), one line per run label/filter/clients;
                  recorded references as dashed grey lines
 
 examples:
@@ -76,6 +82,9 @@ examples:
   python3 bench/hnsw_bench.py --dataset minilm --compare vector --clients 1,4 --out bench/out/minilm
   python3 bench/hnsw_bench.py --dataset minilm --reference bench/reference/pgvector-0.8.6.json \\
       --clients 1 --out bench/out/minilm-ref        # pgvector not installed: its recorded figures
+  python3 bench/hnsw_bench.py --dataset minilm --compare vector --clients 1 \\
+      --variants "quantization=none;quantization=sq8" --out bench/out/minilm-sq8   # ours none, pgvector, ours sq8
+  python3 bench/hnsw_bench.py --dataset minilm --quick --with quantization=sq8 --out bench/out/sq8
   python3 bench/hnsw_bench.py --dataset fashion-mnist --m 16 --ef-construction 64 --workers 1 \\
       --filter 0.1,0.01,0.001 --out bench/out/fmnist
   python3 bench/hnsw_bench.py --dataset custom --base my.fvecs --queries q.fvecs --metric ip \\
