@@ -30,6 +30,11 @@ fn vector(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// SQ8-style codes, spread over 0..=255.
+fn codes(v: &[f32]) -> Vec<u8> {
+    v.iter().map(|&x| ((x + 1.0) * 127.5) as u8).collect()
+}
+
 fn halves(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
 }
@@ -90,6 +95,32 @@ fn bench_distances(c: &mut Criterion) {
             for k in &tables {
                 let f = pick(k);
                 g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&a), black_box(&b))));
+            }
+        }
+        g.finish();
+    }
+
+    // An SQ8 distance is one of these per code (see `quant::Sq8Query::distance`).
+    {
+        let mut g = c.benchmark_group("dot_u8");
+        for &dim in &DIMS {
+            let (w, c) = (vector(1, dim), codes(&vector(2, dim)));
+            for k in &tables {
+                let f = k.dot_u8;
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&w), black_box(&c))));
+            }
+        }
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("l1_u8");
+        for &dim in &DIMS {
+            let (a, s, c) = (vector(1, dim), vector(3, dim), codes(&vector(2, dim)));
+            for k in &tables {
+                let f = k.l1_u8;
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| {
+                    bch.iter(|| f(black_box(&a), black_box(&s), black_box(&c)))
+                });
             }
         }
         g.finish();

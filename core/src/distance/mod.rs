@@ -1,4 +1,5 @@
-//! Distance kernels for `vector` (f32) and `halfvec` (f16) data with runtime SIMD dispatch.
+//! Distance kernels for `vector` (f32) and `halfvec` (f16) data, and for 8-bit codes
+//! ([`crate::quant`]), with runtime SIMD dispatch.
 //!
 //! Every kernel exists once per ISA level and the levels are grouped into a [`Kernels`] table of
 //! plain `fn` pointers. [`kernels()`] picks the best table this CPU can run the first time it is
@@ -68,6 +69,10 @@ pub struct Kernels {
     pub f32_to_f16: fn(&[f32], &mut [f16]),
     /// Converts `min(src.len(), dst.len())` values (exact).
     pub f16_to_f32: fn(&[f16], &mut [f32]),
+    /// f32 weights against u8 codes: sum w*c (the code widened to f32).
+    pub dot_u8: fn(&[f32], &[u8]) -> f32,
+    /// Manhattan distance between `a` and the codes scaled per element: sum |a - s*c|.
+    pub l1_u8: fn(&[f32], &[f32], &[u8]) -> f32,
 }
 
 /// Portable kernels: plain Rust loops, available on every target.
@@ -107,6 +112,12 @@ fn select() -> &'static Kernels {
 fn common_len(a: usize, b: usize) -> usize {
     debug_assert_eq!(a, b, "distance kernel called with slices of unequal length");
     a.min(b)
+}
+
+/// The number of elements a three-slice kernel processes: the shortest length (see `common_len`).
+#[inline(always)]
+fn common_len3(a: usize, b: usize, c: usize) -> usize {
+    common_len(common_len(a, b), c)
 }
 
 /// Every kernel table this CPU can run, best first, [`SCALAR`] last.
@@ -215,6 +226,18 @@ pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
 #[inline]
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     (kernels().f16_to_f32)(src, dst)
+}
+
+/// sum w*c of f32 weights and u8 codes.
+#[inline]
+pub fn dot_u8(w: &[f32], c: &[u8]) -> f32 {
+    (kernels().dot_u8)(w, c)
+}
+
+/// sum |a - s*c| of f32 values, f32 scales and u8 codes.
+#[inline]
+pub fn l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
+    (kernels().l1_u8)(a, s, c)
 }
 
 /// Asks the CPU to start loading the first 128 bytes of `v` (a hint; a no-op off x86_64).

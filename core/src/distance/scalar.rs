@@ -16,7 +16,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::{common_len, Kernels};
+use super::{common_len, common_len3, Kernels};
 
 pub(super) const KERNELS: Kernels = Kernels {
     name: "scalar",
@@ -35,6 +35,8 @@ pub(super) const KERNELS: Kernels = Kernels {
     l1_f32_f16,
     f32_to_f16,
     f16_to_f32,
+    dot_u8,
+    l1_u8,
 };
 
 /// Elements per partial sum, and per stack block for the f16 kernels: big enough to amortise
@@ -207,4 +209,30 @@ fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
 fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     let n = common_len(src.len(), dst.len());
     src[..n].convert_to_f32_slice(&mut dst[..n]);
+}
+
+fn dot_u8(w: &[f32], c: &[u8]) -> f32 {
+    let n = common_len(w.len(), c.len());
+    let mut acc = 0.0f32;
+    for (cw, cc) in w[..n].chunks(BLOCK).zip(c[..n].chunks(BLOCK)) {
+        let mut s = 0.0f32;
+        for (&x, &y) in cw.iter().zip(cc) {
+            s += x * f32::from(y);
+        }
+        acc += s;
+    }
+    acc
+}
+
+fn l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
+    let n = common_len3(a.len(), s.len(), c.len());
+    let mut acc = 0.0f32;
+    for ((ca, cs), cc) in a[..n].chunks(BLOCK).zip(s[..n].chunks(BLOCK)).zip(c[..n].chunks(BLOCK)) {
+        let mut t = 0.0f32;
+        for ((&x, &y), &z) in ca.iter().zip(cs).zip(cc) {
+            t += (x - y * f32::from(z)).abs();
+        }
+        acc += t;
+    }
+    acc
 }

@@ -375,6 +375,9 @@ fn dispatch() {
     assert_eq!(l2_squared_f32_f16(&a, &bh), (k.l2_squared_f32_f16)(&a, &bh));
     assert_eq!(dot_f32_f16(&a, &bh), (k.dot_f32_f16)(&a, &bh));
     assert_eq!(l1_f32_f16(&a, &bh), (k.l1_f32_f16)(&a, &bh));
+    let c: Vec<u8> = (0..77).map(|i| (i * 37 % 256) as u8).collect();
+    assert_eq!(dot_u8(&a, &c), (k.dot_u8)(&a, &c));
+    assert_eq!(l1_u8(&a, &b, &c), (k.l1_u8)(&a, &b, &c));
     let mut h = vec![f16::ZERO; 77];
     f32_to_f16(&a, &mut h);
     assert_eq!(h, ah);
@@ -405,6 +408,11 @@ fn unequal_lengths_use_the_shorter() {
         assert_eq!((k.l2_squared_f32_f16)(&a, &bh), (k.l2_squared_f32_f16)(&a[..n], &bh));
         assert_eq!((k.dot_f32_f16)(&b, &ah), (k.dot_f32_f16)(&b, &ah[..n]));
         assert_eq!((k.l1_f32_f16)(&a, &bh), (k.l1_f32_f16)(&a[..n], &bh));
+        let c: Vec<u8> = (0..38).map(|i| (i * 7) as u8).collect();
+        assert_eq!((k.dot_u8)(&a, &c[..n]), (k.dot_u8)(&a[..n], &c[..n]), "{}", k.name);
+        assert_eq!((k.dot_u8)(&b, &c), (k.dot_u8)(&b, &c[..n]), "{}", k.name);
+        assert_eq!((k.l1_u8)(&a, &b, &c), (k.l1_u8)(&a[..n], &b, &c[..n]), "{}", k.name);
+        assert_eq!((k.l1_u8)(&b, &a, &c), (k.l1_u8)(&b, &a[..n], &c[..n]), "{}", k.name);
 
         let sentinel = f16::from_f32(-7.0);
         let mut h = vec![sentinel; 40];
@@ -538,26 +546,85 @@ fn results_do_not_depend_on_alignment() {
     let mut rng = Rng::new(4);
     for n in [5, 16, 33, 100, 384, 385, 1536] {
         let inp = gen(&mut rng, Case::Uniform, n);
+        let c = codes(&mut rng, n);
         for k in available_kernels() {
             let want = (
                 (k.l2_squared)(&inp.a, &inp.b).to_bits(),
                 (k.dot)(&inp.a, &inp.b).to_bits(),
                 (k.l1)(&inp.a, &inp.b).to_bits(),
                 (k.l2_squared_f32_f16)(&inp.a, &inp.bh).to_bits(),
+                (k.dot_u8)(&inp.a, &c).to_bits(),
+                (k.l1_u8)(&inp.b, &inp.a, &c).to_bits(),
             );
             for shift in 1..16 {
                 // The same values, starting `shift` f32s into a fresh buffer.
                 let mut buf = vec![0.0f32; n + shift];
                 buf[shift..].copy_from_slice(&inp.a);
                 let a = &buf[shift..];
+                let mut cbuf = vec![0u8; n + shift];
+                cbuf[shift..].copy_from_slice(&c);
+                let cs = &cbuf[shift..];
                 let got = (
                     (k.l2_squared)(a, &inp.b).to_bits(),
                     (k.dot)(a, &inp.b).to_bits(),
                     (k.l1)(a, &inp.b).to_bits(),
                     (k.l2_squared_f32_f16)(a, &inp.bh).to_bits(),
+                    (k.dot_u8)(a, cs).to_bits(),
+                    (k.l1_u8)(&inp.b, a, cs).to_bits(),
                 );
                 assert_eq!(got, want, "{} n={n} shift={shift}", k.name);
             }
+        }
+    }
+}
+
+fn codes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// The u8-code kernels against f64 references: every length up to 70 (every tail of both
+/// vector widths, with and without full unrolled blocks), the common large dims, a few
+/// misalignments, and codes over the whole 0..=255 range.
+#[test]
+fn u8_code_kernels() {
+    let mut rng = Rng::new(5);
+    for n in (0..=70).chain([127, 128, 129, 384, 1536, 3072]) {
+        for case in [Case::Uniform, Case::Wide, Case::Zeros] {
+            let (oa, ob, oc) = (rng.below(4) as usize, rng.below(4) as usize, rng.below(4) as usize);
+            let a = gen_f32(&mut rng, case, n + 4, false);
+            // Scales as a quantizer has them: positive, around range / 255.
+            let s: Vec<f32> = (0..n + 4).map(|_| (rng.range(0.0, 1.0) * 2f64.powi(rng.below(20) as i32 - 15)) as f32).collect();
+            let c = codes(&mut rng, n + 4);
+            let (a, s, c) = (&a[oa..oa + n], &s[ob..ob + n], &c[oc..oc + n]);
+            let (a64, s64) = (to64(a), to64(s));
+            let c64: Vec<f64> = c.iter().map(|&x| f64::from(x)).collect();
+            let dot = ref_dot(&a64, &c64);
+            let l1 = Ref {
+                val: a64.iter().zip(&s64).zip(&c64).map(|((x, y), z)| (x - y * z).abs()).sum(),
+                // The scalar table rounds s*c before subtracting: its error scales with |s*c|.
+                mag: a64.iter().zip(&s64).zip(&c64).map(|((x, y), z)| x.abs() + y * z).sum(),
+            };
+            for k in available_kernels() {
+                let w = |f: &str| format!("{} {f} n={n} case={case:?} offsets=({oa},{ob},{oc})", k.name);
+                check((k.dot_u8)(a, c), dot, n, &|| w("dot_u8"));
+                check((k.l1_u8)(a, s, c), l1, n, &|| w("l1_u8"));
+            }
+        }
+    }
+}
+
+#[test]
+fn u8_code_kernels_exact_small_results() {
+    // Small integers and power-of-two scales are exact in f32, so every table must be exact.
+    for k in available_kernels() {
+        for n in 0..100usize {
+            let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let s: Vec<f32> = (0..n).map(|i| [0.5f32, 1.0, 0.25][i % 3]).collect();
+            let c: Vec<u8> = (0..n).map(|i| (i * 13 % 256) as u8).collect();
+            let dt: f32 = a.iter().zip(&c).map(|(x, &y)| x * f32::from(y)).sum();
+            let l1: f32 = a.iter().zip(&s).zip(&c).map(|((x, y), &z)| (x - y * f32::from(z)).abs()).sum();
+            assert_eq!((k.dot_u8)(&a, &c), dt, "{} n={n}", k.name);
+            assert_eq!((k.l1_u8)(&a, &s, &c), l1, "{} n={n}", k.name);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! AVX-512F kernels: 16 f32 lanes, eight accumulators per reduction, masked tails.
+//! AVX-512F kernels: 16 f32 lanes, eight accumulators per reduction (four for `l1_u8`), masked
+//! tails.
 //!
 //! Compiled for `avx512f,avx2,fma,f16c`; `super::avx512_kernels` checks all four before handing
 //! out [`KERNELS`]. No AVX-512BW/VL/FP16 instructions are used, so any AVX-512 CPU qualifies.
@@ -16,7 +17,7 @@ mod imp {
 
     use half::f16;
 
-    use crate::distance::common_len;
+    use crate::distance::{common_len, common_len3};
 
     /// f32 lanes per vector.
     const LANES: usize = 16;
@@ -28,6 +29,9 @@ mod imp {
     const COS_UNROLL: usize = 4;
     /// Round to nearest-even (what `half::f16::from_f32` does), independent of MXCSR.
     const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    /// Accumulators of `l1_u8`: each step is four dependent vector ops on two ports, so four
+    /// chains already cover the add latency.
+    const L1_U8_UNROLL: usize = 4;
 
     /// Loads 16 f32.
     ///
@@ -50,6 +54,18 @@ mod imp {
         // SAFETY: the caller guarantees 16 readable f16s = 32 bytes; loadu has no alignment
         // requirement, and f16 is a transparent u16 so the bits are the IEEE binary16 encoding.
         _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast::<__m256i>()) })
+    }
+
+    /// Loads 16 u8 codes and widens them to f32 (exact).
+    ///
+    /// # Safety
+    /// `p .. p + 16` must be readable bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn load_u8(p: *const u8) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable bytes; loadu has no alignment requirement.
+        let b = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b))
     }
 
     /// Loads the first `min(s.len(), 16)` f32 of `s`; the other lanes are 0.0, which adds nothing
@@ -86,6 +102,19 @@ mod imp {
             h = _mm256_blendv_epi8(h, last, at);
         }
         _mm512_cvtph_ps(h)
+    }
+
+    /// Like `tail_f32` for u8 codes. A byte-masked load needs AVX-512BW, so the bytes are
+    /// gathered in general registers (a stack buffer would cost a store-forwarding stall).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn tail_u8(s: &[u8]) -> __m512 {
+        let mut bits = 0u128;
+        for (j, &b) in s.iter().take(LANES).enumerate() {
+            bits |= u128::from(b) << (8 * j);
+        }
+        let v = _mm_set_epi64x((bits >> 64) as i64, bits as i64);
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v))
     }
 
     /// Sums all lanes of all accumulators; N must be a power of two. Adding pairwise keeps the
@@ -183,6 +212,50 @@ mod imp {
         acc,
         _mm512_abs_ps(_mm512_sub_ps(x, y))
     ));
+
+    // The byte widening (one shuffle-port uop per 16 codes) bounds this one, not the FMAs.
+    reduce2!(dot_u8(f32, u8), load_f32 / tail_f32, load_u8 / tail_u8, |acc, x, y| _mm512_fmadd_ps(x, y, acc));
+
+    /// acc + |a - s*c|, with a - s*c in one rounding.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn l1_u8_step(acc: __m512, a: __m512, s: __m512, c: __m512) -> __m512 {
+        _mm512_add_ps(acc, _mm512_abs_ps(_mm512_fnmadd_ps(s, c, a)))
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) fn l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
+        let n = common_len3(a.len(), s.len(), c.len());
+        let (pa, ps, pc) = (a.as_ptr(), s.as_ptr(), c.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); L1_U8_UNROLL];
+        let mut i = 0;
+        // No alignment step, as in `reduce2`.
+        while i + L1_U8_UNROLL * LANES <= n {
+            for (k, slot) in acc.iter_mut().enumerate() {
+                let o = i + k * LANES;
+                // SAFETY: o + LANES <= i + L1_U8_UNROLL * LANES <= n, and n is at most the
+                // length of each slice.
+                let (x, sc, y) = unsafe { (load_f32(pa.add(o)), load_f32(ps.add(o)), load_u8(pc.add(o))) };
+                *slot = l1_u8_step(*slot, x, sc, y);
+            }
+            i += L1_U8_UNROLL * LANES;
+        }
+        // Fewer than L1_U8_UNROLL vectors are left: each goes to its own accumulator, and the
+        // partial one to the last, which none of them reaches.
+        let mut k = 0;
+        while i + LANES <= n {
+            // SAFETY: i + LANES <= n, and n is at most the length of each slice.
+            let (x, sc, y) = unsafe { (load_f32(pa.add(i)), load_f32(ps.add(i)), load_u8(pc.add(i))) };
+            acc[k] = l1_u8_step(acc[k], x, sc, y);
+            k += 1;
+            i += LANES;
+        }
+        if i < n {
+            let (x, sc, y) = (tail_f32(&a[i..n]), tail_f32(&s[i..n]), tail_u8(&c[i..n]));
+            acc[L1_U8_UNROLL - 1] = l1_u8_step(acc[L1_U8_UNROLL - 1], x, sc, y);
+        }
+        hsum(acc)
+    }
 
     // After inlining both loads come from the same address, so LLVM keeps one of them.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]

@@ -64,6 +64,8 @@ macro_rules! kernel_table {
             l1_f32_f16,
             f32_to_f16,
             f16_to_f32,
+            dot_u8,
+            l1_u8,
         }
     };
 }
@@ -88,6 +90,8 @@ macro_rules! all_safe_wrappers {
             l1_f32_f16(a: &[f32], b: &[f16]) -> f32;
             f32_to_f16(src: &[f32], dst: &mut [f16]);
             f16_to_f32(src: &[f16], dst: &mut [f32]);
+            dot_u8(w: &[f32], c: &[u8]) -> f32;
+            l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32;
         }
     };
 }
