@@ -384,3 +384,4 @@ CREATE OPERATOR CLASS array_ops
 -- hnsw_index_check reads every page of an index and reports row counts of its table: like
 -- amcheck's functions, only for roles granted EXECUTE (and it checks ownership itself).
 REVOKE EXECUTE ON FUNCTION hnsw_index_check(regclass) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION hnsw_walk_size(regclass) FROM PUBLIC;

@@ -17,9 +17,10 @@ Each case draws everything from random.Random("hnsw-diff:<seed>:<case>"):
 - rows from one of several distributions (gaussian, small-integer grid = many ties,
   clusters), with NULL vectors, zero vectors, duplicates (same vector, same or other filter
   values) and, for `vector` and other metrics than inner product, huge and tiny norms;
-- an index `USING hnsw (v <opclass>, <0..8 filter columns>) WITH (m, ef_construction)` on
-  every operator class, built on the data, or on an empty table before the inserts, or in
-  between;
+- an index `USING hnsw (v <opclass>, <0..8 filter columns>) WITH (m, ef_construction,
+  quantization)` on every operator class (a third of the cases `sq8`: the walk reads codes and
+  re-ranks exactly, so every promise below holds as for full precision), built on the data,
+  or on an empty table before the inserts, or in between;
 - steps of random DML (inserts, rolled-back inserts, deletes, deleting nearly everything,
   updates of vectors / filter values / the unindexed column / to and from NULL, VACUUM with
   INDEX_CLEANUP ON (1-3 rounds) or plain, REINDEX, TRUNCATE), each followed by
@@ -431,6 +432,9 @@ class Case:
         self.filter_cols = rng.sample(list(COLUMNS), rng.choice([0, 0, 1, 1, 2, 2, 3, 4, 8]))
         self.m = rng.choice([2, 3, 4, 8, 16, rng.randint(2, 24)])
         self.efc = rng.randint(max(4, 2 * self.m), rng.choice([2 * self.m + 8, 64, 128]))
+        # Drawn from a generator of its own, so that cases of a seed are the same as before
+        # quantization existed, apart from this option.
+        self.quant = random.Random(f"hnsw-diff-quant:{seed}:{num}").choice(["none", "none", "sq8"])
         self.table, self.index = f"t{num}", f"t{num}_idx"
         self.rows = {}  # id -> vector (list or None)
         self.vals = {}  # id -> filter values (SQL literals)
@@ -537,7 +541,7 @@ class Case:
     def create_index(self):
         cols = "".join(f", {c}" for c in self.filter_cols)
         self.exec(f"CREATE INDEX {self.index} ON {self.table} USING hnsw (v {self.opclass}{cols}) "
-                  f"WITH (m = {self.m}, ef_construction = {self.efc})")
+                  f"WITH (m = {self.m}, ef_construction = {self.efc}, quantization = {self.quant})")
 
     def new_row(self):
         rng, s = self.rng, self.schema

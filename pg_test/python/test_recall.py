@@ -121,32 +121,41 @@ def build_messages(conn, sql):
     return [m for m in seen if m.startswith("hnsw build")]
 
 
+QUANTIZATIONS = ["none", "sq8"]
+
+
 @pytest.mark.parametrize("opclass,typ,op,metric,normalize", OPCLASSES)
 @pytest.mark.parametrize("workers", [0, 1], ids=["serial", "parallel"])
-def test_recall_after_build(dsn, data, opclass, typ, op, metric, normalize, workers):
+@pytest.mark.parametrize("quant", QUANTIZATIONS)
+def test_recall_after_build(dsn, data, opclass, typ, op, metric, normalize, workers, quant):
     base, queries = prepare(*data, typ, normalize)
-    table = f"b_{opclass}_{workers}"
+    table = f"b_{opclass}_{workers}_{quant}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(784))")
         load(conn, table, typ, base)
         conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
-        msgs = build_messages(conn, f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+        msgs = build_messages(conn, f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass}) WITH (quantization = {quant})")
         threads = min(workers + 1, os.cpu_count())
         assert any(f"on {threads} threads" in m for m in msgs), msgs
         r = recall(conn, table, typ, op, metric, base, queries)
-        print(f"{opclass} workers={workers}: recall@10 {r:.4f}")
-        assert r >= floor_for(metric), f"{opclass} workers={workers}: recall@10 {r}"
+        print(f"{opclass} workers={workers} {quant}: recall@10 {r:.4f}")
+        assert r >= floor_for(metric), f"{opclass} workers={workers} {quant}: recall@10 {r}"
+        report = conn.execute(f"SELECT hnsw_index_check('{table}_idx')").fetchone()[0]
+        assert report.endswith("OK"), report
         conn.execute(f"DROP TABLE {table}")
 
 
 @pytest.mark.parametrize("opclass,typ,op,metric,normalize", OPCLASSES)
-def test_recall_after_concurrent_inserts(dsn, data, opclass, typ, op, metric, normalize):
+@pytest.mark.parametrize("quant", QUANTIZATIONS)
+def test_recall_after_concurrent_inserts(dsn, data, opclass, typ, op, metric, normalize, quant):
+    """8 clients insert into an index built on an empty table (a quantized one is trained by
+    its first insert, see the README)."""
     base, queries = prepare(*data, typ, normalize)
-    table = f"c_{opclass}"
+    table = f"c_{opclass}_{quant}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(784))")
-        conn.execute(f"CREATE INDEX ON {table} USING hnsw (v {opclass})")
+        conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass}) WITH (quantization = {quant})")
     clients, errors = 8, []
     rows = [as_param(typ, v) for v in base]
 
@@ -169,8 +178,10 @@ def test_recall_after_concurrent_inserts(dsn, data, opclass, typ, op, metric, no
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == ROWS
         r = recall(conn, table, typ, op, metric, base, queries)
-        print(f"{opclass} concurrent inserts: recall@10 {r:.4f}")
-        assert r >= floor_for(metric), f"{opclass} concurrent inserts: recall@10 {r}"
+        print(f"{opclass} {quant} concurrent inserts: recall@10 {r:.4f}")
+        assert r >= floor_for(metric), f"{opclass} {quant} concurrent inserts: recall@10 {r}"
+        report = conn.execute(f"SELECT hnsw_index_check('{table}_idx')").fetchone()[0]
+        assert report.endswith("OK"), report
         conn.execute(f"DROP TABLE {table}")
 
 

@@ -2,16 +2,19 @@
 //! [`Walk`] trait, and the preparation of vectors for it (dimension checks, normalization).
 
 use hnsw_core::graph::{Candidate, Visited, Walk};
-use hnsw_core::metric::{normalize, VectorElem};
+use hnsw_core::metric::{normalize, Metric, VectorElem};
 use pgrx::pg_sys;
 
 use super::filter::Filter;
 use super::opclass::Kind;
 use crate::storage::buffer::{Buffer, Lock, Pin};
 pub use crate::storage::element::Extent;
+use crate::storage::meta::Quant;
 use crate::storage::page::{ItemRef, Page};
-use crate::storage::tuple::{NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
+use crate::storage::quant::Codec;
+use crate::storage::tuple::{as_elems, code_body_code, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
+use crate::types::ops::Aligned;
 use crate::types::{check_expected_dim, Element, VecArg};
 
 /// Element types an index can store, with both their SQL and their graph behaviour.
@@ -69,11 +72,63 @@ pub fn prepare_query<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> O
     Some(f)
 }
 
-/// Graph access for one search. `dist` measures the query against a stored vector.
-pub struct DiskWalk<E: Elem, F: Fn(&[E]) -> f32> {
+/// What a walk measures stored elements against.
+pub enum Query<'a, E> {
+    /// A scan's query (f32, normalized for cosine).
+    Scan(&'a [f32]),
+    /// A vector being inserted, or an element VACUUM reconnects, as stored.
+    Stored(&'a [E]),
+}
+
+/// Measures a stored element from its vector tuple's body.
+pub type Scorer = Box<dyn Fn(&[u8]) -> f32>;
+
+/// The distance of `query` to a stored element, from its vector tuple's body: the metric's
+/// proxy on the stored vector, or its estimate from the code of a quantized index (the
+/// query is prepared once: per-dimension weights for the code kernel).
+pub fn scorer<E: Elem>(codec: &Codec, metric: Metric, query: Query<'_, E>) -> Scorer {
+    let dims = codec.dims;
+    match (codec.quant, query) {
+        (Quant::None, Query::Scan(q)) => {
+            let q = Aligned::new(q);
+            Box::new(move |b: &[u8]| E::distance_to(metric, q.as_slice(), as_elems::<E>(b, dims)))
+        }
+        (Quant::None, Query::Stored(v)) => {
+            let v = Aligned::new(v);
+            Box::new(move |b: &[u8]| E::distance(metric, v.as_slice(), as_elems::<E>(b, dims)))
+        }
+        (Quant::Sq8, query) => {
+            let f = match query {
+                Query::Scan(q) => q.to_vec(),
+                Query::Stored(v) => {
+                    let mut f = vec![0.0f32; v.len()];
+                    <E as VectorElem>::to_f32(v, &mut f);
+                    f
+                }
+            };
+            let q = codec.sq8().query(metric, &f);
+            // Vectors with huge components can make an estimate inf - inf; such an element is
+            // far as far goes (re-ranking measures it exactly if the walk returns it).
+            Box::new(move |b: &[u8]| {
+                let d = q.distance(code_body_code(b));
+                if d.is_nan() {
+                    f32::INFINITY
+                } else {
+                    d
+                }
+            })
+        }
+    }
+}
+
+/// Graph access for one search. `dist` measures the query against a stored element (the body
+/// of its vector tuple: see [`scorer`]).
+pub struct DiskWalk<E: Elem, F: Fn(&[u8]) -> f32> {
     pub rel: pg_sys::Relation,
     pub m: usize,
     pub dims: usize,
+    pub codec: Codec,
+    body_len: usize,
     pub dist: F,
     visited: Visited,
     /// When set (inserts), every measured vector is copied here, for the neighbour heuristic.
@@ -138,9 +193,10 @@ impl Switch {
     }
 }
 
-impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
-    /// `keep_vectors`: copy each measured vector into an arena (see [`Node::slot`]).
-    pub fn new(rel: pg_sys::Relation, meta: &Meta, dist: F, visited: Visited, keep_vectors: bool) -> Self {
+impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
+    /// `keep_vectors`: copy each measured vector into an arena (see [`Node::slot`]; the code
+    /// decoded, in a quantized index).
+    pub fn new(rel: pg_sys::Relation, meta: &Meta, codec: Codec, dist: F, visited: Visited, keep_vectors: bool) -> Self {
         // Room for what an insert's walk usually measures (about 20 elements per unit of
         // ef_construction), so that the copies are not moved again and again as the arena
         // grows; capped at 4 MiB.
@@ -151,6 +207,8 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
             rel,
             m: meta.m as usize,
             dims: meta.dims as usize,
+            body_len: codec.body_len(),
+            codec,
             dist,
             visited,
             arena,
@@ -195,16 +253,16 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
     fn measure_on(&mut self, page: Page<'_>, r: ItemRef) -> Candidate<Node> {
         let item = page.item(r.offset).unwrap_or_else(|| dangling(r));
         let t = VectorTuple::parse(item);
-        let values = t.values::<E>(self.dims);
+        let body = t.body(self.body_len);
         // An element whose node ref is broken cannot be expanded or returned: it counts as
         // deleted, and as infinitely far, so that no greedy step or beam settles on it (the
         // walk would end there, with nothing to expand).
         let broken = !self.extent.holds(t.node());
-        let d = if broken { f32::INFINITY } else { (self.dist)(values) };
+        let d = if broken { f32::INFINITY } else { (self.dist)(body) };
         let deleted = t.flags() & FLAG_DELETED != 0 || broken;
         let matches = match self.filter.as_mut() {
             None => true,
-            Some(f) => !deleted && f.payload_matches(t.payload::<E>(self.dims)),
+            Some(f) => !deleted && f.payload_matches(t.payload(self.body_len)),
         };
         self.measured += 1;
         self.matched += matches as usize;
@@ -213,7 +271,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> DiskWalk<E, F> {
         }
         let slot = match self.arena.as_mut() {
             Some(arena) => {
-                arena.extend_from_slice(values);
+                self.codec.graph_vector(body, arena);
                 self.arena_refs.push((r, t.node(), deleted));
                 (arena.len() / self.dims - 1) as u32
             }
@@ -297,7 +355,7 @@ fn dangling(r: ItemRef) -> ! {
     )
 }
 
-impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<E, F> {
+impl<E: Elem, F: Fn(&[u8]) -> f32> Walk for DiskWalk<E, F> {
     type Item = Node;
 
     fn restart(&mut self, entries: &[Candidate<Node>]) {
@@ -327,7 +385,7 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Walk for DiskWalk<E, F> {
         // Batches of 8 keep the pins within the backend's fast private refcount slots.
         self.refs.sort_unstable_by_key(|r| (r.block, r.offset));
         let refs = core::mem::take(&mut self.refs);
-        let tuple_bytes = VECTOR_HEADER + self.dims * E::SIZE;
+        let tuple_bytes = VECTOR_HEADER + self.body_len;
         let mut pins: Vec<Pin> = Vec::with_capacity(PIN_BATCH);
         for batch in refs.chunk_by(|a, b| a.block == b.block).collect::<Vec<_>>().chunks(PIN_BATCH) {
             pins.clear();

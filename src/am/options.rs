@@ -7,6 +7,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::storage::meta::Quant;
 use crate::types::raise;
 
 pub const DEFAULT_M: i32 = 16;
@@ -58,6 +59,8 @@ struct RelOptions {
     vl_len: i32,
     m: i32,
     ef_construction: i32,
+    /// [`Quant`] discriminant.
+    quantization: i32,
 }
 
 /// Register settings and reloptions; called from `_PG_init`.
@@ -130,18 +133,34 @@ pub fn init() {
             MAX_EF_CONSTRUCTION,
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );
+        // Read by add_enum_reloption when options are parsed, for the life of the backend.
+        let members: &'static mut [pg_sys::relopt_enum_elt_def; 3] = Box::leak(Box::new([
+            pg_sys::relopt_enum_elt_def { string_val: c"none".as_ptr(), symbol_val: Quant::None as i32 },
+            pg_sys::relopt_enum_elt_def { string_val: c"sq8".as_ptr(), symbol_val: Quant::Sq8 as i32 },
+            pg_sys::relopt_enum_elt_def { string_val: core::ptr::null(), symbol_val: 0 },
+        ]));
+        pg_sys::add_enum_reloption(
+            kind,
+            c"quantization".as_ptr(),
+            c"How the graph walk reads vectors: none (full precision) or sq8 (8-bit codes, re-ranked exactly)".as_ptr(),
+            members.as_mut_ptr(),
+            Quant::None as i32,
+            c"Valid values are \"none\" and \"sq8\".".as_ptr(),
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
     }
 }
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: bool) -> *mut pg_sys::bytea {
-    let elt = |name: &'static CStr, offset: usize| pg_sys::relopt_parse_elt {
-        optname: name.as_ptr(),
-        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-        offset: offset as i32,
-    };
-    let tab =
-        [elt(c"m", core::mem::offset_of!(RelOptions, m)), elt(c"ef_construction", core::mem::offset_of!(RelOptions, ef_construction))];
+    let elt =
+        |name: &'static CStr, opttype, offset: usize| pg_sys::relopt_parse_elt { optname: name.as_ptr(), opttype, offset: offset as i32 };
+    let int = pg_sys::relopt_type::RELOPT_TYPE_INT;
+    let tab = [
+        elt(c"m", int, core::mem::offset_of!(RelOptions, m)),
+        elt(c"ef_construction", int, core::mem::offset_of!(RelOptions, ef_construction)),
+        elt(c"quantization", pg_sys::relopt_type::RELOPT_TYPE_ENUM, core::mem::offset_of!(RelOptions, quantization)),
+    ];
     // SAFETY: the table describes RelOptions; build_reloptions parses (and with `validate`,
     // checks ranges of) the options into a palloc'd struct of that size.
     let opts = unsafe {
@@ -190,6 +209,23 @@ pub fn index_options(index: pg_sys::Relation) -> (usize, usize) {
     let (m, efc) = stored_options(index);
     check_options(m, efc);
     (m as usize, efc as usize)
+}
+
+/// The `quantization` option of an index about to be built.
+pub fn index_quantization(index: pg_sys::Relation) -> Quant {
+    Quant::from_u8(stored_quantization(index) as u8).unwrap_or(Quant::None)
+}
+
+fn stored_quantization(index: pg_sys::Relation) -> i32 {
+    // SAFETY: rd_options is null or the struct amoptions built for this relation.
+    unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        if opts.is_null() {
+            0
+        } else {
+            (*opts).quantization
+        }
+    }
 }
 
 /// The `m` option, for estimates only: never raises (it runs while planning every query on the

@@ -33,6 +33,10 @@ impl Extent {
         Extent { rel, nblocks: Cell::new(nblocks(rel)) }
     }
 
+    pub(crate) fn rel(&self) -> pg_sys::Relation {
+        self.rel
+    }
+
     /// Whether `r` can name an item on a data page: valid, past the meta page, before the end
     /// of the relation (looked up again past the cached end: the index grows meanwhile).
     #[inline]

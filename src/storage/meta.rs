@@ -13,8 +13,47 @@ use crate::types::raise;
 
 pub const META_BLOCK: u32 = 0;
 pub const MAGIC: u32 = 0x574E_5348; // "HSNW"
-/// On-disk format version; see the module docs of `storage`.
+/// On-disk format version; see the module docs of `storage`. Indexes whose walk reads
+/// quantized codes are [`FORMAT_QUANTIZED`], so that builds before it refuse them instead of
+/// taking codes for vectors; full-precision indexes keep this one, unchanged.
 pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_QUANTIZED: u32 = 3;
+
+/// How the graph walk sees vectors; the discriminants are the meta page's byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Quant {
+    /// The walk measures the stored vectors themselves.
+    None = 0,
+    /// The walk measures 8-bit codes (per-dimension ranges trained by the build) and re-ranks
+    /// its results with the full-precision vectors kept on other pages.
+    Sq8 = 1,
+}
+
+impl Quant {
+    pub fn from_u8(v: u8) -> Option<Quant> {
+        match v {
+            0 => Some(Quant::None),
+            1 => Some(Quant::Sq8),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::None => "none",
+            Quant::Sq8 => "sq8",
+        }
+    }
+
+    /// The format version of an index with this quantization.
+    pub fn format(self) -> u32 {
+        match self {
+            Quant::None => FORMAT_VERSION,
+            _ => FORMAT_QUANTIZED,
+        }
+    }
+}
 
 /// Element storage of the vector tuples; the discriminants are the meta page's byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,6 +106,12 @@ pub struct Meta {
     pub attr_record: u16,
     pub attr_first: u32,
     pub attr_last: u32,
+    /// How the walk sees vectors; with quantization, the first page of the trained parameters
+    /// (0 until trained: an index built without rows is trained by its first insert) and the
+    /// page where inserts put full-precision vectors.
+    pub quant: Quant,
+    pub params: u32,
+    pub cold_page: u32,
 }
 
 /// The meta record as stored at PageGetContents of block 0 ("meta page" in the `storage`
@@ -87,15 +132,28 @@ struct MetaData {
     entry_node: DiskRef,
     insert_page: U32,
     filters: u8,
-    /// Always zero.
-    reserved: u8,
+    /// Zero (none) in format 2.
+    quant: u8,
     attr_record: U16,
     attr_first: U32,
     attr_last: U32,
+    /// Zero in format 2 (meta pages of format 2 were written 48 bytes long on zeroed pages).
+    params: U32,
+    cold_page: U32,
 }
 
 const LEN: usize = core::mem::size_of::<MetaData>();
-const _: () = assert!(LEN == 48);
+const _: () = assert!(LEN == 56);
+/// Length of the meta record of format 2 indexes written before quantization existed.
+const LEN_V2: usize = 48;
+
+/// The meta record of a meta page, the fields a shorter (older) record lacks as zeros.
+fn record(page: crate::storage::page::Page<'_>) -> [u8; LEN] {
+    let n = page.contents_len().clamp(LEN_V2, LEN);
+    let mut b = [0u8; LEN];
+    b[..n].copy_from_slice(page.contents(n));
+    b
+}
 
 impl Meta {
     pub fn has_entry(&self) -> bool {
@@ -117,10 +175,12 @@ impl Meta {
             entry_node: self.entry_node.into(),
             insert_page: self.insert_page.into(),
             filters: self.filters,
-            reserved: 0,
+            quant: self.quant as u8,
             attr_record: self.attr_record.into(),
             attr_first: self.attr_first.into(),
             attr_last: self.attr_last.into(),
+            params: self.params.into(),
+            cold_page: self.cold_page.into(),
         }
     }
 
@@ -132,7 +192,8 @@ impl Meta {
             raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw index meta page has a bad magic number");
         }
         let version = d.version.get();
-        if version != FORMAT_VERSION {
+        let quant = Quant::from_u8(d.quant).filter(|q| q.format() == version);
+        if version != FORMAT_VERSION && version != FORMAT_QUANTIZED {
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 format!("hnsw index format version {version} is not supported by this build (expected {FORMAT_VERSION}); REINDEX it"),
@@ -143,6 +204,9 @@ impl Meta {
         };
         let Some(elem) = ElemType::from_u8(d.elem) else {
             raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown element type ({})", d.elem));
+        };
+        let Some(quant) = quant else {
+            raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index meta page names an unknown quantization ({})", d.quant));
         };
         Meta {
             version,
@@ -160,6 +224,9 @@ impl Meta {
             attr_record: d.attr_record.get(),
             attr_first: d.attr_first.get(),
             attr_last: d.attr_last.get(),
+            quant,
+            params: d.params.get(),
+            cold_page: d.cold_page.get(),
         }
     }
 
@@ -168,7 +235,7 @@ impl Meta {
         let buf = Buffer::read(rel, META_BLOCK, Lock::Share);
         let page = buf.page();
         page.expect_kind(PAGE_META);
-        Meta::decode(page.contents(LEN))
+        Meta::decode(&record(page))
     }
 
     /// Format `buf` (exclusively locked, new) as the meta page.
@@ -183,7 +250,7 @@ impl Meta {
     pub fn update(rel: pg_sys::Relation, logging: Logging, change: impl FnOnce(&mut Meta) -> bool) -> Meta {
         let buf = Buffer::read(rel, META_BLOCK, Lock::Exclusive);
         buf.page().expect_kind(PAGE_META);
-        let mut meta = Meta::decode(buf.page().contents(LEN));
+        let mut meta = Meta::decode(&record(buf.page()));
         if change(&mut meta) {
             Wal::edit(rel, &buf, logging, false, |page| page.contents_mut(LEN).copy_from_slice(meta.encode().as_bytes()));
         }

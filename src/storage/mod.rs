@@ -15,25 +15,39 @@
 //!
 //! ```text
 //! special   8 bytes at pd_special of every page, native byte order like the page header:
-//! space      0  u16  page kind (1 meta, 2 data, 3 attribute)   2  u16  magic 0x4857
-//!            4  u32  next attribute page (attribute pages; 0 on others)
+//! space      0  u16  page kind (1 meta, 2 data, 3 attribute, 4 parameters)   2  u16  magic 0x4857
+//!            4  u32  next attribute (or parameter) page; 0 on others
 //!
-//! block 0   meta page      the meta record at PageGetContents; pd_lower past it (48 bytes):
+//! block 0   meta page      the meta record at PageGetContents; pd_lower past it (56 bytes;
+//!                          format 2 indexes written before quantization have 48, read as if
+//!                          the rest were zeros):
 //!                0  u32  magic "HSNW"        4  u32  format version     8  u32  dims
 //!               12  u16  m                  14  u16  ef_construction
 //!               16  u8   metric (1 l2, 2 inner product, 3 cosine, 4 l1)
 //!               17  u8   element (1 float4, 2 half)                  18  u8  max level
 //!               19  u8   entry level        20  6B   entry vector ref  26  6B  entry node ref
-//!               32  u32  insert page        36  u8   filter columns    37  u8  zero
+//!               32  u32  insert page        36  u8   filter columns
+//!               37  u8   quantization (0 none: format 2; 1 sq8: format 3)
 //!               38  u16  attribute record size    40  u32  first, 44  u32  last attr page
+//!               48  u32  first parameter page (quantized; 0 until trained)
+//!               52  u32  page where inserts put full-vector tuples (quantized)
 //! block 1.. data pages     at most 64 items each (so a page is one word of the visited
 //!                          bitmap), each item a vector tuple, a node tuple or a TID list:
 //!
 //! vector tuple   0  u8   kind = 1
 //!                1  u8   flags (bit 0: element deleted; scans route through it, never return it)
 //!                2  6B   node ref: where this element's node tuple is
-//!                8  ...  dims elements: f32 (vector) or f16 (halfvec), native order, 8-aligned,
+//!                8  ...  the body: dims elements, f32 (vector) or f16 (halfvec), native order,
+//!                        8-aligned; in a quantized index a code body instead:
+//!                          0 6B ref of the full-vector tuple  6 2B zero
+//!                          8 f32 LE |x̂|² (the decoded vector's squared norm)  12 dims u8 codes
 //!                        then the element's filter values (see am/filter/)
+//!
+//! full vector    a vector tuple of kind 4 without filter values (node ref unused), on data
+//!                pages holding nothing else: quantized indexes only, read to re-rank and check
+//!
+//! parameters     pages of kind 4 chained through the special space, one item each: the bincode
+//!                blob of the trained quantizer (hnsw_core::quant), prefixed by its u32 length
 //!
 //! node tuple     0  u8   kind = 2
 //!                1  u8   flags (as in the vector tuple, kept equal)
@@ -76,8 +90,8 @@
 //! cannot crowd neighbour lists or fall out of reach. The build writes vector tuples page after
 //! page and puts node tuples in the room those pages leave, then on pages of their own; online
 //! inserts put an element's two tuples side by side on one page, so that one exclusive lock
-//! covers both, or reuse the two tuples of an element VACUUM freed. The meta page's `version` names this format; later formats (filter columns,
-//! quantized vectors) bump it.
+//! covers both, or reuse the two tuples of an element VACUUM freed. The meta page's `version` names this format:
+//! 2, or 3 for indexes whose walk reads quantized codes (see `quant`).
 
 pub mod attr;
 pub mod buffer;
@@ -85,6 +99,7 @@ pub mod element;
 pub mod lock;
 pub mod meta;
 pub mod page;
+pub mod quant;
 pub mod tuple;
 
 #[cfg(any(test, feature = "pg_test"))]

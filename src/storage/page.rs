@@ -277,6 +277,11 @@ impl<'a> PageMut<'a> {
 }
 
 impl<'a> Page<'a> {
+    /// Bytes of the meta page's contents area (up to pd_lower).
+    pub fn contents_len(&self) -> usize {
+        (self.header().pd_lower as usize).saturating_sub(maxalign(PAGE_HEADER))
+    }
+
     /// The meta page's contents area.
     pub fn contents(&self, len: usize) -> &'a [u8] {
         let start = maxalign(PAGE_HEADER);

@@ -76,4 +76,49 @@ mod tests {
         expect_index_corrupted("SELECT id FROM bad_elem ORDER BY v <-> '[1,1,1]' LIMIT 3");
         expect_index_corrupted("SELECT hnsw_index_check('bad_elem_idx')");
     }
+
+    /// Offset of the quantization byte in the meta record.
+    const QUANT_AT: usize = 37;
+
+    #[pg_test]
+    fn a_quantization_byte_that_disagrees_with_the_format_is_index_corrupted() {
+        // A full-precision index (format 2) claiming sq8 codes would read vectors as codes.
+        small_index("bad_quant", "vector", "vector_l2_ops");
+        corrupt_meta("bad_quant_idx", QUANT_AT, 1);
+        expect_index_corrupted("SELECT id FROM bad_quant ORDER BY v <-> '[1,1,1]' LIMIT 3");
+        corrupt_meta("bad_quant_idx", QUANT_AT, 9);
+        expect_index_corrupted("SELECT hnsw_index_check('bad_quant_idx')");
+    }
+
+    /// Format 2 indexes written before quantization have a 48-byte meta record (pd_lower just
+    /// past it): they are read with the new fields as zeros, and a meta update writes them.
+    #[pg_test]
+    fn a_meta_record_of_48_bytes_is_read_as_before() {
+        small_index("old_meta", "vector", "vector_l2_ops");
+        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'old_meta_idx'::regclass::oid").unwrap().unwrap();
+        // SAFETY: the index is opened here and closed below.
+        let rel = unsafe { pg_sys::index_open(oid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE) };
+        {
+            let buf = Buffer::read(rel, META_BLOCK, Lock::Exclusive);
+            // SAFETY: pinned and exclusively locked; the record and the page header lie inside
+            // the page. What an older build wrote: 48 bytes, then the page's zeroed hole.
+            unsafe {
+                let page = buf.page().as_ptr();
+                core::ptr::write_bytes(page.add(CONTENTS + 48), 0, 8);
+                (*(page as *mut pg_sys::PageHeaderData)).pd_lower = (CONTENTS + 48) as u16;
+            }
+            buf.mark_dirty();
+        }
+        // SAFETY: opened above.
+        unsafe { pg_sys::index_close(rel, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE) };
+        let ids = Spi::get_one::<i64>(
+            "SET LOCAL enable_seqscan = off;
+             SELECT count(*) FROM (SELECT id FROM old_meta ORDER BY v <-> '[1,1,1]' LIMIT 5) s",
+        );
+        assert_eq!(ids, Ok(Some(5)));
+        // An insert that updates the meta page (the first of a page of its own) and the check.
+        Spi::run("INSERT INTO old_meta SELECT i, format('[%s,0,0]', i)::vector FROM generate_series(100, 300) i").unwrap();
+        let report = Spi::get_one::<String>("SELECT hnsw_index_check('old_meta_idx')").unwrap().unwrap();
+        assert!(report.ends_with("OK"), "{report}");
+    }
 }

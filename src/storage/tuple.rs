@@ -13,6 +13,9 @@ use crate::types::raise;
 pub const KIND_VECTOR: u8 = 1;
 pub const KIND_NODE: u8 = 2;
 pub const KIND_TIDS: u8 = 3;
+/// The full-precision vector of an element of a quantized index, on pages the walk does not
+/// read (its element tuple holds the code and a ref to this one).
+pub const KIND_FULL: u8 = 4;
 /// The element has no live rows: searches route through it, never return it.
 pub const FLAG_DELETED: u8 = 1;
 /// A deleted element whose links VACUUM has removed: its two tuples may be reused by an
@@ -128,7 +131,58 @@ fn corrupt(what: &str) -> ! {
 
 /// Size of a vector tuple of `dims` elements of `E` carrying `payload` bytes of filter values.
 pub fn vector_tuple_size<E: VectorElem>(dims: usize, payload: usize) -> usize {
-    maxalign(VECTOR_HEADER + dims * E::SIZE + payload)
+    element_tuple_size(dims * E::SIZE, payload)
+}
+
+/// Size of a vector tuple whose body (the vector, or a code and its full vector's ref) is
+/// `body` bytes, carrying `payload` bytes of filter values.
+pub fn element_tuple_size(body: usize, payload: usize) -> usize {
+    maxalign(VECTOR_HEADER + body + payload)
+}
+
+/// The fixed start of a code body (quantized indexes): where the element's full-precision
+/// vector tuple is; the code follows at [`CODE_START`].
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+struct CodeHeader {
+    full: DiskRef,
+    reserved: [u8; 2],
+}
+
+/// Offset of the code in a code body.
+pub const CODE_START: usize = core::mem::size_of::<CodeHeader>();
+const _: () = assert!(CODE_START == 8);
+
+/// A code body: the full vector's ref, then `code`.
+pub fn encode_code_body(full: ItemRef, code: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(CodeHeader { full: full.into(), reserved: [0; 2] }.as_bytes());
+    out.extend_from_slice(code);
+}
+
+/// The full vector's ref in a code body.
+pub fn code_body_full(body: &[u8]) -> ItemRef {
+    header::<CodeHeader>(body).full.get()
+}
+
+/// The code in a code body.
+pub fn code_body_code(body: &[u8]) -> &[u8] {
+    body.get(CODE_START..).unwrap_or_else(|| corrupt("code body shorter than its header"))
+}
+
+/// Build a full-vector tuple: a vector tuple of kind [`KIND_FULL`] without filter values (its
+/// element's code tuple names it; its own node ref is unused).
+pub fn encode_full<E: VectorElem>(values: &[E], out: &mut Vec<u8>) {
+    encode_vector(values, &[], ItemRef::INVALID, 0, out);
+    out[0] = KIND_FULL;
+}
+
+/// The elements of a full-vector tuple (see [`encode_full`]).
+pub fn full_values<E: VectorElem>(data: &[u8], dims: usize) -> &[E] {
+    if data.first() != Some(&KIND_FULL) || data.len() < VECTOR_HEADER {
+        corrupt("expected a full-vector tuple");
+    }
+    VectorTuple { data }.values::<E>(dims)
 }
 
 pub fn layer_capacity(m: usize, layer: usize) -> usize {
@@ -151,13 +205,18 @@ pub fn node_tuple_size(m: usize, level: usize) -> usize {
 /// Build a vector tuple: the vector, then the element's filter values (`payload`, as encoded
 /// by `am::filter`; empty for an index without filter columns).
 pub fn encode_vector<E: VectorElem>(values: &[E], payload: &[u8], node: ItemRef, flags: u8, out: &mut Vec<u8>) {
-    out.clear();
-    out.resize(vector_tuple_size::<E>(values.len(), payload.len()), 0);
-    *header_mut::<VectorHeader>(out) = VectorHeader { kind: KIND_VECTOR, flags, node: node.into() };
     // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
     let bytes = unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), core::mem::size_of_val(values)) };
-    out[VECTOR_HEADER..VECTOR_HEADER + bytes.len()].copy_from_slice(bytes);
-    let at = VECTOR_HEADER + bytes.len();
+    encode_element(bytes, payload, node, flags, out);
+}
+
+/// Build a vector tuple from its body bytes (see [`element_tuple_size`]).
+pub fn encode_element(body: &[u8], payload: &[u8], node: ItemRef, flags: u8, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(element_tuple_size(body.len(), payload.len()), 0);
+    *header_mut::<VectorHeader>(out) = VectorHeader { kind: KIND_VECTOR, flags, node: node.into() };
+    out[VECTOR_HEADER..VECTOR_HEADER + body.len()].copy_from_slice(body);
+    let at = VECTOR_HEADER + body.len();
     out[at..at + payload.len()].copy_from_slice(payload);
 }
 
@@ -190,10 +249,16 @@ impl<'a> VectorTuple<'a> {
         self.header().node.get()
     }
 
-    /// The filter values after the vector (self-delimiting; see `am::filter`).
+    /// The filter values after a body of `body` bytes (self-delimiting; see `am::filter`).
     #[inline]
-    pub fn payload<E: VectorElem>(&self, dims: usize) -> &'a [u8] {
-        self.data.get(VECTOR_HEADER + dims * E::SIZE..).unwrap_or(&[])
+    pub fn payload(&self, body: usize) -> &'a [u8] {
+        self.data.get(VECTOR_HEADER + body..).unwrap_or(&[])
+    }
+
+    /// The body: `len` bytes after the header (the vector, or a code body).
+    #[inline]
+    pub fn body(&self, len: usize) -> &'a [u8] {
+        self.data.get(VECTOR_HEADER..VECTOR_HEADER + len).unwrap_or_else(|| corrupt("vector tuple shorter than its body"))
     }
 
     /// The elements, borrowed from the page (no copy).
@@ -209,6 +274,19 @@ impl<'a> VectorTuple<'a> {
         // SAFETY: length and alignment checked above; any bit pattern is a valid f32/f16.
         unsafe { core::slice::from_raw_parts(p.cast::<E>(), dims) }
     }
+}
+
+/// `bytes` (a full-precision body) as elements; `ERROR` if misaligned or short.
+#[inline]
+pub fn as_elems<E: VectorElem>(bytes: &[u8], dims: usize) -> &[E] {
+    if bytes.len() < dims * E::SIZE {
+        corrupt("vector shorter than its dimensions");
+    }
+    if !(bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<E>()) {
+        corrupt("misaligned vector tuple");
+    }
+    // SAFETY: length and alignment checked above; any bit pattern is a valid f32/f16.
+    unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<E>(), dims) }
 }
 
 /// Point a vector tuple at its node tuple (written after it, for page-sized vectors).

@@ -12,12 +12,15 @@ use super::write::{write_empty, write_graph, Filters};
 use super::{base_meta, max_level, progress, PHASE_LOAD};
 use crate::am::filter::Columns;
 use crate::am::graph::{prepare_stored, Elem};
-use crate::am::insert::{check_row_size, insert_vector};
+use crate::am::insert::{body_len, check_row_size, insert_vector};
 use crate::am::mem::TempContext;
 use crate::am::opclass::Kind;
 use crate::storage::buffer::Logging;
+use crate::storage::meta::Quant;
 use crate::storage::page::ItemRef;
+use crate::storage::quant::Codec;
 use crate::storage::tuple::from_tid;
+use hnsw_core::quant::Sq8;
 
 struct BuildState<E: Elem> {
     index: pg_sys::Relation,
@@ -43,6 +46,7 @@ struct BuildState<E: Elem> {
     on_disk: bool,
     indexed: f64,
     threads: usize,
+    quant: Quant,
     /// Reset after every row: the detoasted vector and filter values (see [`TempContext`]).
     row_cx: TempContext,
 }
@@ -78,6 +82,7 @@ pub(super) fn build<E: Elem>(
         on_disk: false,
         indexed: 0.0,
         threads: (workers.max(0) as usize + 1).min(cores).max(1),
+        quant: crate::am::options::index_quantization(index),
         row_cx: TempContext::new(c"hnsw build row"),
     };
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
@@ -123,7 +128,7 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     // SAFETY: as above, an entry per key column.
     let row = row_cx.run(|| prepare_stored::<E>(datum, kind, dims).map(|v| (v, unsafe { columns.encode_row(values, isnull) })));
     let Some((v, attrs)) = row else { return };
-    check_row_size::<E>(v.len(), attrs.payload.len());
+    check_row_size(body_len(st.quant, st.kind.elem, v.len()), attrs.payload.len());
     st.indexed += 1.0;
     if st.on_disk {
         st.row_cx.run(|| insert_vector(st.index, &v, &attrs, tid, Logging::Build));
@@ -167,7 +172,7 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
 
 /// Link the graph read so far and write it out; afterwards rows are inserted on disk.
 fn flush<E: Elem>(st: &mut BuildState<E>) {
-    let meta = base_meta(&st.kind, &st.columns, st.m, st.efc, st.dims);
+    let meta = base_meta(&st.kind, &st.columns, st.m, st.efc, st.dims, st.quant);
     match st.graph.take() {
         None => write_empty(st.index, &meta),
         Some(graph) => {
@@ -175,7 +180,11 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
             link(&graph, st.threads);
             let linked = t.elapsed();
             let filters = Filters { payloads: &st.payloads, payload_at: &st.payload_at, slots: &st.slots, nulls: &st.nulls };
-            write_graph(st.index, &graph, &st.tids, &st.more_tids, &filters, meta);
+            let codec = match meta.quant {
+                Quant::None => Codec::load(st.index, &meta),
+                Quant::Sq8 => Codec::with_sq8(&meta, graph.dim(), train(&graph)),
+            };
+            write_graph(st.index, &graph, &st.tids, &st.more_tids, &filters, meta, &codec);
             debug1!(
                 "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}",
                 graph.len(),
@@ -193,6 +202,22 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
     st.more_tids = HashMap::new();
     st.by_hash = HashMap::new();
     st.on_disk = true;
+}
+
+/// SQ8 parameters from the per-dimension ranges of the graph's vectors (converted in blocks,
+/// so that a halfvec graph is never copied whole).
+fn train<E: Elem>(graph: &Graph<E>) -> Sq8 {
+    let dims = graph.dim();
+    let (mut lo, mut hi) = (vec![f32::INFINITY; dims], vec![f32::NEG_INFINITY; dims]);
+    let mut f = vec![0.0f32; dims];
+    for i in 0..graph.len() as u32 {
+        <E as hnsw_core::metric::VectorElem>::to_f32(graph.vector(i), &mut f);
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(&f) {
+            *l = l.min(x);
+            *h = h.max(x);
+        }
+    }
+    Sq8::train(dims, [&lo[..], &hi[..]].into_iter())
 }
 
 /// A content hash of a vector, to find rows with identical vectors while reading the heap.

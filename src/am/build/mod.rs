@@ -25,7 +25,7 @@ use super::opclass::{self, Kind};
 use super::options;
 use crate::storage::attr::PAGE_ATTR;
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
-use crate::storage::meta::{ElemType, Meta, FORMAT_VERSION};
+use crate::storage::meta::{ElemType, Meta, Quant};
 use crate::storage::page::{page_capacity, ItemRef};
 use crate::storage::tuple::node_tuple_size;
 use load::build;
@@ -60,9 +60,9 @@ pub fn max_level(m: usize) -> usize {
     (0..=LEVEL_CAP).take_while(|&l| node_tuple_size(m, l) + 4 <= page_capacity()).last().unwrap_or(0)
 }
 
-fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32) -> Meta {
+fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32, quant: Quant) -> Meta {
     Meta {
-        version: FORMAT_VERSION,
+        version: quant.format(),
         dims,
         m: m as u16,
         ef_construction: efc as u16,
@@ -77,6 +77,9 @@ fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32) ->
         attr_record: if columns.is_empty() { 0 } else { columns.record_size() as u16 },
         attr_first: 0,
         attr_last: 0,
+        quant,
+        params: 0,
+        cold_page: 0,
     }
 }
 
@@ -117,7 +120,7 @@ pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let kind = opclass::resolve(index);
     let columns = Columns::of(index);
     let (m, efc) = options::index_options(index);
-    let mut meta = base_meta(&kind, &columns, m, efc, kind.typmod_dims.unwrap_or(0));
+    let mut meta = base_meta(&kind, &columns, m, efc, kind.typmod_dims.unwrap_or(0), options::index_quantization(index));
     if meta.filters > 0 {
         meta.attr_first = 1;
         meta.attr_last = 1;

@@ -13,8 +13,10 @@ use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATT
 use crate::storage::buffer::{Buffer, Logging, Wal};
 use crate::storage::meta::Meta;
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
+use crate::storage::quant::{write_params, Codec};
 use crate::storage::tuple::{
-    encode_tid_list, encode_vector, node_tuple_size, tid_list_size, vector_tuple_size, NodeTupleMut, HEAP_TIDS, TID_LIST_CAPACITY,
+    element_tuple_size, encode_element, encode_full, encode_tid_list, node_tuple_size, tid_list_size, NodeTupleMut, HEAP_TIDS,
+    TID_LIST_CAPACITY,
 };
 use crate::types::raise;
 
@@ -64,13 +66,14 @@ pub(super) fn write_graph<E: Elem>(
     more_tids: &HashMap<u32, Vec<ItemRef>>,
     filters: &Filters<'_>,
     mut meta: Meta,
+    codec: &Codec,
 ) {
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
     let n = graph.len();
-    let (dims, m) = (graph.dim(), meta.m as usize);
+    let m = meta.m as usize;
     // Vector tuples in element order, a page filled before the next; their sizes differ only
     // when filter values do (text, arrays).
-    let vsize = |i: usize| vector_tuple_size::<E>(dims, filters.payload(i).len()) + ITEM_ID_SIZE;
+    let vsize = |i: usize| element_tuple_size(codec.body_len(), filters.payload(i).len()) + ITEM_ID_SIZE;
     let mut vrefs = Vec::with_capacity(n);
     // (bytes used, items) of each vector page, from block 1.
     let mut used: Vec<(usize, usize)> = Vec::new();
@@ -152,7 +155,24 @@ pub(super) fn write_graph<E: Elem>(
             overflow.insert(id, lists[first].0);
         }
     }
-    let last = lblock;
+    // Quantized: the full-precision vectors on pages of their own after those the walk reads.
+    let hot_last = lblock;
+    let mut frefs = Vec::new();
+    if codec.is_quantized() {
+        let fsize = codec.full_len() + ITEM_ID_SIZE;
+        let (mut fblock, mut ffree, mut fitems) = (hot_last, 0usize, MAX_ITEMS);
+        for _ in 0..n {
+            if fitems == MAX_ITEMS || ffree < fsize {
+                fblock += 1;
+                (ffree, fitems) = (page_capacity(), 0);
+            }
+            ffree -= fsize;
+            fitems += 1;
+            frefs.push(ItemRef::new(fblock, fitems as u16));
+        }
+        meta.cold_page = fblock;
+    }
+    let last = frefs.last().map_or(hot_last, |r| r.block);
     // Attribute pages after the data pages.
     let ncols = meta.filters as usize;
     let rsize = meta.attr_record as usize;
@@ -168,7 +188,11 @@ pub(super) fn write_graph<E: Elem>(
         meta.entry_node = nrefs[ep as usize];
         meta.entry_level = level as u8;
     }
-    meta.insert_page = if n > 0 { last } else { 0 };
+    meta.insert_page = if n > 0 { hot_last } else { 0 };
+    if codec.is_quantized() {
+        // Written by `write_params` right after the attribute pages.
+        meta.params = last + attr_pages + 1;
+    }
     {
         let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
         meta.init_page(index, &buf, Logging::Build);
@@ -179,8 +203,23 @@ pub(super) fn write_graph<E: Elem>(
     let mut next = 0usize;
     let mut next_vector = 0usize;
     let mut next_list = 0usize;
+    let (mut body, mut next_full) = (Vec::new(), 0usize);
     for block in 1..=last {
         let buf = new_page(index, block);
+        if block > hot_last {
+            Wal::edit(index, &buf, Logging::Build, true, |page| {
+                page.init(PAGE_DATA);
+                while next_full < n && frefs[next_full].block == block {
+                    let i = next_full;
+                    encode_full(graph.vector(i as u32), &mut tuple);
+                    expect_offset(page.add_item(&tuple), frefs[i]);
+                    next_full += 1;
+                }
+            });
+            drop(buf);
+            check_for_interrupts!();
+            continue;
+        }
         Wal::edit(index, &buf, Logging::Build, true, |page| {
             page.init(PAGE_DATA);
             while next_list < lists.len() && lists[next_list].0.block == block {
@@ -191,7 +230,8 @@ pub(super) fn write_graph<E: Elem>(
             }
             while next_vector < n && vrefs[next_vector].block == block {
                 let i = next_vector;
-                encode_vector(graph.vector(i as u32), filters.payload(i), nrefs[i], 0, &mut tuple);
+                codec.encode_body(graph.vector(i as u32), frefs.get(i).copied().unwrap_or(ItemRef::INVALID), &mut body);
+                encode_element(&body, filters.payload(i), nrefs[i], 0, &mut tuple);
                 expect_offset(page.add_item(&tuple), vref(i));
                 next_vector += 1;
             }
@@ -246,6 +286,12 @@ pub(super) fn write_graph<E: Elem>(
         drop(buf);
         progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, n as i64 * block as i64 / total as i64);
         check_for_interrupts!();
+    }
+    if codec.is_quantized() {
+        let first = write_params(index, Logging::Build, &codec.sq8().to_bytes());
+        if first != meta.params {
+            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("hnsw build wrote parameters at block {first}, not {}", meta.params));
+        }
     }
 }
 

@@ -10,6 +10,10 @@ mod verify;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgRelation};
 
+use crate::storage::buffer::{Buffer, Lock, Strategy};
+use crate::storage::element::nblocks;
+use crate::storage::page::PAGE_DATA;
+use crate::storage::tuple::{KIND_NODE, KIND_VECTOR};
 use crate::types::raise;
 pub(crate) use verify::check;
 
@@ -103,6 +107,37 @@ fn hnsw_index_check(index: RegClass) -> String {
         raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
     }
     check(rel.as_ptr()).text(rel.name())
+}
+
+/// Bytes of the index pages a graph walk reads: those holding elements' vector (or code) and
+/// node tuples. Left out: the meta page, the full-precision vectors of a quantized index (read
+/// only to re-rank a scan's results), attribute and parameter pages. Reads every page.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn hnsw_walk_size(index: RegClass) -> i64 {
+    check_privileges(index.0);
+    // SAFETY: as in hnsw_index_check.
+    let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // SAFETY: as in hnsw_index_check.
+    let (relam, hnsw_am) = unsafe { ((*(*rel.as_ptr()).rd_rel).relam, pg_sys::get_index_am_oid(c"hnsw".as_ptr(), false)) };
+    if !rel.is_index() || relam != hnsw_am {
+        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
+    }
+    let index = rel.as_ptr();
+    let strategy = Strategy::bulk_read();
+    let mut pages = 0i64;
+    for block in 1..nblocks(index) {
+        let buf = Buffer::read_with(index, block, Lock::Share, strategy.as_ptr());
+        let page = buf.page();
+        if page.is_new() || page.opaque().kind != PAGE_DATA {
+            continue;
+        }
+        let walked =
+            (1..=page.max_offset()).any(|off| page.item(off).is_some_and(|d| matches!(d.first(), Some(&KIND_VECTOR | &KIND_NODE))));
+        pages += walked as i64;
+        drop(buf);
+        check_for_interrupts!();
+    }
+    pages * pg_sys::BLCKSZ as i64
 }
 
 /// The report shows how many rows a table holds and which pages the index has: the caller

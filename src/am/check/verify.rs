@@ -12,7 +12,16 @@ use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Lock, Strategy};
 use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
-use crate::storage::tuple::{NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_NODE, KIND_TIDS, KIND_VECTOR, VECTOR_HEADER};
+use crate::storage::quant::{Codec, PAGE_PARAMS};
+use crate::storage::tuple::{
+    code_body_code, code_body_full, full_values, NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_FULL, KIND_NODE, KIND_TIDS,
+    KIND_VECTOR, VECTOR_HEADER,
+};
+
+/// A 64-bit hash of a code, to compare codes without keeping them.
+fn hash_bytes(b: &[u8]) -> u64 {
+    crate::am::filter::hash_bytes(b)
+}
 
 struct Element {
     node: ItemRef,
@@ -48,6 +57,16 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
     // Payload of each vector tuple (filter indexes).
     let mut payloads: HashMap<ItemRef, Vec<u8>> = HashMap::new();
     let dims = meta.dims as usize;
+    // Quantized: the parameters (an ERROR if unreadable), each code tuple's full-vector ref
+    // and a hash of its code, and per full-vector tuple the hash of the code its vector gets.
+    let codec = Codec::load(index, &meta);
+    if codec.is_quantized() && meta.has_entry() && codec.sq8.is_none() {
+        r.problem("quantized index with elements but no trained parameters".into());
+    }
+    let body_len = codec.body_len();
+    let mut codes: HashMap<ItemRef, (ItemRef, u64)> = HashMap::new();
+    let mut fulls: HashMap<ItemRef, u64> = HashMap::new();
+    let mut full_vec: Vec<f32> = Vec::new();
     // Everything is held in maps until the end: bounded by maintenance_work_mem (estimated
     // bytes per entry, hash table slack and the later per-element sets included).
     let mut budget = Budget::new(Setting::MaintenanceWorkMem);
@@ -78,6 +97,9 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             attr_next.insert(block, page.attr_next());
             continue;
         }
+        if kind == PAGE_PARAMS && codec.is_quantized() {
+            continue;
+        }
         if kind != PAGE_DATA {
             r.problem(format!("block {block}: unexpected page kind {kind}"));
             continue;
@@ -94,14 +116,19 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             match data.first() {
                 Some(&KIND_VECTOR) => {
                     let t = VectorTuple::parse(data);
-                    let elem_size = meta.elem.size();
-                    if data.len() < VECTOR_HEADER + meta.dims as usize * elem_size {
+                    if data.len() < VECTOR_HEADER + body_len {
                         r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
+                        continue;
                     }
                     budget.charge(48, what);
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
+                    if codec.is_quantized() {
+                        let b = t.body(body_len);
+                        budget.charge(48, what);
+                        codes.insert(at, (code_body_full(b), hash_bytes(code_body_code(b))));
+                    }
                     if meta.filters > 0 {
-                        let payload = if meta.elem == ElemType::F16 { t.payload::<half::f16>(dims) } else { t.payload::<f32>(dims) };
+                        let payload = t.payload(body_len);
                         budget.charge(64 + payload.len(), what);
                         payloads.insert(at, payload.to_vec());
                     }
@@ -139,6 +166,17 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                     };
                     elements.insert(at, (t.vector(), e));
                 }
+                Some(&KIND_FULL) if codec.sq8.is_some() => {
+                    budget.charge(48, what);
+                    full_vec.clear();
+                    match meta.elem {
+                        ElemType::F32 => full_vec.extend_from_slice(full_values::<f32>(data, dims)),
+                        ElemType::F16 => full_vec.extend(full_values::<half::f16>(data, dims).iter().map(|x| x.to_f32())),
+                    }
+                    let mut code = vec![0u8; codec.sq8().code_len()];
+                    codec.sq8().encode(&full_vec, &mut code);
+                    fulls.insert(at, hash_bytes(&code));
+                }
                 Some(&KIND_TIDS) => {
                     let l = TidList::parse(data);
                     budget.charge(48, what);
@@ -148,6 +186,8 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             }
         }
     }
+    // Full-vector tuples claimed by an element (each by one at most).
+    let mut owners: HashSet<ItemRef> = HashSet::new();
     // Level of the element each vector belongs to, for the layer invariant.
     let mut level_of_vector: HashMap<ItemRef, usize> = HashMap::new();
     for (vref, e) in elements.values() {
@@ -192,6 +232,23 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                 if *deleted && !e.deleted {
                     r.problem(format!("({},{}): vector tuple deleted but its node is live", e.node.block, e.node.offset));
                 }
+            }
+        }
+        if codec.is_quantized() && !e.free {
+            let at = format!("({},{})", e.node.block, e.node.offset);
+            match codes.get(vref) {
+                None => {}
+                Some((full, code)) => match fulls.get(full) {
+                    None => r.problem(format!("{at}: full-vector ref ({},{}) is no full-vector tuple", full.block, full.offset)),
+                    Some(want) if want != code => {
+                        r.problem(format!("{at}: its code is not its full vector's under the trained parameters"))
+                    }
+                    Some(_) => {
+                        if !owners.insert(*full) {
+                            r.problem(format!("{at}: full-vector tuple ({},{}) shared with another element", full.block, full.offset));
+                        }
+                    }
+                },
             }
         }
         level_of_vector.insert(*vref, e.level);

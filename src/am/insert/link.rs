@@ -19,6 +19,7 @@ use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::element::{Elements, Extent, Written};
 use crate::storage::meta::Meta;
 use crate::storage::page::ItemRef;
+use crate::storage::quant::Codec;
 use crate::storage::tuple::{layer_capacity, VectorTuple};
 
 /// Adds back-links from the new element's neighbours to it (and, for VACUUM's repair, from a
@@ -26,6 +27,8 @@ use crate::storage::tuple::{layer_capacity, VectorTuple};
 pub(crate) struct Connect<'a, E: Elem> {
     els: Elements,
     dims: usize,
+    /// How stored vectors are read (quantized: codes decoded).
+    codec: Codec,
     metric: Metric,
     new_vector: &'a [E],
     /// The new element's node tuple.
@@ -82,10 +85,11 @@ pub(super) enum LinkMode {
 impl<'a, E: Elem> Connect<'a, E> {
     /// For links to the element with vector `vector` and node tuple `node`, outside an insert
     /// (no walk's copies to draw on).
-    pub(crate) fn new(index: pg_sys::Relation, meta: &Meta, logging: Logging, vector: &'a [E], node: ItemRef) -> Self {
+    pub(crate) fn new(index: pg_sys::Relation, meta: &Meta, codec: &Codec, logging: Logging, vector: &'a [E], node: ItemRef) -> Self {
         Connect {
             els: Elements::new(index, meta.m as usize, logging),
             dims: meta.dims as usize,
+            codec: codec.clone(),
             metric: meta.metric,
             new_vector: vector,
             new_node: node,
@@ -98,16 +102,18 @@ impl<'a, E: Elem> Connect<'a, E> {
 
     /// For an insert's new element, drawing on its walk's vector copies (`arena`, with the
     /// (vector ref, node ref, deleted) of each slot).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn for_insert(
         index: pg_sys::Relation,
         meta: &Meta,
+        codec: &Codec,
         logging: Logging,
         vector: &'a [E],
         node: ItemRef,
         arena: &'a [E],
         arena_refs: &[(ItemRef, ItemRef, bool)],
     ) -> Self {
-        let mut c = Connect::new(index, meta, logging, vector, node);
+        let mut c = Connect::new(index, meta, codec, logging, vector, node);
         c.arena = arena;
         // Elements the walk met alive: their refs cannot be freed and reused before this
         // insert ends (VACUUM's barrier waits for it), so their copies stand in for buffer
@@ -247,10 +253,10 @@ impl<'a, E: Elem> Connect<'a, E> {
             if !self.extent.holds(t.node()) {
                 continue;
             }
-            let v = t.values::<E>(dims);
-            cands.push(Candidate::new(E::distance(self.metric, e_vec, v), members.len()));
-            members.push((*r, t.node(), None, self.scratch.len() / dims));
-            self.scratch.extend_from_slice(v);
+            let at = self.scratch.len();
+            self.codec.graph_vector(t.body(self.codec.body_len()), &mut self.scratch);
+            cands.push(Candidate::new(E::distance(self.metric, e_vec, &self.scratch[at..]), members.len()));
+            members.push((*r, t.node(), None, at / dims));
         }
         let new_at = members.len();
         cands.push(Candidate::new(d_new, new_at));

@@ -33,14 +33,15 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::filter::Attrs;
-use super::graph::{prepare_stored, DiskWalk, Elem, Node};
+use super::graph::{prepare_stored, scorer, DiskWalk, Elem, Node, Query};
 use super::mem::TempContext;
 use super::opclass::{self, Kind};
 use crate::storage::buffer::Logging;
 use crate::storage::lock::{HoldInterrupts, PageLock, FIRST_INSERT_LOCK, INSERT_LOCK};
-use crate::storage::meta::{ElemType, Meta};
+use crate::storage::meta::{ElemType, Meta, Quant};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE};
-use crate::storage::tuple::{layer_capacity, vector_tuple_size};
+use crate::storage::quant::{with_full_at, write_params, Codec};
+use crate::storage::tuple::{element_tuple_size, layer_capacity};
 pub(super) use link::Connect;
 #[cfg(any(test, feature = "pg_test"))]
 pub(super) use place::add_to_lists;
@@ -106,8 +107,8 @@ fn random_u64() -> u64 {
 /// Raise 54000 unless a row's vector tuple (its vector and filter values, stored together)
 /// fits on a page. Checked before anything is written, so that a row too long leaves nothing
 /// behind (no attribute record without an element), in a build as in an insert.
-pub fn check_row_size<E: Elem>(dims: usize, payload: usize) {
-    let need = vector_tuple_size::<E>(dims, payload) + ITEM_ID_SIZE;
+pub fn check_row_size(body: usize, payload: usize) {
+    let need = element_tuple_size(body, payload) + ITEM_ID_SIZE;
     if need > page_capacity() {
         crate::types::raise_detail(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -122,18 +123,22 @@ pub fn check_row_size<E: Elem>(dims: usize, payload: usize) {
 
 /// Insert a prepared vector (checked, normalized) for heap row `tid`.
 pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid: ItemRef, logging: Logging) {
-    check_row_size::<E>(vector.len(), attrs.payload.len());
     let _insert = PageLock::share(index, INSERT_LOCK);
     let mut meta = Meta::read(index);
+    check_row_size(body_len(meta.quant, meta.elem, vector.len()), attrs.payload.len());
     if !meta.has_entry() {
         let _first = PageLock::exclusive(index, FIRST_INSERT_LOCK);
         meta = Meta::read(index);
         same_dims(&meta, vector.len());
         if !meta.has_entry() {
+            if meta.quant != Quant::None && meta.params == 0 {
+                meta = train_first(index, vector, logging);
+            }
+            let codec = Codec::load(index, &Meta { dims: vector.len() as u32, ..meta });
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
             let lists = vec![Vec::new(); level + 1];
             let new = NewElement { vector, attrs, level, lists: &lists, tid };
-            let (vref, nref, level) = place::place(&Writer { index, meta: &meta, logging }, &new);
+            let (vref, nref, level) = place::place(&Writer { index, meta: &meta, codec: &codec, logging }, &new);
             Meta::update(index, logging, |m| {
                 m.dims = vector.len() as u32;
                 m.entry_vector = vref;
@@ -148,16 +153,21 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     let metric = meta.metric;
     let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
     let top = meta.entry_level as usize;
+    let codec = Codec::load(index, &meta);
 
     // 1. Search.
-    let mut walk = DiskWalk::new(index, &meta, |v: &[E]| E::distance(metric, vector, v), super::scan::take_visited(), true);
+    let dist = scorer::<E>(&codec, metric, Query::Stored(vector));
+    let mut walk = DiskWalk::new(index, &meta, codec.clone(), dist, super::scan::take_visited(), true);
     let (entries, selected) = search(&mut walk, &meta, metric, level);
     // `entries` holds the layer-0 results: an equal vector is among them. (Not always the
-    // nearest: under inner product a longer vector can beat the vector itself.)
+    // nearest: under inner product a longer vector can beat the vector itself.) In a
+    // quantized index the walk saw codes: an equal code is confirmed on the full vector.
     // Rows with different filter values stay apart: their element answers different filters.
+    let seen = seen_as::<E>(&codec, vector);
     for c in &entries {
-        if walk.arena_vector(c.item.slot) == vector
-            && same_payload::<E>(index, c.item.vector, meta.dims as usize, &attrs.payload)
+        if walk.arena_vector(c.item.slot) == seen.as_slice()
+            && (!codec.is_quantized() || same_full(index, &codec, c.item.vector, vector))
+            && same_payload(index, c.item.vector, codec.body_len(), &attrs.payload)
             && add_heap_tid(index, &meta, c.item.node, tid, logging)
         {
             return;
@@ -178,12 +188,12 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     // the next VACUUM. The rest takes milliseconds, so interrupts wait for it.
     let _hold = HoldInterrupts::new();
     let new = NewElement { vector, attrs, level, lists: &lists, tid };
-    let (vref, nref, level) = place::place(&Writer { index, meta: &meta, logging }, &new);
+    let (vref, nref, level) = place::place(&Writer { index, meta: &meta, codec: &codec, logging }, &new);
 
     // 3. Link.
     {
         let (arena, arena_refs) = walk.arena();
-        let mut connect = Connect::for_insert(index, &meta, logging, vector, nref, arena, arena_refs);
+        let mut connect = Connect::for_insert(index, &meta, &codec, logging, vector, nref, arena, arena_refs);
         connect.link_new(vref, &selected[..=level], &entries, |slot| walk.arena_vector(slot));
     }
     super::scan::return_visited(walk.into_visited());
@@ -206,7 +216,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
 /// into the walk's arena for the heuristic. Returns the layer-0 results and, per layer, the
 /// neighbours the heuristic selects.
 #[allow(clippy::type_complexity)]
-fn search<E: Elem, F: Fn(&[E]) -> f32>(
+fn search<E: Elem, F: Fn(&[u8]) -> f32>(
     walk: &mut DiskWalk<E, F>,
     meta: &Meta,
     metric: Metric,
@@ -235,6 +245,46 @@ fn search<E: Elem, F: Fn(&[E]) -> f32>(
         core::mem::swap(&mut entries, &mut found);
     }
     (entries, selected)
+}
+
+/// Bytes of a vector tuple's body for `dims` dimensions (see [`Codec::body_len`]).
+pub fn body_len(quant: Quant, elem: ElemType, dims: usize) -> usize {
+    Codec { quant, dims, elem, sq8: None }.body_len()
+}
+
+/// `vector` as the walk's arena holds it: itself, or its code decoded.
+fn seen_as<E: Elem>(codec: &Codec, vector: &[E]) -> Vec<E> {
+    if !codec.is_quantized() {
+        return vector.to_vec();
+    }
+    let (mut body, mut out) = (Vec::new(), Vec::new());
+    codec.encode_body(vector, ItemRef::INVALID, &mut body);
+    codec.graph_vector(&body, &mut out);
+    out
+}
+
+/// Whether the full vector of the element whose vector tuple is `vref` equals `vector`.
+fn same_full<E: Elem>(index: pg_sys::Relation, codec: &Codec, vref: ItemRef, vector: &[E]) -> bool {
+    let extent = crate::storage::element::Extent::new(index);
+    let full = {
+        let buf = crate::storage::buffer::Buffer::read_recent(index, vref.block, crate::storage::buffer::Lock::Share);
+        let Some(data) = buf.page().item(vref.offset) else { return false };
+        crate::storage::tuple::code_body_full(crate::storage::tuple::VectorTuple::parse(data).body(codec.body_len()))
+    };
+    with_full_at::<E, _>(&extent, full, codec.dims, |v| v == vector).unwrap_or(false)
+}
+
+/// Train a quantized index built without rows on its first vector (see
+/// [`hnsw_core::quant::Sq8::from_one`]), under FIRST_INSERT_LOCK; the meta page after.
+fn train_first<E: Elem>(index: pg_sys::Relation, vector: &[E], logging: Logging) -> Meta {
+    let mut f = vec![0.0f32; vector.len()];
+    <E as hnsw_core::metric::VectorElem>::to_f32(vector, &mut f);
+    let first = write_params(index, logging, &hnsw_core::quant::Sq8::from_one(&f).to_bytes());
+    Meta::update(index, logging, |m| {
+        m.dims = vector.len() as u32;
+        m.params = first;
+        true
+    })
 }
 
 /// The caller checked the vector against the dimensions it read from the meta page; on a

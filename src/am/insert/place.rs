@@ -12,9 +12,10 @@ use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::element::Extent;
 use crate::storage::meta::Meta;
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
+use crate::storage::quant::Codec;
 use crate::storage::tuple::{
-    encode_tid_list, encode_vector, node_tuple_size, node_tuples, set_vector_node, vector_tuple_size, NodeTuple, NodeTupleMut, TidList,
-    TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_NODE,
+    code_body_full, element_tuple_size, encode_element, encode_full, encode_tid_list, node_tuple_size, node_tuples, set_vector_node,
+    NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_FULL, KIND_NODE,
 };
 
 /// Where and how an element is written: the index, its meta page as the insert read it, and
@@ -22,6 +23,7 @@ use crate::storage::tuple::{
 pub(crate) struct Writer<'a> {
     pub index: pg_sys::Relation,
     pub meta: &'a Meta,
+    pub codec: &'a Codec,
     pub logging: Logging,
 }
 
@@ -66,7 +68,19 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
     let (index, meta, logging) = (w.index, w.meta, w.logging);
     let (vector, payload, level, lists, tid) = (new.vector, &new.attrs.payload[..], new.level, new.lists, new.tid);
     let m = meta.m as usize;
-    let (vsize, nsize) = (vector_tuple_size::<E>(vector.len(), payload.len()), node_tuple_size(m, level));
+    // A quantized element's full vector goes first, onto the pages walks do not read; its code
+    // names it. (A crash before the element's own tuples are in leaves it unreferenced: space
+    // lost, nothing wrong.)
+    let full = if w.codec.is_quantized() {
+        let mut t = Vec::new();
+        encode_full(vector, &mut t);
+        append(index, Cursor::Cold, &[t.len()], logging, |_, _, out| out[0] = t)
+    } else {
+        ItemRef::INVALID
+    };
+    let mut body = Vec::new();
+    w.codec.encode_body(vector, full, &mut body);
+    let (vsize, nsize) = (element_tuple_size(body.len(), payload.len()), node_tuple_size(m, level));
     let node_tuple = |vref: ItemRef, out: &mut Vec<u8>| {
         let mut node = NodeTupleMut::init(out, m, level, vref, tid);
         node.set_attr(aref);
@@ -75,9 +89,9 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
         }
     };
     if maxalign(vsize) + maxalign(nsize) + 2 * ITEM_ID_SIZE <= page_capacity() {
-        let first = append(index, &[vsize, nsize], logging, |block, first, out| {
+        let first = append(index, Cursor::Hot, &[vsize, nsize], logging, |block, first, out| {
             let (vref, nref) = (ItemRef::new(block, first), ItemRef::new(block, first + 1));
-            encode_vector(vector, payload, nref, 0, &mut out[0]);
+            encode_element(&body, payload, nref, 0, &mut out[0]);
             node_tuple(vref, &mut out[1]);
         });
         return (first, ItemRef::new(first.block, first.offset + 1));
@@ -91,10 +105,10 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
     let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);
     let vref = ItemRef::new(buf.block(), 1);
     let mut tuple = Vec::new();
-    encode_vector(vector, payload, ItemRef::INVALID, 0, &mut tuple);
+    encode_element(&body, payload, ItemRef::INVALID, 0, &mut tuple);
     write_items(index, &buf, true, &[tuple], logging);
     drop(buf);
-    let nref = append(index, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
+    let nref = append(index, Cursor::Hot, &[nsize], logging, |_, _, out| node_tuple(vref, &mut out[0]));
     let buf = Buffer::read(index, vref.block, Lock::Exclusive);
     Wal::edit(index, &buf, logging, false, |page| {
         let data = page.item_mut(vref.offset).expect("vector tuple written above");
@@ -103,11 +117,12 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
     (vref, nref)
 }
 
-/// Whether the element whose vector tuple is `vref` has exactly these filter values.
-pub(super) fn same_payload<E: Elem>(index: pg_sys::Relation, vref: ItemRef, dims: usize, payload: &[u8]) -> bool {
+/// Whether the element whose vector tuple is `vref` (with a body of `body` bytes) has exactly
+/// these filter values.
+pub(super) fn same_payload(index: pg_sys::Relation, vref: ItemRef, body: usize, payload: &[u8]) -> bool {
     let buf = Buffer::read_recent(index, vref.block, Lock::Share);
     let Some(data) = buf.page().item(vref.offset) else { return false };
-    let stored = VectorTuple::parse(data).payload::<E>(dims);
+    let stored = VectorTuple::parse(data).payload(body);
     // A reused tuple may be longer than its payload (zero padding after it).
     stored.len() >= payload.len() && &stored[..payload.len()] == payload && stored[payload.len()..].iter().all(|&b| b == 0)
 }
@@ -127,8 +142,11 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
     let (index, meta, logging) = (w.index, w.meta, w.logging);
     let (vector, attrs, level, lists, tid) = (new.vector, new.attrs, new.level, new.lists, new.tid);
     let m = meta.m as usize;
-    let mut tuple = Vec::new();
-    encode_vector(vector, &attrs.payload, ItemRef::INVALID, 0, &mut tuple);
+    let (codec, body_len) = (w.codec, w.codec.body_len());
+    // Its length, for the fit checks; written with the freed element's full-vector ref below.
+    let (mut body, mut tuple) = (Vec::new(), Vec::new());
+    codec.encode_body(vector, ItemRef::INVALID, &mut body);
+    encode_element(&body, &attrs.payload, ItemRef::INVALID, 0, &mut tuple);
     for _ in 0..4 {
         // SAFETY: the FSM lookup only reads the free space map of the open index.
         let block = unsafe { pg_sys::GetPageWithFreeSpace(index, 1) };
@@ -185,17 +203,26 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
         }
         drop(buf);
 
+        // The vector tuple (a quantized element keeps its full-vector tuple: same size).
         let vbuf = Buffer::read(index, vref.block, Lock::Exclusive);
-        Wal::edit(index, &vbuf, logging, false, |page| {
+        let full = Wal::edit(index, &vbuf, logging, false, |page| {
             let data = page.item_mut(vref.offset).filter(|d| d.len() >= tuple.len());
             let Some(data) = data else {
                 crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed vector tuple does not match its element");
             };
-            set_vector_node(&mut tuple, nref);
+            let full = if codec.is_quantized() { code_body_full(VectorTuple::parse(data).body(body_len)) } else { ItemRef::INVALID };
+            codec.encode_body(vector, full, &mut body);
+            encode_element(&body, &attrs.payload, nref, 0, &mut tuple);
             data[..tuple.len()].copy_from_slice(&tuple);
             data[tuple.len()..].fill(0);
+            full
         });
         drop(vbuf);
+        if codec.is_quantized() {
+            let mut t = Vec::new();
+            encode_full(vector, &mut t);
+            write_full(index, logging, full, &t);
+        }
 
         // The attribute record: rewritten in place (a freed element keeps its record).
         let aref = if meta.filters > 0 {
@@ -289,7 +316,7 @@ pub(crate) fn add_to_lists(
     // Every list is full: a new one goes in front of them.
     let mut tuple = Vec::new();
     encode_tid_list(&[tid], head, &mut tuple);
-    let new = append(index, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
+    let new = append(index, Cursor::Hot, &[tuple.len()], logging, |_, _, out| out[0] = tuple.clone());
     let buf = Buffer::read(index, node.block, Lock::Exclusive);
     let Some(data) = buf.page().item(node.offset) else { return Some(false) };
     let t = NodeTuple::parse(data, m);
@@ -329,12 +356,18 @@ fn confirm_list_row(index: pg_sys::Relation, m: usize, node: ItemRef, logging: L
 /// Append items of the given sizes on the insert page if they fit there, else on a new page
 /// that becomes the insert page. `fill(block, first_offset, tuples)` encodes them once their
 /// addresses are known. Returns the address of the first.
-fn append(index: pg_sys::Relation, sizes: &[usize], logging: Logging, fill: impl FnOnce(u32, u16, &mut [Vec<u8>])) -> ItemRef {
+fn append(
+    index: pg_sys::Relation,
+    cursor: Cursor,
+    sizes: &[usize],
+    logging: Logging,
+    fill: impl FnOnce(u32, u16, &mut [Vec<u8>]),
+) -> ItemRef {
     let mut tuples = vec![Vec::new(); sizes.len()];
     // The insert page as it is now, not as it was when this insert began: with several
     // backends inserting, another one has often moved it on to a page it just added, and
     // appending to the stale one's successor would leave pages a few elements full.
-    let insert_page = Meta::read(index).insert_page;
+    let insert_page = cursor.page(&Meta::read(index));
     // SAFETY: the index is open and locked by the caller.
     let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) };
     if insert_page > 0 && insert_page < nblocks {
@@ -353,14 +386,50 @@ fn append(index: pg_sys::Relation, sizes: &[usize], logging: Logging, fill: impl
     write_items(index, &buf, true, &tuples, logging);
     drop(buf);
     Meta::update(index, logging, |meta| {
-        if meta.insert_page < block {
-            meta.insert_page = block;
+        let page = match cursor {
+            Cursor::Hot => &mut meta.insert_page,
+            Cursor::Cold => &mut meta.cold_page,
+        };
+        if *page < block {
+            *page = block;
             true
         } else {
             false
         }
     });
     ItemRef::new(block, 1)
+}
+
+/// Which pages [`append`] fills: those graph walks read (elements, node tuples, TID lists),
+/// or those they do not (the full vectors of a quantized index, read only to re-rank).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    Hot,
+    Cold,
+}
+
+impl Cursor {
+    fn page(self, meta: &Meta) -> u32 {
+        match self {
+            Cursor::Hot => meta.insert_page,
+            Cursor::Cold => meta.cold_page,
+        }
+    }
+}
+
+/// Overwrite the full-vector tuple at `full` (a reused element's) with `tuple`.
+fn write_full(index: pg_sys::Relation, logging: Logging, full: ItemRef, tuple: &[u8]) {
+    if !Extent::new(index).holds(full) {
+        crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed element has no full-vector tuple");
+    }
+    let buf = Buffer::read(index, full.block, Lock::Exclusive);
+    Wal::edit(index, &buf, logging, false, |page| {
+        let data = page.item_mut(full.offset).filter(|d| d.len() == tuple.len() && d.first() == Some(&KIND_FULL));
+        let Some(data) = data else {
+            crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed element's full-vector tuple does not match it");
+        };
+        data.copy_from_slice(tuple);
+    });
 }
 
 /// Add `tuples` to an exclusively locked page (formatting it first if new), in one record.

@@ -15,7 +15,8 @@ use crate::storage::attr::{self, ATTR_DELETED};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::ItemRef;
-use crate::storage::tuple::{VectorTuple, FLAG_DELETED};
+use crate::storage::quant::{with_full_at, Codec};
+use crate::storage::tuple::{as_elems, code_body_full, VectorTuple, FLAG_DELETED};
 
 /// One pass of an exact scan, for the index's element type (see [`exact_pass`]).
 type ExactPass = fn(pg_sys::Relation, &Meta, &mut Filter, Option<&[f32]>, Option<Key>, usize) -> (Vec<Candidate<Node>>, bool);
@@ -144,6 +145,8 @@ fn exact_pass<E: Elem>(
 ) -> (Vec<Candidate<Node>>, bool) {
     let metric = meta.metric;
     let (dims, size) = (meta.dims as usize, meta.attr_record as usize);
+    let codec = Codec::load(index, meta);
+    let body_len = codec.body_len();
     let single = filter.single_int_eq();
     let mut st = PassState { filter, refs: Vec::new(), heap: std::collections::BinaryHeap::new(), cap, dropped: false };
     let extent = Extent::new(index);
@@ -154,19 +157,33 @@ fn exact_pass<E: Elem>(
             if !extent.holds(group[0]) {
                 continue;
             }
-            let buf = Buffer::read_recent(index, group[0].block, Lock::Share);
-            let page = buf.page();
-            for r in group {
-                let Some(item) = page.item(r.offset) else { continue };
-                let t = VectorTuple::parse(item);
-                if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !st.filter.payload_matches(t.payload::<E>(dims)) {
-                    continue;
+            // Matches on this page: (vector ref, node ref, distance, full vector ref), the
+            // distance measured here unless the index is quantized: then from the full vector,
+            // read once this page's lock is released (one buffer lock at a time).
+            let mut found: Vec<(ItemRef, ItemRef, f32, ItemRef)> = Vec::new();
+            {
+                let buf = Buffer::read_recent(index, group[0].block, Lock::Share);
+                let page = buf.page();
+                for r in group {
+                    let Some(item) = page.item(r.offset) else { continue };
+                    let t = VectorTuple::parse(item);
+                    if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !st.filter.payload_matches(t.payload(body_len)) {
+                        continue;
+                    }
+                    let body = t.body(body_len);
+                    let (d, full) = match (query, codec.is_quantized()) {
+                        (None, _) => (0.0, ItemRef::INVALID),
+                        (Some(_), true) => (f32::INFINITY, code_body_full(body)),
+                        (Some(q), false) => (E::distance_to(metric, q, as_elems::<E>(body, dims)), ItemRef::INVALID),
+                    };
+                    found.push((*r, t.node(), d, full));
                 }
-                let d = match query {
-                    Some(q) => E::distance_to(metric, q, t.values::<E>(dims)),
-                    None => 0.0,
-                };
-                let c = Keyed(Candidate::new(d, Node { vector: *r, node: t.node(), deleted: false, matches: true, slot: u32::MAX }));
+            }
+            for (r, node, mut d, full) in found {
+                if let (Some(q), true) = (query, full.is_valid()) {
+                    d = with_full_at::<E, _>(&extent, full, dims, |v| E::distance_to(metric, q, v)).unwrap_or(f32::INFINITY);
+                }
+                let c = Keyed(Candidate::new(d, Node { vector: r, node, deleted: false, matches: true, slot: u32::MAX }));
                 if after.is_some_and(|a| key_cmp(&c.key(), &a).is_le()) {
                     continue;
                 }
@@ -180,7 +197,6 @@ fn exact_pass<E: Elem>(
                 }
                 st.heap.push(c);
             }
-            drop(buf);
             check_for_interrupts!();
         }
         st.refs.clear();

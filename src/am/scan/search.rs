@@ -8,19 +8,31 @@ use pgrx::pg_sys;
 use super::visited::take_visited;
 use super::Source;
 use crate::am::filter::Filter;
-use crate::am::graph::{DiskWalk, Elem, Node, Switch};
+use crate::am::graph::{scorer, DiskWalk, Elem, Node, Query, Switch};
+use crate::storage::buffer::{Buffer, Lock};
+use crate::storage::element::Extent;
 use crate::storage::meta::Meta;
+use crate::storage::quant::{with_full_at, Codec};
+use crate::storage::tuple::{code_body_full, VectorTuple};
 use crate::types::ops::Aligned;
+use hnsw_core::metric::Metric;
 
-struct GraphSource<E: Elem, F: Fn(&[E]) -> f32> {
+struct GraphSource<E: Elem, F: Fn(&[u8]) -> f32> {
     walk: DiskWalk<E, F>,
     search: ResumableSearch<Node>,
+    /// Quantized indexes: the query and metric, to re-rank each round exactly.
+    rerank: Option<(Aligned<f32>, Metric)>,
 }
 
-impl<E: Elem, F: Fn(&[E]) -> f32> Source for GraphSource<E, F> {
+impl<E: Elem, F: Fn(&[u8]) -> f32> Source for GraphSource<E, F> {
     fn next_round(&mut self, width: usize, out: &mut Vec<Candidate<Node>>) {
-        if !self.search.is_exhausted() {
-            self.search.next_round(&mut self.walk, 0, width, out);
+        if self.search.is_exhausted() {
+            return;
+        }
+        let start = out.len();
+        self.search.next_round(&mut self.walk, 0, width, out);
+        if let Some((query, metric)) = &self.rerank {
+            rerank::<E>(&self.walk, query.as_slice(), *metric, &mut out[start..]);
         }
     }
 
@@ -40,6 +52,25 @@ impl<E: Elem, F: Fn(&[E]) -> f32> Source for GraphSource<E, F> {
     }
 }
 
+/// Replace the code distances of a round's results by exact ones, from the full-precision
+/// vectors, and sort the round by them. Only results the scan may return are re-scored (the
+/// others are skipped by the scan anyway); one whose full vector is missing (a corrupt ref)
+/// keeps its estimate.
+fn rerank<E: Elem>(walk: &DiskWalk<E, impl Fn(&[u8]) -> f32>, query: &[f32], metric: Metric, round: &mut [Candidate<Node>]) {
+    let extent = Extent::new(walk.rel);
+    let body_len = walk.codec.body_len();
+    for c in round.iter_mut().filter(|c| !c.item.deleted && c.item.matches) {
+        let buf = Buffer::read_recent(walk.rel, c.item.vector.block, Lock::Share);
+        let Some(data) = buf.page().item(c.item.vector.offset) else { continue };
+        let full = code_body_full(VectorTuple::parse(data).body(body_len));
+        drop(buf);
+        if let Some(d) = with_full_at::<E, _>(&extent, full, walk.dims, |v| E::distance_to(metric, query, v)) {
+            c.dist = d;
+        }
+    }
+    round.sort_by(|a, b| a.dist.total_cmp(&b.dist));
+}
+
 /// Greedy descent from the entry point to layer 1, then a resumable beam search on layer 0
 /// from where it landed and from the entry point (each round's width is chosen by the caller).
 pub(super) fn start_search<E: Elem>(
@@ -50,9 +81,10 @@ pub(super) fn start_search<E: Elem>(
     switch: Option<Switch>,
 ) -> Box<dyn Source> {
     let metric = meta.metric;
-    let query = Aligned::new(query);
-    let dist = move |v: &[E]| E::distance_to(metric, query.as_slice(), v);
-    let mut walk = DiskWalk::new(index, meta, dist, take_visited(), false);
+    let codec = Codec::load(index, meta);
+    let rerank = codec.is_quantized().then(|| (Aligned::new(query), metric));
+    let dist = scorer::<E>(&codec, metric, Query::Scan(query));
+    let mut walk = DiskWalk::<E, _>::new(index, meta, codec, dist, take_visited(), false);
     if let Some(f) = filter {
         walk = walk.with_filter(f, switch);
     }
@@ -67,5 +99,5 @@ pub(super) fn start_search<E: Elem>(
     // descent lands, so only with it does a search wide enough return every row.
     let seeds = if cur.item.vector == start.item.vector { vec![cur] } else { vec![cur, start] };
     let search = ResumableSearch::new(&mut walk, &seeds);
-    Box::new(GraphSource { walk, search })
+    Box::new(GraphSource { walk, search, rerank })
 }

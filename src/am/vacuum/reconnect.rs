@@ -12,13 +12,14 @@ use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::super::graph::{DiskWalk, Elem};
+use super::super::graph::{scorer, DiskWalk, Elem, Query};
 use super::super::mem::{Budget, Setting};
 use super::delay_point;
 use crate::storage::buffer::{Buffer, Lock, Logging};
 use crate::storage::element::{nblocks, Elements, Extent, Written};
 use crate::storage::meta::Meta;
 use crate::storage::page::{ItemRef, PAGE_DATA};
+use crate::storage::quant::Codec;
 use crate::storage::tuple::{layer_capacity, NodeTuple, TidList, VectorTuple, KIND_NODE, KIND_TIDS};
 
 /// Bytes per element the pass holds besides its links: its refs, flag and list offset here,
@@ -76,6 +77,8 @@ struct DiskGraph<E: Elem> {
     /// For refs read from lists before they are followed.
     extent: Extent,
     query: Vec<E>,
+    /// How stored vectors are read (quantized: codes decoded).
+    codec: Codec,
 }
 
 impl<E: Elem> DiskGraph<E> {
@@ -148,6 +151,7 @@ impl<E: Elem> DiskGraph<E> {
         drop(refs);
         let meta = Meta::read(index);
         let entry = if meta.has_entry() { ids.get(&meta.entry_vector).copied() } else { None };
+        let codec = Codec::load(index, &meta);
         let graph = DiskGraph {
             els: Elements::new(index, m, Logging::Wal),
             metric: meta.metric,
@@ -162,6 +166,7 @@ impl<E: Elem> DiskGraph<E> {
             ids,
             entry,
             extent: Extent::new(index),
+            codec,
             query: Vec::new(),
         };
         (Some(graph), live_tids)
@@ -187,7 +192,7 @@ impl<E: Elem> DiskGraph<E> {
         let buf = Buffer::read_recent(self.els.rel, r.block, Lock::Share);
         let Some(data) = buf.page().item(r.offset) else { return false };
         out.clear();
-        out.extend_from_slice(VectorTuple::parse(data).values::<E>(self.meta.dims as usize));
+        self.codec.graph_vector(VectorTuple::parse(data).body(self.codec.body_len()), out);
         true
     }
 }
@@ -223,7 +228,8 @@ impl<E: Elem> RepairGraph for DiskGraph<E> {
         let mut query = std::mem::take(&mut self.query);
         if self.load(id, &mut query) && self.meta.has_entry() {
             let (index, metric) = (self.els.rel, self.metric);
-            let mut walk = DiskWalk::new(index, &self.meta, |x: &[E]| E::distance(metric, &query, x), Visited::default(), false);
+            let dist = scorer::<E>(&self.codec, metric, Query::Stored(&query));
+            let mut walk = DiskWalk::<E, _>::new(index, &self.meta, self.codec.clone(), dist, Visited::default(), false);
             let mut cur = walk.measure(self.meta.entry_vector);
             let mut buf = Vec::new();
             for layer in (1..=self.meta.entry_level as usize).rev() {

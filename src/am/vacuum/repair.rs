@@ -16,6 +16,7 @@ use crate::storage::buffer::{Buffer, Lock, Logging};
 use crate::storage::element::{nblocks, Elements, Extent, Written};
 use crate::storage::meta::Meta;
 use crate::storage::page::ItemRef;
+use crate::storage::quant::Codec;
 use crate::storage::tuple::{layer_capacity, node_tuples, NodeTuple, VectorTuple, FLAG_DELETED};
 
 /// Phase 3: re-select every neighbour list that holds a deleted element.
@@ -28,7 +29,9 @@ pub(super) fn repair<E: Elem>(
 ) {
     let m = meta.m as usize;
     let metric = meta.metric;
-    let mut r = Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index) };
+    let codec = Codec::load(index, meta);
+    let mut r =
+        Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index), codec };
     for block in 1..nblocks(index) {
         delay_point();
         // Which live elements on this page need work, and on which layers.
@@ -63,6 +66,8 @@ struct Repair<'a, E: Elem> {
     /// Vectors of the element being repaired (slot 0) and of its candidates.
     arena: Vec<E>,
     extent: Extent,
+    /// How stored vectors are read (quantized: codes decoded).
+    codec: Codec,
 }
 
 impl<E: Elem> Repair<'_, E> {
@@ -81,7 +86,7 @@ impl<E: Elem> Repair<'_, E> {
         if t.flags() & FLAG_DELETED != 0 || !self.extent.holds(t.node()) {
             return None;
         }
-        self.arena.extend_from_slice(t.values::<E>(self.dims));
+        self.codec.graph_vector(t.body(self.codec.body_len()), &mut self.arena);
         Some((self.arena.len() / self.dims - 1, t.node()))
     }
 
@@ -134,7 +139,7 @@ impl<E: Elem> Repair<'_, E> {
             // ones stays reachable (`reconnect` sees to it) but only from far away, where a
             // search for its own neighbourhood does not look.
             let own_vec = self.vector(0).to_vec();
-            let mut connect = Connect::new(self.index, self.meta, Logging::Wal, &own_vec, node);
+            let mut connect = Connect::new(self.index, self.meta, &self.codec, Logging::Wal, &own_vec, node);
             for c in &chosen[live.len()..] {
                 connect.offer(c.item.0, c.item.2, self.vector(c.item.1), c.dist, own, layer);
             }

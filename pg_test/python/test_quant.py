@@ -1,0 +1,226 @@
+"""Quantized indexes (`WITH (quantization = 'sq8')`): the walk reads 8-bit codes, and every round
+of results is re-ranked with the full-precision vectors. What must hold beyond recall (which
+test_recall.py checks per operator class after builds and concurrent inserts):
+
+- rows come back in exact distance order, with the distances a seq scan computes;
+- rows inserted after the build with values far outside the trained ranges are found (their
+  codes are clamped, their full vectors are exact) and the checker agrees with their codes;
+- an index built on an empty table is trained by its first insert;
+- deletes + VACUUM (repair, reuse of freed elements, whose full vectors are rewritten) keep
+  recall and the checker's OK;
+- filter columns and iterative scans work as on a full-precision index;
+- the pages a walk reads are at most 0.35x the full-precision index;
+- bad option values are errors with SQLSTATE 22023.
+"""
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector import HalfVector
+from pgvector.psycopg import register_vector
+
+from pgdb import fresh_database
+from test_recall import DATA, DSN, distances, load, read_idx
+
+DB = "hnsw_quant_test"
+ROWS, QUERIES, K = 5000, 50, 10
+
+
+@pytest.fixture(scope="module")
+def dsn():
+    yield from fresh_database(DSN, DB)
+
+
+@pytest.fixture(scope="module")
+def data():
+    base = read_idx(f"{DATA}/train-images-idx3-ubyte.gz", 2 * ROWS)
+    queries = read_idx(f"{DATA}/t10k-images-idx3-ubyte.gz", QUERIES)
+    return base, queries
+
+
+def check(conn, index):
+    report = conn.execute("SELECT hnsw_index_check(%s)", (index,)).fetchone()[0]
+    assert report.endswith("OK"), report.replace("\n", " | ")
+    return report
+
+
+def knn(conn, table, q, k=K, ef=100, typ="vector", op="<->"):
+    conn.execute(f"SET hnsw.ef_search = {ef}")
+    conn.execute("SET enable_seqscan = off")
+    param = HalfVector(q) if typ == "halfvec" else q
+    rows = conn.execute(f"SELECT id, v {op} %s AS d FROM {table} ORDER BY v {op} %s LIMIT {k}", (param, param)).fetchall()
+    conn.execute("RESET enable_seqscan")
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def recall(conn, table, vectors, alive, queries, ef=100):
+    ids = np.nonzero(alive)[0]
+    hits = 0
+    for q in queries:
+        d = np.sqrt(((vectors[ids] - q) ** 2).sum(axis=1))
+        kth = np.sort(d)[K - 1]
+        got, _ = knn(conn, table, q, ef=ef)
+        hits += sum(1 for i in got if alive[i] and np.sqrt(((vectors[i] - q) ** 2).sum()) <= kth * (1 + 1e-6) + 1e-6)
+    return hits / (len(queries) * K)
+
+
+def make(conn, table, rows, quant="sq8", typ="vector", opclass="vector_l2_ops"):
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(784))")
+    conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+    load(conn, table, typ, rows)
+    conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass}) WITH (quantization = {quant})")
+
+
+@pytest.mark.parametrize("typ,opclass,op,metric", [("vector", "vector_l2_ops", "<->", "l2"), ("halfvec", "halfvec_l1_ops", "<+>", "l1")])
+def test_exact_order_and_distances(dsn, data, typ, opclass, op, metric):
+    """Each round is re-ranked: the rows come out nearest first by the exact distance, and they
+    are the exact top k (ef_search far above k on 5k rows)."""
+    base, queries = data
+    rows = base[:ROWS] if typ == "vector" else base[:ROWS].astype(np.float16).astype(np.float32)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        make(conn, "ord", rows, typ=typ, opclass=opclass)
+        for q in queries[:20]:
+            qq = q if typ == "vector" else q.astype(np.float16).astype(np.float32)
+            got, dist = knn(conn, "ord", qq, k=20, ef=200, typ=typ, op=op)
+            assert dist == sorted(dist), dist
+            exact = distances(metric, rows, qq)
+            want = np.sort(exact)[:20]
+            assert np.allclose(np.array(dist, dtype=np.float64), want, rtol=1e-4, atol=1e-3), (dist, want)
+        check(conn, "ord_idx")
+
+
+def test_out_of_range_inserts_are_found(dsn, data):
+    """Trained on pixel values 0..255; rows far outside (negative, 10x larger) are clamped in
+    their codes but re-ranked exactly: a query equal to such a row finds it first."""
+    base, _ = data
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        make(conn, "oor", base[:2000])
+        rng = np.random.default_rng(7)
+        odd = []
+        for i in range(50):
+            v = base[2000 + i].copy()
+            v[rng.integers(0, 784, 40)] = rng.choice([-3000.0, 2550.0, 1e6], 40)
+            odd.append(v)
+            conn.execute("INSERT INTO oor (id, v) VALUES (%s, %s)", (100000 + i, v))
+        for i, v in enumerate(odd):
+            got, dist = knn(conn, "oor", v, k=1, ef=40)
+            assert got == [100000 + i] and dist[0] == 0.0, (i, got, dist)
+        check(conn, "oor_idx")
+
+
+def test_empty_build_is_trained_by_first_insert(dsn, data):
+    base, queries = data
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("DROP TABLE IF EXISTS emp")
+        conn.execute("CREATE TABLE emp (id int PRIMARY KEY, v vector(784))")
+        conn.execute("CREATE INDEX emp_idx ON emp USING hnsw (v vector_l2_ops) WITH (quantization = sq8)")
+        check(conn, "emp_idx")
+        assert knn(conn, "emp", queries[0])[0] == []
+        with conn.cursor() as cur:
+            for i in range(2000):
+                cur.execute("INSERT INTO emp (id, v) VALUES (%s, %s)", (i, base[i]))
+        check(conn, "emp_idx")
+        alive = np.zeros(len(base), dtype=bool)
+        alive[:2000] = True
+        r = recall(conn, "emp", base, alive, queries)
+        print(f"empty build, 2000 inserts: recall@10 {r:.4f}")
+        assert r >= 0.99, r
+
+
+def test_delete_vacuum_reuse(dsn, data):
+    """Delete 40%, VACUUM (repair, free), insert as many new rows (reusing freed elements, whose
+    codes and full vectors are rewritten): recall over the live rows and the checker hold."""
+    base, queries = data
+    rng = np.random.default_rng(11)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        make(conn, "vac", base[:ROWS])
+        alive = np.zeros(len(base), dtype=bool)
+        alive[:ROWS] = True
+        dead = rng.choice(ROWS, size=2 * ROWS // 5, replace=False)
+        conn.execute("DELETE FROM vac WHERE id = ANY(%s)", ([int(i) for i in dead],))
+        alive[dead] = False
+        conn.execute("VACUUM vac")
+        report = check(conn, "vac_idx")
+        assert " free" in report or "of them free" in report, report
+        r = recall(conn, "vac", base, alive, queries)
+        print(f"after delete + VACUUM: recall@10 {r:.4f}")
+        assert r >= 0.99, r
+        size = conn.execute("SELECT pg_relation_size('vac_idx')").fetchone()[0]
+        with conn.cursor() as cur:
+            for i in range(ROWS, ROWS + len(dead)):
+                cur.execute("INSERT INTO vac (id, v) VALUES (%s, %s)", (i, base[i]))
+        alive[ROWS : ROWS + len(dead)] = True
+        check(conn, "vac_idx")
+        grown = conn.execute("SELECT pg_relation_size('vac_idx')").fetchone()[0]
+        assert grown <= size * 1.1, (size, grown)
+        r = recall(conn, "vac", base, alive, queries)
+        print(f"after reusing freed elements: recall@10 {r:.4f}")
+        assert r >= 0.99, r
+
+
+def test_filter_column_and_iterative_scan(dsn, data):
+    base, queries = data
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("DROP TABLE IF EXISTS flt")
+        conn.execute("CREATE TABLE flt (id int PRIMARY KEY, v vector(784), cat int)")
+        with conn.cursor().copy("COPY flt (id, v, cat) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "vector", "int4"])
+            for i in range(ROWS):
+                copy.write_row((i, base[i], i % 20))
+        conn.execute("CREATE INDEX flt_idx ON flt USING hnsw (v vector_l2_ops, cat) WITH (quantization = sq8)")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET hnsw.ef_search = 100")
+        hits = 0
+        for q in queries[:20]:
+            for strategy in ["graph", "exact", "auto"]:
+                conn.execute(f"SET hnsw.filter_strategy = {strategy}")
+                got = [r[0] for r in conn.execute("SELECT id FROM flt WHERE cat = 3 ORDER BY v <-> %s LIMIT 10", (q,))]
+                ids = np.arange(3, ROWS, 20)
+                d = np.sqrt(((base[ids] - q) ** 2).sum(axis=1))
+                want = set(ids[np.argsort(d)[:10]].tolist())
+                assert all(i % 20 == 3 for i in got)
+                if strategy == "exact":
+                    assert set(got) == want, (got, want)
+                hits += len(want & set(got))
+        assert hits / (20 * 3 * 10) >= 0.98
+        # An iterative scan past the first round, filter left to the executor: strict order.
+        conn.execute("SET hnsw.filter_strategy = auto")
+        conn.execute("SET hnsw.ef_search = 20")
+        q = queries[0]
+        rows = conn.execute(
+            "SELECT id, v <-> %s FROM (SELECT id, v FROM flt ORDER BY v <-> %s LIMIT 400) s WHERE id %% 7 = 0", (q, q)
+        ).fetchall()
+        dist = [r[1] for r in rows]
+        assert dist == sorted(dist) and len(rows) >= 40, len(rows)
+        check(conn, "flt_idx")
+
+
+def test_walk_reads_a_third_of_the_pages(dsn, data):
+    base, _ = data
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        make(conn, "wf", base[:ROWS], quant="none")
+        make(conn, "wq", base[:ROWS], quant="sq8")
+        full = conn.execute("SELECT pg_relation_size('wf_idx')").fetchone()[0]
+        walk_full = conn.execute("SELECT hnsw_walk_size('wf_idx')").fetchone()[0]
+        walk_sq8 = conn.execute("SELECT hnsw_walk_size('wq_idx')").fetchone()[0]
+        print(f"full-precision index {full} B (walk {walk_full} B), sq8 walk {walk_sq8} B: {walk_sq8 / full:.3f}x")
+        assert walk_full >= 0.9 * full
+        assert walk_sq8 <= 0.35 * full, (walk_sq8, full)
+
+
+def test_bad_option_values(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bad")
+        conn.execute("CREATE TABLE bad (v vector(3))")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("CREATE INDEX ON bad USING hnsw (v vector_l2_ops) WITH (quantization = 'sq9')")
+        conn.execute("CREATE INDEX bad_idx ON bad USING hnsw (v vector_l2_ops) WITH (quantization = 'none')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("ALTER INDEX bad_idx SET (quantization = 'rabitq')")

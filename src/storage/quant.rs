@@ -1,0 +1,193 @@
+//! Quantized indexes: where their trained parameters live, and how an element's body is read.
+//!
+//! In an index with `quantization = 'sq8'` the vector tuple's body is a *code body* (the ref
+//! of the element's full-precision vector tuple, then the 8-bit code: see `tuple`), so the
+//! pages a graph walk reads hold codes and neighbour lists only; the full vectors sit in
+//! [`KIND_FULL`](super::tuple::KIND_FULL) tuples on pages of their own, read to re-rank a
+//! scan's results and to check the index. The trained parameters (per-dimension ranges) are a
+//! `bincode` blob on a chain of parameter pages the meta page points at.
+
+use std::rc::Rc;
+
+use hnsw_core::metric::VectorElem;
+use hnsw_core::quant::Sq8;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use zerocopy::little_endian::U32;
+use zerocopy::FromBytes;
+
+use super::buffer::{Buffer, Lock, Logging, Wal};
+use super::element::Extent;
+use super::meta::{ElemType, Meta, Quant};
+use super::page::{page_capacity, ItemRef, ITEM_ID_SIZE};
+use super::tuple::{as_elems, code_body_code, code_body_full, encode_code_body, full_values, VectorTuple, CODE_START};
+use crate::types::raise;
+
+/// Kind of a page of trained parameters (special space).
+pub const PAGE_PARAMS: u16 = 4;
+
+/// Bytes of the blob one parameter page holds (one item; the first starts with the blob's
+/// length as a u32).
+fn chunk_bytes() -> usize {
+    (page_capacity() - ITEM_ID_SIZE) & !7
+}
+
+/// Write `blob` on new pages at the end of the index (chained through the special space's
+/// `next`); returns the first page.
+pub fn write_params(rel: pg_sys::Relation, logging: Logging, blob: &[u8]) -> u32 {
+    let mut data = (blob.len() as u32).to_le_bytes().to_vec();
+    data.extend_from_slice(blob);
+    let chunks: Vec<&[u8]> = data.chunks(chunk_bytes()).collect();
+    // Pages are added first and written last to first, so each can name its successor.
+    let bufs: Vec<Buffer> = chunks.iter().map(|_| Buffer::extend(rel, pg_sys::ForkNumber::MAIN_FORKNUM)).collect();
+    for (i, (buf, chunk)) in bufs.iter().zip(&chunks).enumerate().rev() {
+        let next = bufs.get(i + 1).map_or(0, |b| b.block());
+        Wal::edit(rel, buf, logging, true, |page| {
+            page.init(PAGE_PARAMS);
+            page.set_opaque(super::page::Opaque::new(PAGE_PARAMS, next));
+            if page.add_item(chunk).is_none() {
+                raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "hnsw: parameter chunk does not fit its page");
+            }
+        });
+    }
+    bufs[0].block()
+}
+
+/// The blob written by [`write_params`] from page `first` on.
+pub fn read_params(rel: pg_sys::Relation, first: u32) -> Vec<u8> {
+    let mut data = Vec::new();
+    let (mut block, mut pages) = (first, 0u32);
+    let nblocks = super::element::nblocks(rel);
+    while block != 0 {
+        if block >= nblocks || pages > nblocks {
+            corrupt("parameter page chain leaves the index");
+        }
+        let buf = Buffer::read(rel, block, Lock::Share);
+        let page = buf.page();
+        page.expect_kind(PAGE_PARAMS);
+        data.extend_from_slice(page.item(1).unwrap_or_else(|| corrupt("empty parameter page")));
+        block = page.opaque().next.get();
+        pages += 1;
+    }
+    let len = U32::read_from_prefix(&data).map(|(n, _)| n.get() as usize).unwrap_or(usize::MAX);
+    if len > data.len() - 4 {
+        corrupt("parameter blob shorter than its length");
+    }
+    data.drain(..4);
+    data.truncate(len);
+    data
+}
+
+fn corrupt(what: &str) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index quantization parameters are corrupted: {what}"))
+}
+
+/// How this index's vector tuples hold vectors: the vectors themselves, or codes of trained
+/// parameters (`None` until trained).
+#[derive(Clone)]
+pub struct Codec {
+    pub quant: Quant,
+    pub dims: usize,
+    pub elem: ElemType,
+    pub sq8: Option<Rc<Sq8>>,
+}
+
+impl Codec {
+    /// The index's codec: its parameters read from their pages.
+    pub fn load(rel: pg_sys::Relation, meta: &Meta) -> Codec {
+        let sq8 = match meta.quant {
+            Quant::None => None,
+            Quant::Sq8 if meta.params == 0 => None,
+            Quant::Sq8 => {
+                let sq = Sq8::from_bytes(&read_params(rel, meta.params)).unwrap_or_else(|e| corrupt(&e));
+                if sq.dims() != meta.dims as usize {
+                    corrupt("trained for other dimensions");
+                }
+                Some(Rc::new(sq))
+            }
+        };
+        Codec { quant: meta.quant, dims: meta.dims as usize, elem: meta.elem, sq8 }
+    }
+
+    /// A codec with the given parameters (builds and first inserts, before they are on disk).
+    pub fn with_sq8(meta: &Meta, dims: usize, sq8: Sq8) -> Codec {
+        Codec { quant: meta.quant, dims, elem: meta.elem, sq8: Some(Rc::new(sq8)) }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.quant != Quant::None
+    }
+
+    /// The trained parameters; `ERROR` if a quantized index has none yet (callers train first).
+    pub fn sq8(&self) -> &Sq8 {
+        self.sq8.as_deref().unwrap_or_else(|| corrupt("quantized index has no trained parameters"))
+    }
+
+    /// Bytes of a vector tuple's body.
+    pub fn body_len(&self) -> usize {
+        match self.quant {
+            Quant::None => self.dims * self.elem.size(),
+            Quant::Sq8 => CODE_START + 4 + self.dims,
+        }
+    }
+
+    /// Bytes of the full-precision vector tuple of an element (quantized indexes).
+    pub fn full_len(&self) -> usize {
+        super::tuple::element_tuple_size(self.dims * self.elem.size(), 0)
+    }
+
+    /// Append the vector of a body as graph maintenance sees it (neighbour selection during
+    /// inserts and VACUUM): the stored vector, or the code decoded.
+    pub fn graph_vector<E: VectorElem>(&self, body: &[u8], out: &mut Vec<E>) {
+        match self.quant {
+            Quant::None => out.extend_from_slice(as_elems::<E>(body, self.dims)),
+            Quant::Sq8 => {
+                let mut f = vec![0.0f32; self.dims];
+                self.sq8().decode(code_body_code(body), &mut f);
+                let at = out.len();
+                out.resize(at + self.dims, E::default());
+                E::from_f32(&f, &mut out[at..]);
+            }
+        }
+    }
+
+    /// The body of a vector tuple for `v` (quantized: its code, and `full`, where its full
+    /// vector tuple is).
+    pub fn encode_body<E: VectorElem>(&self, v: &[E], full: ItemRef, out: &mut Vec<u8>) {
+        match self.quant {
+            Quant::None => {
+                out.clear();
+                // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
+                out.extend_from_slice(unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) });
+            }
+            Quant::Sq8 => {
+                let sq = self.sq8();
+                let mut f = vec![0.0f32; v.len()];
+                E::to_f32(v, &mut f);
+                let mut code = vec![0u8; sq.code_len()];
+                sq.encode(&f, &mut code);
+                encode_code_body(full, &code, out);
+            }
+        }
+    }
+
+    /// The full-precision vector of the element whose vector tuple is `t`, passed to `f`:
+    /// read in place, or from its full-vector tuple (quantized). `None` if that ref is broken.
+    pub fn with_full<E: VectorElem, R>(&self, extent: &Extent, t: &VectorTuple<'_>, f: impl FnOnce(&[E]) -> R) -> Option<R> {
+        let body = t.body(self.body_len());
+        match self.quant {
+            Quant::None => Some(f(as_elems::<E>(body, self.dims))),
+            Quant::Sq8 => with_full_at(extent, code_body_full(body), self.dims, f),
+        }
+    }
+}
+
+/// Read the full-vector tuple at `full` under a share lock.
+pub fn with_full_at<E: VectorElem, R>(extent: &Extent, full: ItemRef, dims: usize, f: impl FnOnce(&[E]) -> R) -> Option<R> {
+    if !extent.holds(full) {
+        return None;
+    }
+    let buf = Buffer::read_recent(extent.rel(), full.block, Lock::Share);
+    let data = buf.page().item(full.offset)?;
+    Some(f(full_values::<E>(data, dims)))
+}
