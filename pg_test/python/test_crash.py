@@ -12,10 +12,12 @@ delete and update rows of an indexed table, then restarted (crash recovery). Aft
 
 After the last round, VACUUM and (a)-(c) once more.
 
-Two variants, each on a server of its own: `plain` (the 4 clients only) and `maintenance`,
+Three variants, each on a server of its own: `plain` (the 4 clients only), `maintenance`,
 where a fifth connection runs VACUUM back to back (graph repair, freeing slots that the inserts
 then reuse) and now and then a CHECKPOINT, so that the crash also lands in the middle of those
-and inserts keep meeting a running VACUUM.
+and inserts keep meeting a running VACUUM, and `sq8_3072`: as `maintenance`, on 3072-d rows
+in an index with quantization = sq8 (codes on the walk's pages, each full vector a chain of two
+tuples on pages of their own, both rewritten when VACUUM's freed elements are reused).
 
 Environment: HNSW_EXT_CRASH_ROUNDS (default 5), HNSW_EXT_CRASH_SEED (default random; printed).
 """
@@ -32,9 +34,9 @@ import pytest
 
 from pgcluster import Server
 
-PORTS = {"plain": 5481, "maintenance": 5482}
-DIM = 32
-INITIAL = 3000
+PORTS = {"plain": 5481, "maintenance": 5482, "sq8_3072": 5480}
+# Per variant: dimensions, rows before the first round, index options.
+SHAPES = {"plain": (32, 3000, ""), "maintenance": (32, 3000, ""), "sq8_3072": (3072, 1000, " WITH (quantization = sq8)")}
 CLIENTS = 4
 ROUNDS = int(os.environ.get("HNSW_EXT_CRASH_ROUNDS", "5"))
 SAMPLE = 1500
@@ -51,10 +53,11 @@ def parse_vec(text):
     return np.array(text.strip()[1:-1].split(","), dtype=np.float32)
 
 
-@pytest.fixture(params=["plain", "maintenance"])
+@pytest.fixture(params=["plain", "maintenance", "sq8_3072"])
 def server(request):
     srv = Server(f"crash_{request.param}", PORTS[request.param])
     srv.variant = request.param
+    srv.dim, srv.initial, srv.options = SHAPES[request.param]
     request.addfinalizer(srv.cleanup)
     srv.init().configure(fsync=True, synchronous_commit=True, full_page_writes=True)
     srv.start()
@@ -65,9 +68,10 @@ class Client(threading.Thread):
     """One connection doing a random mix of INSERT (ids of its own), DELETE and UPDATE of its own
     rows until the statement fails because the server died. `rows` is what it knows committed."""
 
-    def __init__(self, n, dsn, rows, next_id, rng, killed):
+    def __init__(self, n, dsn, rows, next_id, rng, killed, dim):
         super().__init__(name=f"client{n}")
         self.n, self.dsn, self.rows, self.next_id, self.rng, self.killed = n, dsn, rows, next_id, rng, killed
+        self.dim = dim
         self.in_doubt = None  # (op, id, old vector or None, new vector or None)
         self.error = None  # an error that is not the crash
         self.ops = {"insert": 0, "delete": 0, "update": 0}
@@ -123,7 +127,7 @@ class Client(threading.Thread):
                 pass
 
     def rng_vec(self):
-        return np.array([self.rng.uniform(-1.0, 1.0) for _ in range(DIM)], dtype=np.float32)
+        return np.array([self.rng.uniform(-1.0, 1.0) for _ in range(self.dim)], dtype=np.float32)
 
 
 class Maintenance(threading.Thread):
@@ -192,7 +196,8 @@ def check_index(conn, rows, sample, rng):
     """(b): every sampled row is found first by an index scan on its own vector."""
     conn.execute("SET enable_seqscan = off")
     conn.execute(f"SET hnsw.ef_search = {EF}")
-    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN SELECT id FROM t ORDER BY v <-> %s::vector LIMIT 1", (vec_text(np.zeros(DIM)),)))
+    dim = conn.execute("SELECT vector_dims(v) FROM t LIMIT 1").fetchone()[0]
+    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN SELECT id FROM t ORDER BY v <-> %s::vector LIMIT 1", (vec_text(np.zeros(dim)),)))
     assert "Index Scan using t_v_idx" in plan, plan
     ids = sorted(rows)
     if sample is not None and sample < len(ids):
@@ -257,6 +262,7 @@ def test_crash_recovery(server):
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
 
+    DIM, INITIAL = server.dim, server.initial
     initial = nrng.uniform(-1.0, 1.0, size=(INITIAL, DIM)).astype(np.float32)
     with server.connect() as conn:
         conn.execute("CREATE EXTENSION hnsw_ext")
@@ -264,7 +270,7 @@ def test_crash_recovery(server):
         with conn.cursor().copy("COPY t (id, v) FROM STDIN") as copy:
             for i, v in enumerate(initial):
                 copy.write_row((i, vec_text(v)))
-        conn.execute("CREATE INDEX t_v_idx ON t USING hnsw (v vector_l2_ops)")
+        conn.execute(f"CREATE INDEX t_v_idx ON t USING hnsw (v vector_l2_ops){server.options}")
         assert check_graph(conn)
     committed = {i: initial[i] for i in range(INITIAL)}
     next_ids = [INITIAL + c for c in range(CLIENTS)]
@@ -274,13 +280,14 @@ def test_crash_recovery(server):
         clients = []
         for c in range(CLIENTS):
             own = {i: v for i, v in committed.items() if i % CLIENTS == c}
-            clients.append(Client(c, server.dsn, own, next_ids[c], random.Random(rng.random()), killed))
+            clients.append(Client(c, server.dsn, own, next_ids[c], random.Random(rng.random()), killed, DIM))
         threads = list(clients)
-        if server.variant == "maintenance":
+        if server.variant != "plain":
             threads.append(Maintenance(server.dsn, random.Random(rng.random()), killed))
         for th in threads:
             th.start()
-        delay = rng.uniform(1.0, 4.0)
+        # 3072-d rows: a VACUUM takes seconds, give it time to finish (and free) now and then.
+        delay = rng.uniform(1.0, 4.0) if DIM < 1000 else rng.uniform(2.0, 9.0)
         time.sleep(delay)
         alive = [th.is_alive() for th in threads]
         killed.set()

@@ -35,11 +35,11 @@ pub struct Node {
 
 /// A vector ready to store: checked against the index's dimensions, normalized for cosine.
 /// `None` for a zero vector in a cosine index, which has no direction and is not indexed.
-pub fn prepare_stored<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<E>> {
+pub fn prepare_stored<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32, quant: Quant) -> Option<Vec<E>> {
     // SAFETY: the datum is a non-null value of the indexed column, whose type is E's.
     let v = unsafe { VecArg::<E>::from_datum_unchecked(datum) };
     let xs = v.as_slice();
-    kind.check_dims(xs.len());
+    kind.check_dims(xs.len(), quant);
     if dims != 0 {
         check_expected_dim(dims as i32, xs.len());
     }

@@ -11,12 +11,16 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::filter::Columns;
-use crate::storage::meta::ElemType;
+use crate::storage::meta::{ElemType, Quant};
 use crate::types::raise;
 
 /// Indexed dimensions: a vector tuple must fit in one page.
 pub const MAX_DIMS_F32: usize = 2000;
 pub const MAX_DIMS_F16: usize = 4000;
+/// With 8-bit codes the walk's tuple holds a byte per dimension (and the full vector is a
+/// chain of tuples on pages of their own): up to 8000, for `vector` and `halfvec` alike,
+/// leaving room for filter values.
+pub const MAX_DIMS_SQ8: usize = 8000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Kind {
@@ -27,10 +31,11 @@ pub struct Kind {
 }
 
 impl Kind {
-    pub fn max_dims(&self) -> usize {
-        match self.elem {
-            ElemType::F32 => MAX_DIMS_F32,
-            ElemType::F16 => MAX_DIMS_F16,
+    pub fn max_dims(&self, quant: Quant) -> usize {
+        match (quant, self.elem) {
+            (Quant::Sq8, _) => MAX_DIMS_SQ8,
+            (Quant::None, ElemType::F32) => MAX_DIMS_F32,
+            (Quant::None, ElemType::F16) => MAX_DIMS_F16,
         }
     }
 
@@ -41,12 +46,17 @@ impl Kind {
         }
     }
 
-    /// `ERROR` if `dims` cannot be indexed.
-    pub fn check_dims(&self, dims: usize) {
-        if dims > self.max_dims() {
+    /// `ERROR` if `dims` cannot be indexed with quantization `quant`.
+    pub fn check_dims(&self, dims: usize, quant: Quant) {
+        let max = self.max_dims(quant);
+        if dims > max {
+            let hint = match quant {
+                Quant::None => format!(" (up to {MAX_DIMS_SQ8} with quantization = 'sq8')"),
+                _ => String::new(),
+            };
             raise(
                 PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                format!("column cannot have more than {} dimensions for hnsw index", self.max_dims()),
+                format!("column cannot have more than {max} dimensions for hnsw index{hint}"),
             );
         }
     }

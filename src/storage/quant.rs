@@ -20,7 +20,9 @@ use super::buffer::{Buffer, Lock, Logging, Wal};
 use super::element::Extent;
 use super::meta::{ElemType, Meta, Quant};
 use super::page::{page_capacity, ItemRef, ITEM_ID_SIZE};
-use super::tuple::{as_elems, code_body_code, code_body_full, encode_code_body, full_values, VectorTuple, CODE_START};
+use super::tuple::{
+    as_elems, code_body_code, code_body_full, encode_code_body, full_chunk, full_chunks, full_values, VectorTuple, CODE_START,
+};
 use crate::types::raise;
 
 /// Kind of a page of trained parameters (special space).
@@ -131,9 +133,9 @@ impl Codec {
         }
     }
 
-    /// Bytes of the full-precision vector tuple of an element (quantized indexes).
-    pub fn full_len(&self) -> usize {
-        super::tuple::element_tuple_size(self.dims * self.elem.size(), 0)
+    /// Sizes of the tuples of an element's full-precision vector (quantized indexes).
+    pub fn full_sizes<E: VectorElem>(&self) -> Vec<usize> {
+        full_chunks::<E>(self.dims).map(|r| super::tuple::element_tuple_size(r.len() * E::SIZE, 0)).collect()
     }
 
     /// Append the vector of a body as graph maintenance sees it (neighbour selection during
@@ -182,12 +184,30 @@ impl Codec {
     }
 }
 
-/// Read the full-vector tuple at `full` under a share lock.
+/// Read the full vector whose chain starts at `full` (one tuple, unless it is longer than a
+/// page: see [`full_chunks`]) and pass it to `f`. One buffer lock at a time; a vector of
+/// several tuples is copied together first. `None` if a ref of the chain is broken.
 pub fn with_full_at<E: VectorElem, R>(extent: &Extent, full: ItemRef, dims: usize, f: impl FnOnce(&[E]) -> R) -> Option<R> {
-    if !extent.holds(full) {
-        return None;
+    let chunk = full_chunk::<E>();
+    if dims <= chunk {
+        if !extent.holds(full) {
+            return None;
+        }
+        let buf = Buffer::read_recent(extent.rel(), full.block, Lock::Share);
+        let data = buf.page().item(full.offset)?;
+        return Some(f(full_values::<E>(data, dims).0));
     }
-    let buf = Buffer::read_recent(extent.rel(), full.block, Lock::Share);
-    let data = buf.page().item(full.offset)?;
-    Some(f(full_values::<E>(data, dims)))
+    let mut v = Vec::with_capacity(dims);
+    let mut at = full;
+    for range in full_chunks::<E>(dims) {
+        if !extent.holds(at) {
+            return None;
+        }
+        let buf = Buffer::read_recent(extent.rel(), at.block, Lock::Share);
+        let data = buf.page().item(at.offset)?;
+        let (values, next) = full_values::<E>(data, range.len());
+        v.extend_from_slice(values);
+        at = next;
+    }
+    Some(f(&v))
 }

@@ -170,19 +170,39 @@ pub fn code_body_code(body: &[u8]) -> &[u8] {
     body.get(CODE_START..).unwrap_or_else(|| corrupt("code body shorter than its header"))
 }
 
-/// Build a full-vector tuple: a vector tuple of kind [`KIND_FULL`] without filter values (its
-/// element's code tuple names it; its own node ref is unused).
-pub fn encode_full<E: VectorElem>(values: &[E], out: &mut Vec<u8>) {
-    encode_vector(values, &[], ItemRef::INVALID, 0, out);
+/// Elements of `E` per full-vector tuple: a vector longer than that (a quantized index takes
+/// more dimensions than a page holds) is a chain of such tuples, each naming the next.
+pub fn full_chunk<E: VectorElem>() -> usize {
+    ((page_capacity_items() - VECTOR_HEADER) / E::SIZE) & !1
+}
+
+/// Room for one item on an empty data page, line pointer included, maxaligned down.
+fn page_capacity_items() -> usize {
+    (super::page::page_capacity() - super::page::ITEM_ID_SIZE) & !7
+}
+
+/// The element ranges of the tuples a full vector of `dims` elements takes.
+pub fn full_chunks<E: VectorElem>(dims: usize) -> impl Iterator<Item = core::ops::Range<usize>> {
+    let c = full_chunk::<E>();
+    (0..dims.div_ceil(c).max(1)).map(move |k| k * c..((k + 1) * c).min(dims))
+}
+
+/// Build one tuple of a full vector's chain: a vector tuple of kind [`KIND_FULL`] holding
+/// `values` (one of [`full_chunks`]), without filter values, its node ref naming the next
+/// tuple of the chain (invalid at the last). The element's code body names the first.
+pub fn encode_full<E: VectorElem>(values: &[E], next: ItemRef, out: &mut Vec<u8>) {
+    encode_vector(values, &[], next, 0, out);
     out[0] = KIND_FULL;
 }
 
-/// The elements of a full-vector tuple (see [`encode_full`]).
-pub fn full_values<E: VectorElem>(data: &[u8], dims: usize) -> &[E] {
+/// The elements of a full-vector tuple holding `len` of them (see [`encode_full`]), and the
+/// next tuple of its chain.
+pub fn full_values<E: VectorElem>(data: &[u8], len: usize) -> (&[E], ItemRef) {
     if data.first() != Some(&KIND_FULL) || data.len() < VECTOR_HEADER {
         corrupt("expected a full-vector tuple");
     }
-    VectorTuple { data }.values::<E>(dims)
+    let t = VectorTuple { data };
+    (t.values::<E>(len), t.node())
 }
 
 pub fn layer_capacity(m: usize, layer: usize) -> usize {

@@ -124,9 +124,9 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     // of the row in the current context, which lives as long as the build: read the row in a
     // context of its own, reset after it; what is kept is copied into Rust memory.
     let row_cx = &st.row_cx;
-    let (kind, dims, columns) = (&st.kind, st.dims, &st.columns);
+    let (kind, dims, columns, quant) = (&st.kind, st.dims, &st.columns, st.quant);
     // SAFETY: as above, an entry per key column.
-    let row = row_cx.run(|| prepare_stored::<E>(datum, kind, dims).map(|v| (v, unsafe { columns.encode_row(values, isnull) })));
+    let row = row_cx.run(|| prepare_stored::<E>(datum, kind, dims, quant).map(|v| (v, unsafe { columns.encode_row(values, isnull) })));
     let Some((v, attrs)) = row else { return };
     check_row_size(body_len(st.quant, st.kind.elem, v.len()), attrs.payload.len());
     st.indexed += 1.0;

@@ -92,7 +92,7 @@ pub unsafe extern "C-unwind" fn ambuild(
     let kind = opclass::resolve(index);
     let (m, efc) = options::index_options(index);
     if let Some(d) = kind.typmod_dims {
-        kind.check_dims(d as usize);
+        kind.check_dims(d as usize, options::index_quantization(index));
     }
     let (heap_tuples, index_tuples) = match kind.elem {
         ElemType::F16 => build::<f16>(heap, index, index_info, kind, m, efc),

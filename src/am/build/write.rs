@@ -15,7 +15,7 @@ use crate::storage::meta::Meta;
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::quant::{write_params, Codec};
 use crate::storage::tuple::{
-    element_tuple_size, encode_element, encode_full, encode_tid_list, node_tuple_size, tid_list_size, NodeTupleMut, HEAP_TIDS,
+    element_tuple_size, encode_element, encode_full, encode_tid_list, full_chunks, node_tuple_size, tid_list_size, NodeTupleMut, HEAP_TIDS,
     TID_LIST_CAPACITY,
 };
 use crate::types::raise;
@@ -74,10 +74,12 @@ pub(super) fn write_graph<E: Elem>(
     // Vector tuples in element order, a page filled before the next; their sizes differ only
     // when filter values do (text, arrays).
     let vsize = |i: usize| element_tuple_size(codec.body_len(), filters.payload(i).len()) + ITEM_ID_SIZE;
-    let mut vrefs = Vec::with_capacity(n);
+    let placed = page_order(graph);
+    let mut vrefs = vec![ItemRef::INVALID; n];
     // (bytes used, items) of each vector page, from block 1.
     let mut used: Vec<(usize, usize)> = Vec::new();
-    for i in 0..n {
+    for &id in &placed {
+        let i = id as usize;
         let size = vsize(i);
         match used.last_mut() {
             Some((bytes, items)) if *items < MAX_ITEMS && *bytes + size <= page_capacity() => {
@@ -86,7 +88,7 @@ pub(super) fn write_graph<E: Elem>(
             }
             _ => used.push((size, 1)),
         }
-        vrefs.push(ItemRef::new(used.len() as u32, used.last().expect("pushed").1 as u16));
+        vrefs[i] = ItemRef::new(used.len() as u32, used.last().expect("pushed").1 as u16);
     }
     let vector_pages = used.len() as u32;
     let vref = |i: usize| vrefs[i];
@@ -104,8 +106,9 @@ pub(super) fn write_graph<E: Elem>(
     let (mut vblock, mut nblock) = (1u32, vector_pages + 1);
     let (mut vfree, mut vitems) = room(vblock);
     let (mut nfree, mut nitems) = room(nblock);
-    for (i, nref) in nrefs.iter_mut().enumerate() {
-        let size = node_tuple_size(m, graph.level(i as u32)) + ITEM_ID_SIZE;
+    for &id in &placed {
+        let nref = &mut nrefs[id as usize];
+        let size = node_tuple_size(m, graph.level(id)) + ITEM_ID_SIZE;
         if size <= leftover && vblock <= vector_pages && (vitems == MAX_ITEMS || vfree < size) {
             vblock += 1;
             (vfree, vitems) = room(vblock);
@@ -157,22 +160,32 @@ pub(super) fn write_graph<E: Elem>(
     }
     // Quantized: the full-precision vectors on pages of their own after those the walk reads.
     let hot_last = lblock;
+    // (element, chunk, where, next tuple of the chain) of each full-vector tuple, in page order.
+    let mut chunks: Vec<(u32, usize, ItemRef, ItemRef)> = Vec::new();
     let mut frefs = Vec::new();
     if codec.is_quantized() {
-        let fsize = codec.full_len() + ITEM_ID_SIZE;
+        let sizes = codec.full_sizes::<E>();
         let (mut fblock, mut ffree, mut fitems) = (hot_last, 0usize, MAX_ITEMS);
-        for _ in 0..n {
-            if fitems == MAX_ITEMS || ffree < fsize {
-                fblock += 1;
-                (ffree, fitems) = (page_capacity(), 0);
+        for i in 0..n {
+            let first = chunks.len();
+            for (k, &sz) in sizes.iter().enumerate() {
+                let size = sz + ITEM_ID_SIZE;
+                if fitems == MAX_ITEMS || ffree < size {
+                    fblock += 1;
+                    (ffree, fitems) = (page_capacity(), 0);
+                }
+                ffree -= size;
+                fitems += 1;
+                chunks.push((i as u32, k, ItemRef::new(fblock, fitems as u16), ItemRef::INVALID));
             }
-            ffree -= fsize;
-            fitems += 1;
-            frefs.push(ItemRef::new(fblock, fitems as u16));
+            for j in first..chunks.len() - 1 {
+                chunks[j].3 = chunks[j + 1].2;
+            }
+            frefs.push(chunks[first].2);
         }
         meta.cold_page = fblock;
     }
-    let last = frefs.last().map_or(hot_last, |r| r.block);
+    let last = chunks.last().map_or(hot_last, |c| c.2.block);
     // Attribute pages after the data pages.
     let ncols = meta.filters as usize;
     let rsize = meta.attr_record as usize;
@@ -209,10 +222,11 @@ pub(super) fn write_graph<E: Elem>(
         if block > hot_last {
             Wal::edit(index, &buf, Logging::Build, true, |page| {
                 page.init(PAGE_DATA);
-                while next_full < n && frefs[next_full].block == block {
-                    let i = next_full;
-                    encode_full(graph.vector(i as u32), &mut tuple);
-                    expect_offset(page.add_item(&tuple), frefs[i]);
+                while next_full < chunks.len() && chunks[next_full].2.block == block {
+                    let (i, k, at, next) = chunks[next_full];
+                    let range = full_chunks::<E>(graph.dim()).nth(k).expect("chunk of this length");
+                    encode_full(&graph.vector(i)[range], next, &mut tuple);
+                    expect_offset(page.add_item(&tuple), at);
                     next_full += 1;
                 }
             });
@@ -228,8 +242,8 @@ pub(super) fn write_graph<E: Elem>(
                 expect_offset(page.add_item(&tuple), at);
                 next_list += 1;
             }
-            while next_vector < n && vrefs[next_vector].block == block {
-                let i = next_vector;
+            while next_vector < n && vrefs[placed[next_vector] as usize].block == block {
+                let i = placed[next_vector] as usize;
                 codec.encode_body(graph.vector(i as u32), frefs.get(i).copied().unwrap_or(ItemRef::INVALID), &mut body);
                 encode_element(&body, filters.payload(i), nrefs[i], 0, &mut tuple);
                 expect_offset(page.add_item(&tuple), vref(i));
@@ -293,6 +307,32 @@ pub(super) fn write_graph<E: Elem>(
             raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("hnsw build wrote parameters at block {first}, not {}", meta.params));
         }
     }
+}
+
+/// The order elements take on the pages: breadth-first over layer 0 from the entry point, so
+/// that an element's neighbours sit together on few pages (a search pins and locks a page once
+/// for all the neighbours it holds, and with quantized codes a page holds a dozen elements);
+/// elements the entry point does not reach (none, normally) follow in id order.
+fn page_order<E: Elem>(graph: &Graph<E>) -> Vec<u32> {
+    let n = graph.len();
+    let mut seen = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    if let Some((ep, _)) = graph.entry() {
+        seen[ep as usize] = true;
+        order.push(ep);
+        let mut next = 0;
+        while next < order.len() {
+            let u = order[next];
+            next += 1;
+            for v in graph.neighbors(u, 0) {
+                if !std::mem::replace(&mut seen[v as usize], true) {
+                    order.push(v);
+                }
+            }
+        }
+    }
+    order.extend((0..n as u32).filter(|&i| !seen[i as usize]));
+    order
 }
 
 fn new_page(index: pg_sys::Relation, expected: u32) -> Buffer {

@@ -10,13 +10,30 @@ use super::Report;
 use crate::am::mem::{Budget, Setting};
 use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Lock, Strategy};
+use crate::storage::element::Extent;
 use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
-use crate::storage::quant::{Codec, PAGE_PARAMS};
+use crate::storage::quant::{with_full_at, Codec, PAGE_PARAMS};
 use crate::storage::tuple::{
-    code_body_code, code_body_full, full_values, NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_FULL, KIND_NODE, KIND_TIDS,
-    KIND_VECTOR, VECTOR_HEADER,
+    code_body_code, code_body_full, NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_FULL, KIND_NODE, KIND_TIDS, KIND_VECTOR,
+    VECTOR_HEADER,
 };
+
+/// The hash of the code the full vector whose chain starts at `full` gets under the trained
+/// parameters; `None` if the chain is broken.
+fn full_code_hash(codec: &Codec, extent: &Extent, full: ItemRef) -> Option<u64> {
+    let code = |v: &[f32]| {
+        let mut code = vec![0u8; codec.sq8().code_len()];
+        codec.sq8().encode(v, &mut code);
+        hash_bytes(&code)
+    };
+    match codec.elem {
+        ElemType::F32 => with_full_at::<f32, _>(extent, full, codec.dims, code),
+        ElemType::F16 => {
+            with_full_at::<half::f16, _>(extent, full, codec.dims, |v| code(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()))
+        }
+    }
+}
 
 /// A 64-bit hash of a code, to compare codes without keeping them.
 fn hash_bytes(b: &[u8]) -> u64 {
@@ -56,7 +73,6 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
     let mut attr_next: HashMap<u32, u32> = HashMap::new();
     // Payload of each vector tuple (filter indexes).
     let mut payloads: HashMap<ItemRef, Vec<u8>> = HashMap::new();
-    let dims = meta.dims as usize;
     // Quantized: the parameters (an ERROR if unreadable), each code tuple's full-vector ref
     // and a hash of its code, and per full-vector tuple the hash of the code its vector gets.
     let codec = Codec::load(index, &meta);
@@ -65,8 +81,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
     }
     let body_len = codec.body_len();
     let mut codes: HashMap<ItemRef, (ItemRef, u64)> = HashMap::new();
-    let mut fulls: HashMap<ItemRef, u64> = HashMap::new();
-    let mut full_vec: Vec<f32> = Vec::new();
+    let extent = Extent::new(index);
     // Everything is held in maps until the end: bounded by maintenance_work_mem (estimated
     // bytes per entry, hash table slack and the later per-element sets included).
     let mut budget = Budget::new(Setting::MaintenanceWorkMem);
@@ -166,17 +181,8 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                     };
                     elements.insert(at, (t.vector(), e));
                 }
-                Some(&KIND_FULL) if codec.sq8.is_some() => {
-                    budget.charge(48, what);
-                    full_vec.clear();
-                    match meta.elem {
-                        ElemType::F32 => full_vec.extend_from_slice(full_values::<f32>(data, dims)),
-                        ElemType::F16 => full_vec.extend(full_values::<half::f16>(data, dims).iter().map(|x| x.to_f32())),
-                    }
-                    let mut code = vec![0u8; codec.sq8().code_len()];
-                    codec.sq8().encode(&full_vec, &mut code);
-                    fulls.insert(at, hash_bytes(&code));
-                }
+                // Checked from their elements, below.
+                Some(&KIND_FULL) if codec.is_quantized() => {}
                 Some(&KIND_TIDS) => {
                     let l = TidList::parse(data);
                     budget.charge(48, what);
@@ -238,9 +244,9 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             let at = format!("({},{})", e.node.block, e.node.offset);
             match codes.get(vref) {
                 None => {}
-                Some((full, code)) => match fulls.get(full) {
-                    None => r.problem(format!("{at}: full-vector ref ({},{}) is no full-vector tuple", full.block, full.offset)),
-                    Some(want) if want != code => {
+                Some((full, code)) => match full_code_hash(&codec, &extent, *full) {
+                    None => r.problem(format!("{at}: full-vector ref ({},{}) leads to no full vector", full.block, full.offset)),
+                    Some(want) if want != *code => {
                         r.problem(format!("{at}: its code is not its full vector's under the trained parameters"))
                     }
                     Some(_) => {

@@ -82,7 +82,7 @@ pub unsafe extern "C-unwind" fn aminsert(
 
 pub fn insert_datum<E: Elem>(index: pg_sys::Relation, kind: &Kind, datum: pg_sys::Datum, attrs: &Attrs, tid: ItemRef, logging: Logging) {
     let meta = Meta::read(index);
-    let Some(vector) = prepare_stored::<E>(datum, kind, meta.dims) else { return };
+    let Some(vector) = prepare_stored::<E>(datum, kind, meta.dims, meta.quant) else { return };
     insert_vector(index, &vector, attrs, tid, logging);
 }
 

@@ -14,8 +14,9 @@ use crate::storage::meta::Meta;
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::quant::Codec;
 use crate::storage::tuple::{
-    code_body_full, element_tuple_size, encode_element, encode_full, encode_tid_list, node_tuple_size, node_tuples, set_vector_node,
-    NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE, HEAP_TIDS, KIND_FULL, KIND_NODE,
+    code_body_full, element_tuple_size, encode_element, encode_full, encode_tid_list, full_chunks, full_values, node_tuple_size,
+    node_tuples, set_vector_node, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE,
+    HEAP_TIDS, KIND_FULL, KIND_NODE,
 };
 
 /// Where and how an element is written: the index, its meta page as the insert read it, and
@@ -71,13 +72,7 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
     // A quantized element's full vector goes first, onto the pages walks do not read; its code
     // names it. (A crash before the element's own tuples are in leaves it unreferenced: space
     // lost, nothing wrong.)
-    let full = if w.codec.is_quantized() {
-        let mut t = Vec::new();
-        encode_full(vector, &mut t);
-        append(index, Cursor::Cold, &[t.len()], logging, |_, _, out| out[0] = t)
-    } else {
-        ItemRef::INVALID
-    };
+    let full = if w.codec.is_quantized() { append_full(index, logging, vector) } else { ItemRef::INVALID };
     let mut body = Vec::new();
     w.codec.encode_body(vector, full, &mut body);
     let (vsize, nsize) = (element_tuple_size(body.len(), payload.len()), node_tuple_size(m, level));
@@ -219,9 +214,7 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
         });
         drop(vbuf);
         if codec.is_quantized() {
-            let mut t = Vec::new();
-            encode_full(vector, &mut t);
-            write_full(index, logging, full, &t);
+            rewrite_full(index, logging, full, vector);
         }
 
         // The attribute record: rewritten in place (a freed element keeps its record).
@@ -417,19 +410,44 @@ impl Cursor {
     }
 }
 
-/// Overwrite the full-vector tuple at `full` (a reused element's) with `tuple`.
-fn write_full(index: pg_sys::Relation, logging: Logging, full: ItemRef, tuple: &[u8]) {
-    if !Extent::new(index).holds(full) {
-        crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed element has no full-vector tuple");
+/// Write the full-vector chain of `vector` (see `full_chunks`) on the pages walks do not read,
+/// last tuple first, so that each names its successor; returns the first's ref.
+fn append_full<E: Elem>(index: pg_sys::Relation, logging: Logging, vector: &[E]) -> ItemRef {
+    let ranges: Vec<_> = full_chunks::<E>(vector.len()).collect();
+    let mut next = ItemRef::INVALID;
+    for r in ranges.into_iter().rev() {
+        let mut t = Vec::new();
+        encode_full(&vector[r], next, &mut t);
+        next = append(index, Cursor::Cold, &[t.len()], logging, |_, _, out| out[0] = t);
     }
-    let buf = Buffer::read(index, full.block, Lock::Exclusive);
-    Wal::edit(index, &buf, logging, false, |page| {
-        let data = page.item_mut(full.offset).filter(|d| d.len() == tuple.len() && d.first() == Some(&KIND_FULL));
-        let Some(data) = data else {
-            crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed element's full-vector tuple does not match it");
-        };
-        data.copy_from_slice(tuple);
-    });
+    next
+}
+
+/// Overwrite the full-vector chain from `full` (a reused element's: same dimensions, so the
+/// same tuples) with `vector`, a tuple at a time.
+fn rewrite_full<E: Elem>(index: pg_sys::Relation, logging: Logging, full: ItemRef, vector: &[E]) {
+    let mismatch = || -> ! {
+        crate::types::raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, "hnsw: freed element's full-vector tuples do not match it")
+    };
+    let extent = Extent::new(index);
+    let mut at = full;
+    let mut t = Vec::new();
+    for r in full_chunks::<E>(vector.len()) {
+        if !extent.holds(at) {
+            mismatch();
+        }
+        let buf = Buffer::read(index, at.block, Lock::Exclusive);
+        at = Wal::edit(index, &buf, logging, false, |page| {
+            let Some(data) = page.item_mut(at.offset).filter(|d| d.first() == Some(&KIND_FULL)) else { mismatch() };
+            let next = full_values::<E>(data, r.len()).1;
+            encode_full(&vector[r], next, &mut t);
+            if t.len() != data.len() {
+                mismatch();
+            }
+            data.copy_from_slice(&t);
+            next
+        });
+    }
 }
 
 /// Add `tuples` to an exclusively locked page (formatting it first if new), in one record.
