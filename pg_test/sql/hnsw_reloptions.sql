@@ -30,6 +30,17 @@ SELECT try('REINDEX INDEX ro_idx');
 SELECT try('ALTER INDEX ro_idx RESET (m)');
 SELECT try('REINDEX INDEX ro_idx');
 SELECT reloptions FROM pg_class WHERE relname = 'ro_idx';
+-- quantization: 'none' or 'sq8'; the built index keeps what it was built with until REINDEX.
+SELECT try('CREATE INDEX ro_q ON ro USING hnsw (v vector_l2_ops) WITH (quantization = sq9)');
+SELECT try('CREATE INDEX ro_q ON ro USING hnsw (v vector_l2_ops) WITH (quantization = sq8)');
+SELECT try('ALTER INDEX ro_q SET (quantization = rabitq)');
+SELECT try('ALTER INDEX ro_q SET (quantization = none)');
+SELECT reloptions FROM pg_class WHERE relname = 'ro_q';
+SELECT hnsw_walk_size('ro_q') < pg_relation_size('ro_q') AS walk_is_part;
+SELECT id, v <-> '[1,1,1]' AS d FROM ro ORDER BY v <-> '[1,1,1]', id LIMIT 3;
+SELECT try('REINDEX INDEX ro_q');
+SELECT hnsw_walk_size('ro_q') = pg_relation_size('ro_q') - 8192 AS all_but_meta;
+SELECT hnsw_walk_size('ro');
 RESET enable_seqscan;
 DROP TABLE ro;
 DROP FUNCTION try(text);

@@ -12,7 +12,7 @@ use pgrx::prelude::*;
 
 use super::filter::Columns;
 use crate::storage::meta::{ElemType, Quant};
-use crate::types::raise;
+use crate::types::{raise, raise_hint};
 
 /// Indexed dimensions: a vector tuple must fit in one page.
 pub const MAX_DIMS_F32: usize = 2000;
@@ -50,14 +50,16 @@ impl Kind {
     pub fn check_dims(&self, dims: usize, quant: Quant) {
         let max = self.max_dims(quant);
         if dims > max {
-            let hint = match quant {
-                Quant::None => format!(" (up to {MAX_DIMS_SQ8} with quantization = 'sq8')"),
-                _ => String::new(),
-            };
-            raise(
-                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                format!("column cannot have more than {max} dimensions for hnsw index{hint}"),
-            );
+            // pgvector's words, then how to index more.
+            let message = format!("column cannot have more than {max} dimensions for hnsw index");
+            match quant {
+                Quant::None if dims <= MAX_DIMS_SQ8 => raise_hint(
+                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                    message,
+                    format!("An index WITH (quantization = 'sq8') takes up to {MAX_DIMS_SQ8} dimensions."),
+                ),
+                _ => raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message),
+            }
         }
     }
 }
