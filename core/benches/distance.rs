@@ -125,6 +125,22 @@ fn bench_distances(c: &mut Criterion) {
         }
         g.finish();
     }
+    // A RaBitQ distance is one of these per code (see `quant::RaBitQQuery::distance`): a 4-bit
+    // query in bit planes against the sign bits of `dim` rounded up to whole u64 words.
+    {
+        let mut g = c.benchmark_group("dot_bits");
+        for &dim in &DIMS {
+            let words = dim.div_ceil(64);
+            let planes: Vec<u64> =
+                vector(1, 4 * words * 2).chunks(2).map(|p| ((p[0].to_bits() as u64) << 32) | p[1].to_bits() as u64).collect();
+            let bits: Vec<u8> = codes(&vector(2, 8 * words));
+            for k in &tables {
+                let f = k.dot_bits;
+                g.bench_with_input(BenchmarkId::new(k.name, dim), &dim, |bch, _| bch.iter(|| f(black_box(&planes), black_box(&bits))));
+            }
+        }
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench_distances);

@@ -6,7 +6,8 @@
 //! - [`distance`]: distance kernels with runtime SIMD dispatch (AVX-512F, AVX2+FMA, F16C);
 //! - [`metric`]: the index metrics and the element types a graph stores;
 //! - [`graph`]: HNSW search, neighbour selection and the parallel in-memory build;
-//! - [`quant`]: 8-bit scalar quantization (SQ8) of vectors and distances to the codes.
+//! - [`quant`]: 8-bit scalar quantization (SQ8) and 1-bit RaBitQ codes of vectors, and distances
+//!   (exact to the decoded vector, or estimated) to the codes.
 
 // Unsafe code lives only where it must: the SIMD kernels (and the dispatch and prefetch beside
 // them) and the link store's interior mutability (`graph::links`).

@@ -1,5 +1,5 @@
-//! Distance kernels for `vector` (f32) and `halfvec` (f16) data, and for 8-bit codes
-//! ([`crate::quant`]), with runtime SIMD dispatch.
+//! Distance kernels for `vector` (f32) and `halfvec` (f16) data, for 8-bit codes
+//! ([`crate::quant`]) and for 1-bit codes ([`crate::quant::rabitq`]), with runtime SIMD dispatch.
 //!
 //! Every kernel exists once per ISA level and the levels are grouped into a [`Kernels`] table of
 //! plain `fn` pointers. [`kernels()`] picks the best table this CPU can run the first time it is
@@ -73,6 +73,8 @@ pub struct Kernels {
     pub dot_u8: fn(&[f32], &[u8]) -> f32,
     /// Manhattan distance between `a` and the codes scaled per element: sum |a - s*c|.
     pub l1_u8: fn(&[f32], &[f32], &[u8]) -> f32,
+    /// Signed integers in bit planes against bits: sum s_i * b_i (see [`dot_bits`]).
+    pub dot_bits: fn(&[u64], &[u8]) -> i64,
 }
 
 /// Portable kernels: plain Rust loops, available on every target.
@@ -118,6 +120,28 @@ fn common_len(a: usize, b: usize) -> usize {
 #[inline(always)]
 fn common_len3(a: usize, b: usize, c: usize) -> usize {
     common_len(common_len(a, b), c)
+}
+
+/// The most bit planes a [`dot_bits`] query may have.
+pub const MAX_BIT_PLANES: usize = 8;
+
+/// (words per plane, planes) of a [`dot_bits`] call: `bits.len() / 8` words, and as many
+/// planes as `planes` holds whole, at most [`MAX_BIT_PLANES`].
+///
+/// A ragged shape is a caller bug (caught in debug builds); release builds use the whole words
+/// and planes and never read past either slice.
+#[inline(always)]
+fn bits_shape(planes: usize, bits: usize) -> (usize, usize) {
+    debug_assert_eq!(bits % 8, 0, "dot_bits: {bits} code bytes, not whole u64 words");
+    let words = bits / 8;
+    if words == 0 {
+        return (0, 0);
+    }
+    debug_assert!(
+        planes.is_multiple_of(words) && (1..=MAX_BIT_PLANES).contains(&(planes / words)),
+        "dot_bits: {planes} plane words for {words} code words"
+    );
+    (words, (planes / words).min(MAX_BIT_PLANES))
 }
 
 /// Every kernel table this CPU can run, best first, [`SCALAR`] last.
@@ -238,6 +262,19 @@ pub fn dot_u8(w: &[f32], c: &[u8]) -> f32 {
 #[inline]
 pub fn l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
     (kernels().l1_u8)(a, s, c)
+}
+
+/// sum over i of s_i * b_i, where b_i is bit i of `bits` (bit i % 8 of byte i / 8) and s_i is
+/// a signed integer given in two's complement by its bit planes: `planes` holds P planes of
+/// `bits.len() / 8` u64 words each, one after the other, and bit i (bit i % 64 of word i / 64)
+/// of plane j is bit j of s_i, so plane j weighs 2^j except the last (P - 1), which weighs
+/// -2^(P-1). 1 <= P <= [`MAX_BIT_PLANES`].
+///
+/// This is RaBitQ's query-against-code inner product: a query quantized to P-bit integers
+/// against a 1-bit code costs P AND + popcount passes over the code's words.
+#[inline]
+pub fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
+    (kernels().dot_bits)(planes, bits)
 }
 
 /// Asks the CPU to start loading the first 128 bytes of `v` (a hint; a no-op off x86_64).

@@ -16,7 +16,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::{common_len, common_len3, Kernels};
+use super::{bits_shape, common_len, common_len3, Kernels};
 
 pub(super) const KERNELS: Kernels = Kernels {
     name: "scalar",
@@ -37,6 +37,7 @@ pub(super) const KERNELS: Kernels = Kernels {
     f16_to_f32,
     dot_u8,
     l1_u8,
+    dot_bits,
 };
 
 /// Elements per partial sum, and per stack block for the f16 kernels: big enough to amortise
@@ -235,4 +236,27 @@ fn l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
         acc += t;
     }
     acc
+}
+
+fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
+    dot_bits_words(planes, bits)
+}
+
+/// The body of every table's `dot_bits` short of AVX-512 VPOPCNTDQ: inlined into a function
+/// compiled with `popcnt`, `count_ones` is one instruction per word; here it is LLVM's portable
+/// bit-twiddling sequence.
+#[inline(always)]
+pub(super) fn dot_bits_words(planes: &[u64], bits: &[u8]) -> i64 {
+    let (words, np) = bits_shape(planes.len(), bits.len());
+    let mut total = 0i64;
+    for (j, plane) in planes.chunks_exact(words.max(1)).take(np).enumerate() {
+        let mut count = 0u64;
+        for (&p, c) in plane.iter().zip(bits.chunks_exact(8)) {
+            let c = u64::from_le_bytes(*c.first_chunk::<8>().expect("chunks_exact(8) yields 8 bytes"));
+            count += u64::from((p & c).count_ones());
+        }
+        let weight = 1i64 << j;
+        total += if j + 1 == np { -weight } else { weight } * count as i64;
+    }
+    total
 }

@@ -1,4 +1,5 @@
-//! 8-bit scalar quantization (SQ8) of f32 vectors.
+//! Quantization of f32 vectors: 8-bit scalar quantization (SQ8, [`Sq8`], here) and 1-bit
+//! RaBitQ ([`rabitq`]).
 //!
 //! Each dimension `i` has a trained range `[lo_i, lo_i + 255 * step_i]` of 256 evenly spaced
 //! values, and a vector is stored as one byte per dimension, so a graph walk reads a quarter of
@@ -16,8 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::distance::kernels;
 use crate::metric::Metric;
 
+pub mod rabitq;
 #[cfg(test)]
 mod tests;
+
+pub use rabitq::{RaBitQ, RaBitQQuery};
 
 /// Bytes of the f32 factor in front of the codes.
 const FACTOR_LEN: usize = 4;

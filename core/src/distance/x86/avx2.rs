@@ -1,7 +1,7 @@
 //! AVX2 + FMA + F16C kernels: 8 f32 lanes, eight accumulators per reduction (four for `l1_u8`),
-//! masked tails.
+//! masked tails; POPCNT for `dot_bits`.
 //!
-//! `super::avx2_kernels` checks all three features before handing out [`KERNELS`].
+//! `super::avx2_kernels` checks all four features before handing out [`KERNELS`].
 
 use half::f16;
 
@@ -362,5 +362,13 @@ mod imp {
             // vmaskmovps does not write (or fault on) masked-off lanes.
             unsafe { _mm256_maskstore_ps(pd.add(i), mask, x) };
         }
+    }
+
+    /// The portable body, compiled with POPCNT (one instruction per word instead of a
+    /// bit-twiddling sequence). RaBitQ codes are short (48 bytes at 384 dims), so a vector
+    /// popcount through byte shuffles would spend more on its setup and tail than it saves.
+    #[target_feature(enable = "avx2,fma,f16c,popcnt")]
+    pub(super) fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
+        crate::distance::scalar::dot_bits_words(planes, bits)
     }
 }

@@ -1,8 +1,9 @@
 //! AVX-512F kernels: 16 f32 lanes, eight accumulators per reduction (four for `l1_u8`), masked
 //! tails.
 //!
-//! Compiled for `avx512f,avx2,fma,f16c`; `super::avx512_kernels` checks all four before handing
-//! out [`KERNELS`]. No AVX-512BW/VL/FP16 instructions are used, so any AVX-512 CPU qualifies.
+//! Compiled for `avx512f,avx2,fma,f16c,popcnt`; `super::avx512_kernels` checks all five before
+//! handing out [`KERNELS`]. No AVX-512BW/VL/FP16 instructions are used, so any AVX-512 CPU
+//! qualifies. `dot_bits` alone uses AVX-512 VPOPCNTDQ, where a CPU has it (checked per call).
 
 use half::f16;
 
@@ -17,7 +18,7 @@ mod imp {
 
     use half::f16;
 
-    use crate::distance::{common_len, common_len3};
+    use crate::distance::{bits_shape, common_len, common_len3};
 
     /// f32 lanes per vector.
     const LANES: usize = 16;
@@ -357,5 +358,53 @@ mod imp {
             // masked-off lanes are not written (and cannot fault).
             unsafe { _mm512_mask_storeu_ps(pd.add(i), mask, x) };
         }
+    }
+
+    /// VPOPCNTDQ where the CPU has it (Ice Lake and later, Zen 4 and later), else the portable
+    /// body compiled with POPCNT. The check is a load of std's cached feature bits, cheap next
+    /// to the kernel, and keeps one AVX-512 table for CPUs with and without the extension.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c,popcnt")]
+    pub(super) fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
+        if is_x86_feature_detected!("avx512vpopcntdq") {
+            // SAFETY: VPOPCNTDQ was just detected, and every other feature `dot_bits_vpopcnt` is
+            // compiled with is one this function is compiled with (so the CPU has it).
+            unsafe { dot_bits_vpopcnt(planes, bits) }
+        } else {
+            crate::distance::scalar::dot_bits_words(planes, bits)
+        }
+    }
+
+    /// `dot_bits` on 8 words at a time; a partial last group comes in through masked loads.
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2,fma,f16c,popcnt")]
+    fn dot_bits_vpopcnt(planes: &[u64], bits: &[u8]) -> i64 {
+        const WORDS: usize = 8;
+        let (words, np) = bits_shape(planes.len(), bits.len());
+        let pc = bits.as_ptr().cast::<i64>();
+        let mut total = 0i64;
+        for j in 0..np {
+            let pp = planes[j * words..(j + 1) * words].as_ptr().cast::<i64>();
+            let mut acc = _mm512_setzero_si512();
+            let mut w = 0;
+            while w + WORDS <= words {
+                // SAFETY: w + 8 <= words, so 8 u64 of plane j (a subslice of `planes`) and
+                // 64 bytes of `bits` (8 * words <= bits.len()) are readable at offset w;
+                // loadu needs no alignment.
+                let (p, c) = unsafe { (_mm512_loadu_epi64(pp.add(w)), _mm512_loadu_epi64(pc.add(w))) };
+                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(p, c)));
+                w += WORDS;
+            }
+            if w < words {
+                // 1 <= words - w <= 7 lanes.
+                let mask: __mmask8 = (1u8 << (words - w)) - 1;
+                // SAFETY: the mask enables only lanes 0 .. words - w, i.e. words w .. words of
+                // plane j and bytes 8w .. 8 * words of `bits`, all inside the slices; masked-off
+                // lanes are neither read nor able to fault.
+                let (p, c) = unsafe { (_mm512_maskz_loadu_epi64(mask, pp.add(w)), _mm512_maskz_loadu_epi64(mask, pc.add(w))) };
+                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(p, c)));
+            }
+            let weight = 1i64 << j;
+            total += if j + 1 == np { -weight } else { weight } * _mm512_reduce_add_epi64(acc);
+        }
+        total
     }
 }

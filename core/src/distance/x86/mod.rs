@@ -10,18 +10,24 @@ mod avx512;
 
 use super::Kernels;
 
-/// The AVX-512 table, if this CPU has AVX-512F plus the AVX2, FMA and F16C it is compiled with.
+/// The AVX-512 table, if this CPU has AVX-512F plus the AVX2, FMA, F16C and POPCNT it is
+/// compiled with.
 pub(super) fn avx512_kernels() -> Option<&'static Kernels> {
     let ok = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
+        && is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("popcnt");
     ok.then_some(&avx512::KERNELS)
 }
 
-/// The AVX2 table, if this CPU has AVX2, FMA and F16C.
+/// The AVX2 table, if this CPU has AVX2, FMA, F16C and POPCNT (every AVX2 CPU has POPCNT, but
+/// the table is compiled with it, so it is checked like the others).
 pub(super) fn avx2_kernels() -> Option<&'static Kernels> {
-    let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    let ok = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("popcnt");
     ok.then_some(&avx2::KERNELS)
 }
 
@@ -66,6 +72,7 @@ macro_rules! kernel_table {
             f16_to_f32,
             dot_u8,
             l1_u8,
+            dot_bits,
         }
     };
 }
@@ -92,6 +99,7 @@ macro_rules! all_safe_wrappers {
             f16_to_f32(src: &[f16], dst: &mut [f32]);
             dot_u8(w: &[f32], c: &[u8]) -> f32;
             l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32;
+            dot_bits(planes: &[u64], bits: &[u8]) -> i64;
         }
     };
 }
