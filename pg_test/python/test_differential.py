@@ -18,8 +18,8 @@ Each case draws everything from random.Random("hnsw-diff:<seed>:<case>"):
   clusters), with NULL vectors, zero vectors, duplicates (same vector, same or other filter
   values) and, for `vector` and other metrics than inner product, huge and tiny norms;
 - an index `USING hnsw (v <opclass>, <0..8 filter columns>) WITH (m, ef_construction,
-  quantization)` on every operator class (a third of the cases `sq8`: the walk reads codes and
-  re-ranks exactly, so every promise below holds as for full precision), built on the data,
+  quantization)` on every operator class (a quarter of the cases `sq8`, a quarter `rabitq1`: the
+  walk reads codes and re-ranks exactly, so every promise below holds as for full precision), built on the data,
   or on an empty table before the inserts, or in between;
 - steps of random DML (inserts, rolled-back inserts, deletes, deleting nearly everything,
   updates of vectors / filter values / the unindexed column / to and from NULL, VACUUM with
@@ -434,7 +434,7 @@ class Case:
         self.efc = rng.randint(max(4, 2 * self.m), rng.choice([2 * self.m + 8, 64, 128]))
         # Drawn from a generator of its own, so that cases of a seed are the same as before
         # quantization existed, apart from this option.
-        self.quant = random.Random(f"hnsw-diff-quant:{seed}:{num}").choice(["none", "none", "sq8"])
+        self.quant = random.Random(f"hnsw-diff-quant:{seed}:{num}").choice(["none", "none", "sq8", "rabitq1"])
         self.table, self.index = f"t{num}", f"t{num}_idx"
         self.rows = {}  # id -> vector (list or None)
         self.vals = {}  # id -> filter values (SQL literals)

@@ -1,5 +1,6 @@
-"""Quantized indexes (`WITH (quantization = 'sq8')`): the walk reads 8-bit codes, and every round
-of results is re-ranked with the full-precision vectors. What must hold beyond recall (which
+"""Quantized indexes (`WITH (quantization = 'sq8' | 'rabitq1')`): the walk reads 8-bit or 1-bit
+codes, and every round of results is re-ranked with the full-precision vectors. Each test runs
+for both unless it says otherwise. What must hold beyond recall (which
 test_recall.py checks per operator class after builds and concurrent inserts):
 
 - rows come back in exact distance order, with the distances a seq scan computes;
@@ -9,7 +10,7 @@ test_recall.py checks per operator class after builds and concurrent inserts):
 - deletes + VACUUM (repair, reuse of freed elements, whose full vectors are rewritten) keep
   recall and the checker's OK;
 - filter columns and iterative scans work as on a full-precision index;
-- the pages a walk reads are at most 0.35x the full-precision index;
+- the pages a walk reads are at most 0.35x (sq8) and 0.15x (rabitq1) the full-precision index;
 - bad option values are errors with SQLSTATE 22023.
 """
 
@@ -64,6 +65,9 @@ def recall(conn, table, vectors, alive, queries, ef=100):
     return hits / (len(queries) * K)
 
 
+QUANTS = ["sq8", "rabitq1"]
+
+
 def make(conn, table, rows, quant="sq8", typ="vector", opclass="vector_l2_ops"):
     conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(784))")
@@ -72,15 +76,16 @@ def make(conn, table, rows, quant="sq8", typ="vector", opclass="vector_l2_ops"):
     conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass}) WITH (quantization = {quant})")
 
 
+@pytest.mark.parametrize("quant", QUANTS)
 @pytest.mark.parametrize("typ,opclass,op,metric", [("vector", "vector_l2_ops", "<->", "l2"), ("halfvec", "halfvec_l1_ops", "<+>", "l1")])
-def test_exact_order_and_distances(dsn, data, typ, opclass, op, metric):
+def test_exact_order_and_distances(dsn, data, typ, opclass, op, metric, quant):
     """Each round is re-ranked: the rows come out nearest first by the exact distance, and they
     are the exact top k (ef_search far above k on 5k rows)."""
     base, queries = data
     rows = base[:ROWS] if typ == "vector" else base[:ROWS].astype(np.float16).astype(np.float32)
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
-        make(conn, "ord", rows, typ=typ, opclass=opclass)
+        make(conn, "ord", rows, quant=quant, typ=typ, opclass=opclass)
         for q in queries[:20]:
             qq = q if typ == "vector" else q.astype(np.float16).astype(np.float32)
             got, dist = knn(conn, "ord", qq, k=20, ef=200, typ=typ, op=op)
@@ -91,13 +96,14 @@ def test_exact_order_and_distances(dsn, data, typ, opclass, op, metric):
         check(conn, "ord_idx")
 
 
-def test_out_of_range_inserts_are_found(dsn, data):
+@pytest.mark.parametrize("quant", QUANTS)
+def test_out_of_range_inserts_are_found(dsn, data, quant):
     """Trained on pixel values 0..255; rows far outside (negative, 10x larger) are clamped in
     their codes but re-ranked exactly: a query equal to such a row finds it first."""
     base, _ = data
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
-        make(conn, "oor", base[:2000])
+        make(conn, "oor", base[:2000], quant=quant)
         rng = np.random.default_rng(7)
         odd = []
         for i in range(50):
@@ -111,13 +117,14 @@ def test_out_of_range_inserts_are_found(dsn, data):
         check(conn, "oor_idx")
 
 
-def test_empty_build_is_trained_by_first_insert(dsn, data):
+@pytest.mark.parametrize("quant", QUANTS)
+def test_empty_build_is_trained_by_first_insert(dsn, data, quant):
     base, queries = data
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
         conn.execute("DROP TABLE IF EXISTS emp")
         conn.execute("CREATE TABLE emp (id int PRIMARY KEY, v vector(784))")
-        conn.execute("CREATE INDEX emp_idx ON emp USING hnsw (v vector_l2_ops) WITH (quantization = sq8)")
+        conn.execute(f"CREATE INDEX emp_idx ON emp USING hnsw (v vector_l2_ops) WITH (quantization = {quant})")
         check(conn, "emp_idx")
         assert knn(conn, "emp", queries[0])[0] == []
         with conn.cursor() as cur:
@@ -131,14 +138,15 @@ def test_empty_build_is_trained_by_first_insert(dsn, data):
         assert r >= 0.99, r
 
 
-def test_delete_vacuum_reuse(dsn, data):
+@pytest.mark.parametrize("quant", QUANTS)
+def test_delete_vacuum_reuse(dsn, data, quant):
     """Delete 40%, VACUUM (repair, free), insert as many new rows (reusing freed elements, whose
     codes and full vectors are rewritten): recall over the live rows and the checker hold."""
     base, queries = data
     rng = np.random.default_rng(11)
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
-        make(conn, "vac", base[:ROWS])
+        make(conn, "vac", base[:ROWS], quant=quant)
         alive = np.zeros(len(base), dtype=bool)
         alive[:ROWS] = True
         dead = rng.choice(ROWS, size=2 * ROWS // 5, replace=False)
@@ -163,7 +171,8 @@ def test_delete_vacuum_reuse(dsn, data):
         assert r >= 0.99, r
 
 
-def test_filter_column_and_iterative_scan(dsn, data):
+@pytest.mark.parametrize("quant", QUANTS)
+def test_filter_column_and_iterative_scan(dsn, data, quant):
     base, queries = data
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
@@ -173,7 +182,7 @@ def test_filter_column_and_iterative_scan(dsn, data):
             copy.set_types(["int4", "vector", "int4"])
             for i in range(ROWS):
                 copy.write_row((i, base[i], i % 20))
-        conn.execute("CREATE INDEX flt_idx ON flt USING hnsw (v vector_l2_ops, cat) WITH (quantization = sq8)")
+        conn.execute(f"CREATE INDEX flt_idx ON flt USING hnsw (v vector_l2_ops, cat) WITH (quantization = {quant})")
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET hnsw.ef_search = 100")
         hits = 0
@@ -201,18 +210,19 @@ def test_filter_column_and_iterative_scan(dsn, data):
         check(conn, "flt_idx")
 
 
-def test_walk_reads_a_third_of_the_pages(dsn, data):
+def test_walk_reads_a_fraction_of_the_pages(dsn, data):
     base, _ = data
     with psycopg.connect(dsn, autocommit=True) as conn:
         register_vector(conn)
         make(conn, "wf", base[:ROWS], quant="none")
-        make(conn, "wq", base[:ROWS], quant="sq8")
         full = conn.execute("SELECT pg_relation_size('wf_idx')").fetchone()[0]
         walk_full = conn.execute("SELECT hnsw_walk_size('wf_idx')").fetchone()[0]
-        walk_sq8 = conn.execute("SELECT hnsw_walk_size('wq_idx')").fetchone()[0]
-        print(f"full-precision index {full} B (walk {walk_full} B), sq8 walk {walk_sq8} B: {walk_sq8 / full:.3f}x")
         assert walk_full >= 0.9 * full
-        assert walk_sq8 <= 0.35 * full, (walk_sq8, full)
+        for quant, most in [("sq8", 0.35), ("rabitq1", 0.15)]:
+            make(conn, "wq", base[:ROWS], quant=quant)
+            walk = conn.execute("SELECT hnsw_walk_size('wq_idx')").fetchone()[0]
+            print(f"full-precision index {full} B (walk {walk_full} B), {quant} walk {walk} B: {walk / full:.3f}x")
+            assert walk <= most * full, (quant, walk, full)
 
 
 def test_bad_option_values(dsn):
@@ -235,7 +245,8 @@ def embeddings(n, dim, rng, latent=48):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_3072_dimensions(dsn):
+@pytest.mark.parametrize("quant", QUANTS)
+def test_3072_dimensions(dsn, quant):
     """vector(3072) (text-embedding-3-large) needs quantization: its code fits a page, its full
     vector is a chain of two tuples. 10k rows: recall@10 >= 0.95 at ef_search 100, inserts and
     VACUUM after the build, the checker."""
@@ -252,7 +263,7 @@ def test_3072_dimensions(dsn):
         with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
             conn.execute("CREATE INDEX ON big USING hnsw (v vector_cosine_ops)")
         assert "quantization = 'sq8'" in e.value.diag.message_hint, e.value.diag.message_hint
-        conn.execute("CREATE INDEX big_idx ON big USING hnsw (v vector_cosine_ops) WITH (quantization = sq8)")
+        conn.execute(f"CREATE INDEX big_idx ON big USING hnsw (v vector_cosine_ops) WITH (quantization = {quant})")
         check(conn, "big_idx")
 
         def rec(rows, alive):
@@ -267,7 +278,7 @@ def test_3072_dimensions(dsn):
             return hits / (len(queries) * K)
 
         r = rec(base, np.ones(n, dtype=bool))
-        print(f"3072-d, 10k rows: recall@10 {r:.4f} at ef_search 100")
+        print(f"{quant} 3072-d, 10k rows: recall@10 {r:.4f} at ef_search 100")
         assert r >= 0.95, r
         # Delete a tenth, VACUUM (frees them), insert 500: they reuse freed elements, whose
         # two-tuple full vectors are rewritten in place.
@@ -289,7 +300,7 @@ def test_3072_dimensions(dsn):
 def test_dimension_limits(dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS lim")
-        conn.execute("CREATE TABLE lim (v halfvec(8000), w vector(8001))")
+        conn.execute("CREATE TABLE lim (v halfvec(8000), w vector(8001), x vector(16000))")
         conn.execute("INSERT INTO lim (v) SELECT array_fill(i::real / 100, ARRAY[8000])::halfvec FROM generate_series(1, 50) i")
         conn.execute("CREATE INDEX lim_v ON lim USING hnsw (v halfvec_l2_ops) WITH (quantization = sq8)")
         conn.execute("SET enable_seqscan = off")
@@ -299,3 +310,15 @@ def test_dimension_limits(dsn):
         check(conn, "lim_v")
         with pytest.raises(psycopg.errors.ProgramLimitExceeded):
             conn.execute("CREATE INDEX ON lim USING hnsw (w vector_l2_ops) WITH (quantization = sq8)")
+        # 16,000 dimensions (the types' limit) with 1-bit codes: each full vector is a chain of
+        # eight tuples.
+        conn.execute("UPDATE lim SET x = array_fill(random()::real, ARRAY[16000])::vector WHERE v IS NOT NULL")
+        conn.execute("CREATE INDEX lim_x ON lim USING hnsw (x vector_l2_ops) WITH (quantization = rabitq1)")
+        conn.execute("INSERT INTO lim (x) SELECT array_fill(i::real, ARRAY[16000])::vector FROM generate_series(1, 20) i")
+        q = "array_fill(7.2::real, ARRAY[16000])::vector"
+        got = conn.execute(f"SELECT x <-> {q} FROM lim ORDER BY x <-> {q} LIMIT 3").fetchall()
+        conn.execute("SET enable_indexscan = off; SET enable_seqscan = on")
+        want = conn.execute(f"SELECT x <-> {q} FROM lim ORDER BY x <-> {q} LIMIT 3").fetchall()
+        conn.execute("RESET enable_indexscan; SET enable_seqscan = off")
+        assert got == want, (got, want)
+        check(conn, "lim_x")

@@ -121,7 +121,7 @@ def build_messages(conn, sql):
     return [m for m in seen if m.startswith("hnsw build")]
 
 
-QUANTIZATIONS = ["none", "sq8"]
+QUANTIZATIONS = ["none", "sq8", "rabitq1"]
 
 
 @pytest.mark.parametrize("opclass,typ,op,metric,normalize", OPCLASSES)

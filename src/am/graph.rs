@@ -11,8 +11,8 @@ use crate::storage::buffer::{Buffer, Lock, Pin};
 pub use crate::storage::element::Extent;
 use crate::storage::meta::Quant;
 use crate::storage::page::{ItemRef, Page};
-use crate::storage::quant::Codec;
-use crate::storage::tuple::{as_elems, code_body_code, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
+use crate::storage::quant::{with_full_at, Codec, Trained};
+use crate::storage::tuple::{as_elems, code_body_code, code_body_full, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
 use crate::types::ops::Aligned;
 use crate::types::{check_expected_dim, Element, VecArg};
@@ -97,7 +97,7 @@ pub fn scorer<E: Elem>(codec: &Codec, metric: Metric, query: Query<'_, E>) -> Sc
             let v = Aligned::new(v);
             Box::new(move |b: &[u8]| E::distance(metric, v.as_slice(), as_elems::<E>(b, dims)))
         }
-        (Quant::Sq8, query) => {
+        (_, query) => {
             let f = match query {
                 Query::Scan(q) => q.to_vec(),
                 Query::Stored(v) => {
@@ -106,17 +106,19 @@ pub fn scorer<E: Elem>(codec: &Codec, metric: Metric, query: Query<'_, E>) -> Sc
                     f
                 }
             };
-            let q = codec.sq8().query(metric, &f);
             // Vectors with huge components can make an estimate inf - inf; such an element is
             // far as far goes (re-ranking measures it exactly if the walk returns it).
-            Box::new(move |b: &[u8]| {
-                let d = q.distance(code_body_code(b));
-                if d.is_nan() {
-                    f32::INFINITY
-                } else {
-                    d
+            let finite = |d: f32| if d.is_nan() { f32::INFINITY } else { d };
+            match codec.trained() {
+                Trained::Sq8(sq) => {
+                    let q = sq.query(metric, &f);
+                    Box::new(move |b: &[u8]| finite(q.distance(code_body_code(b))))
                 }
-            })
+                Trained::RaBitQ(rq) => {
+                    let q = rq.query(metric, &f);
+                    Box::new(move |b: &[u8]| finite(q.distance(code_body_code(b))))
+                }
+            }
         }
     }
 }
@@ -136,6 +138,8 @@ pub struct DiskWalk<E: Elem, F: Fn(&[u8]) -> f32> {
     /// (vector ref, node ref, deleted) of each arena slot.
     arena_refs: Vec<(ItemRef, ItemRef, bool)>,
     refs: Vec<ItemRef>,
+    /// Arena slots still to fill from full vectors, and where those are (see `fill_arena`).
+    pending: Vec<(u32, ItemRef)>,
     extent: Extent,
     /// A scan's index quals on filter columns: elements failing them route the walk but are
     /// not results.
@@ -214,6 +218,7 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
             arena,
             arena_refs: Vec::new(),
             refs: Vec::new(),
+            pending: Vec::new(),
             extent: Extent::new(rel),
             filter: None,
             measured: 0,
@@ -271,7 +276,15 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         }
         let slot = match self.arena.as_mut() {
             Some(arena) => {
-                self.codec.graph_vector(body, arena);
+                if self.codec.decodes() {
+                    self.codec.graph_vector(body, arena);
+                } else {
+                    // 1-bit codes do not stand in for vectors: the slot is filled from the full
+                    // vector once this page is released (`fill_arena`).
+                    let at = arena.len();
+                    arena.resize(at + self.dims, E::default());
+                    self.pending.push(((at / self.dims) as u32, code_body_full(body)));
+                }
                 self.arena_refs.push((r, t.node(), deleted));
                 (arena.len() / self.dims - 1) as u32
             }
@@ -287,6 +300,17 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         }
         let buf = Buffer::read_recent(self.rel, r.block, Lock::Share);
         self.measure_on(buf.page(), r)
+    }
+
+    /// Read the full vectors of the arena slots whose codes do not decode (see
+    /// [`Codec::decodes`]); the walk's callers do so before they use the arena. A slot whose
+    /// full vector cannot be read keeps zeros (a corrupt element, which the checker reports).
+    pub fn fill_arena(&mut self) {
+        let (Some(arena), dims) = (self.arena.as_mut(), self.dims) else { return };
+        for (slot, full) in self.pending.drain(..) {
+            let at = slot as usize * dims;
+            with_full_at::<E, _>(&self.extent, full, dims, |v| arena[at..at + dims].copy_from_slice(v));
+        }
     }
 
     /// A vector copied into the arena by an insert's walk.

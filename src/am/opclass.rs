@@ -21,6 +21,8 @@ pub const MAX_DIMS_F16: usize = 4000;
 /// chain of tuples on pages of their own): up to 8000, for `vector` and `halfvec` alike,
 /// leaving room for filter values.
 pub const MAX_DIMS_SQ8: usize = 8000;
+/// With 1-bit codes (about dims / 8 bytes), as many as the types take.
+pub const MAX_DIMS_RABITQ: usize = 16000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Kind {
@@ -34,6 +36,7 @@ impl Kind {
     pub fn max_dims(&self, quant: Quant) -> usize {
         match (quant, self.elem) {
             (Quant::Sq8, _) => MAX_DIMS_SQ8,
+            (Quant::RaBitQ1, _) => MAX_DIMS_RABITQ,
             (Quant::None, ElemType::F32) => MAX_DIMS_F32,
             (Quant::None, ElemType::F16) => MAX_DIMS_F16,
         }
@@ -53,10 +56,12 @@ impl Kind {
             // pgvector's words, then how to index more.
             let message = format!("column cannot have more than {max} dimensions for hnsw index");
             match quant {
-                Quant::None if dims <= MAX_DIMS_SQ8 => raise_hint(
+                Quant::None | Quant::Sq8 if dims <= MAX_DIMS_RABITQ => raise_hint(
                     PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
                     message,
-                    format!("An index WITH (quantization = 'sq8') takes up to {MAX_DIMS_SQ8} dimensions."),
+                    format!(
+                        "An index WITH (quantization = 'sq8') takes up to {MAX_DIMS_SQ8} dimensions, WITH (quantization = 'rabitq1') up to {MAX_DIMS_RABITQ}."
+                    ),
                 ),
                 _ => raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message),
             }

@@ -134,18 +134,20 @@ pub fn init() {
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );
         // Read by add_enum_reloption when options are parsed, for the life of the backend.
-        let members: &'static mut [pg_sys::relopt_enum_elt_def; 3] = Box::leak(Box::new([
+        let members: &'static mut [pg_sys::relopt_enum_elt_def; 4] = Box::leak(Box::new([
             pg_sys::relopt_enum_elt_def { string_val: c"none".as_ptr(), symbol_val: Quant::None as i32 },
             pg_sys::relopt_enum_elt_def { string_val: c"sq8".as_ptr(), symbol_val: Quant::Sq8 as i32 },
+            pg_sys::relopt_enum_elt_def { string_val: c"rabitq1".as_ptr(), symbol_val: Quant::RaBitQ1 as i32 },
             pg_sys::relopt_enum_elt_def { string_val: core::ptr::null(), symbol_val: 0 },
         ]));
         pg_sys::add_enum_reloption(
             kind,
             c"quantization".as_ptr(),
-            c"How the graph walk reads vectors: none (full precision) or sq8 (8-bit codes, re-ranked exactly)".as_ptr(),
+            c"How the graph walk reads vectors: none (full precision), sq8 (8-bit codes) or rabitq1 (1-bit codes), re-ranked exactly"
+                .as_ptr(),
             members.as_mut_ptr(),
             Quant::None as i32,
-            c"Valid values are \"none\" and \"sq8\".".as_ptr(),
+            c"Valid values are \"none\", \"sq8\" and \"rabitq1\".".as_ptr(),
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );
     }

@@ -28,6 +28,9 @@ pub enum Quant {
     /// The walk measures 8-bit codes (per-dimension ranges trained by the build) and re-ranks
     /// its results with the full-precision vectors kept on other pages.
     Sq8 = 1,
+    /// The walk measures 1-bit RaBitQ codes (random rotation, per-vector corrective factors,
+    /// an unbiased distance estimate) and re-ranks as for `Sq8`.
+    RaBitQ1 = 2,
 }
 
 impl Quant {
@@ -35,6 +38,7 @@ impl Quant {
         match v {
             0 => Some(Quant::None),
             1 => Some(Quant::Sq8),
+            2 => Some(Quant::RaBitQ1),
             _ => None,
         }
     }
@@ -43,6 +47,7 @@ impl Quant {
         match self {
             Quant::None => "none",
             Quant::Sq8 => "sq8",
+            Quant::RaBitQ1 => "rabitq1",
         }
     }
 

@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use hnsw_core::metric::VectorElem;
-use hnsw_core::quant::Sq8;
+use hnsw_core::quant::{RaBitQ, Sq8};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use zerocopy::little_endian::U32;
@@ -84,6 +84,17 @@ fn corrupt(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index quantization parameters are corrupted: {what}"))
 }
 
+/// The trained quantizer of an index.
+#[derive(Clone)]
+pub enum Trained {
+    Sq8(Rc<Sq8>),
+    RaBitQ(Rc<RaBitQ>),
+}
+
+/// Seed of the random rotation of `rabitq1` indexes (fixed: the rotation is stored as its seed,
+/// and any seed is as good as another).
+pub const RABITQ_SEED: u64 = 0x4842_5157_5241_4251;
+
 /// How this index's vector tuples hold vectors: the vectors themselves, or codes of trained
 /// parameters (`None` until trained).
 #[derive(Clone)]
@@ -91,38 +102,69 @@ pub struct Codec {
     pub quant: Quant,
     pub dims: usize,
     pub elem: ElemType,
-    pub sq8: Option<Rc<Sq8>>,
+    pub trained: Option<Trained>,
 }
 
 impl Codec {
     /// The index's codec: its parameters read from their pages.
     pub fn load(rel: pg_sys::Relation, meta: &Meta) -> Codec {
-        let sq8 = match meta.quant {
+        let trained = match meta.quant {
             Quant::None => None,
-            Quant::Sq8 if meta.params == 0 => None,
-            Quant::Sq8 => {
-                let sq = Sq8::from_bytes(&read_params(rel, meta.params)).unwrap_or_else(|e| corrupt(&e));
-                if sq.dims() != meta.dims as usize {
+            _ if meta.params == 0 => None,
+            quant => {
+                let blob = read_params(rel, meta.params);
+                let t = match quant {
+                    Quant::Sq8 => Trained::Sq8(Rc::new(Sq8::from_bytes(&blob).unwrap_or_else(|e| corrupt(&e)))),
+                    _ => Trained::RaBitQ(Rc::new(RaBitQ::from_bytes(&blob).unwrap_or_else(|e| corrupt(&e)))),
+                };
+                let dims = match &t {
+                    Trained::Sq8(q) => q.dims(),
+                    Trained::RaBitQ(q) => q.dims(),
+                };
+                if dims != meta.dims as usize {
                     corrupt("trained for other dimensions");
                 }
-                Some(Rc::new(sq))
+                Some(t)
             }
         };
-        Codec { quant: meta.quant, dims: meta.dims as usize, elem: meta.elem, sq8 }
+        Codec { quant: meta.quant, dims: meta.dims as usize, elem: meta.elem, trained }
     }
 
     /// A codec with the given parameters (builds and first inserts, before they are on disk).
-    pub fn with_sq8(meta: &Meta, dims: usize, sq8: Sq8) -> Codec {
-        Codec { quant: meta.quant, dims, elem: meta.elem, sq8: Some(Rc::new(sq8)) }
+    pub fn with(meta: &Meta, dims: usize, trained: Trained) -> Codec {
+        Codec { quant: meta.quant, dims, elem: meta.elem, trained: Some(trained) }
+    }
+
+    /// Train a quantizer of kind `quant` on `vectors` (a sample of the index's, f32), or on
+    /// nothing for an index trained by its first insert (`first`).
+    pub fn train<'a>(quant: Quant, dims: usize, vectors: impl Iterator<Item = &'a [f32]>) -> Trained {
+        match quant {
+            Quant::Sq8 => Trained::Sq8(Rc::new(Sq8::train(dims, vectors))),
+            _ => Trained::RaBitQ(Rc::new(RaBitQ::train(dims, RABITQ_SEED, vectors))),
+        }
+    }
+
+    /// Parameters for an index built without rows, from its first vector.
+    pub fn train_first(quant: Quant, first: &[f32]) -> Trained {
+        match quant {
+            Quant::Sq8 => Trained::Sq8(Rc::new(Sq8::from_one(first))),
+            _ => Trained::RaBitQ(Rc::new(RaBitQ::untrained(first.len(), RABITQ_SEED))),
+        }
     }
 
     pub fn is_quantized(&self) -> bool {
         self.quant != Quant::None
     }
 
+    /// Whether graph maintenance can work on decoded codes (8-bit codes decode to within half
+    /// a step); 1-bit codes cannot stand in for vectors, so maintenance reads the full ones.
+    pub fn decodes(&self) -> bool {
+        self.quant != Quant::RaBitQ1
+    }
+
     /// The trained parameters; `ERROR` if a quantized index has none yet (callers train first).
-    pub fn sq8(&self) -> &Sq8 {
-        self.sq8.as_deref().unwrap_or_else(|| corrupt("quantized index has no trained parameters"))
+    pub fn trained(&self) -> &Trained {
+        self.trained.as_ref().unwrap_or_else(|| corrupt("quantized index has no trained parameters"))
     }
 
     /// Bytes of a vector tuple's body.
@@ -130,6 +172,7 @@ impl Codec {
         match self.quant {
             Quant::None => self.dims * self.elem.size(),
             Quant::Sq8 => CODE_START + 4 + self.dims,
+            Quant::RaBitQ1 => CODE_START + rabitq_code_len(self.dims),
         }
     }
 
@@ -139,16 +182,33 @@ impl Codec {
     }
 
     /// Append the vector of a body as graph maintenance sees it (neighbour selection during
-    /// inserts and VACUUM): the stored vector, or the code decoded.
+    /// inserts and VACUUM): the stored vector, or the code decoded. Only where [`Codec::decodes`].
     pub fn graph_vector<E: VectorElem>(&self, body: &[u8], out: &mut Vec<E>) {
-        match self.quant {
-            Quant::None => out.extend_from_slice(as_elems::<E>(body, self.dims)),
-            Quant::Sq8 => {
+        match (self.quant, self.trained.as_ref()) {
+            (Quant::None, _) => out.extend_from_slice(as_elems::<E>(body, self.dims)),
+            (_, Some(Trained::Sq8(sq))) => {
                 let mut f = vec![0.0f32; self.dims];
-                self.sq8().decode(code_body_code(body), &mut f);
+                sq.decode(code_body_code(body), &mut f);
                 let at = out.len();
                 out.resize(at + self.dims, E::default());
                 E::from_f32(&f, &mut out[at..]);
+            }
+            _ => corrupt("1-bit codes do not decode"),
+        }
+    }
+
+    /// The code of `f` (the vector in f32) under the trained parameters.
+    pub fn encode_f32(&self, f: &[f32]) -> Vec<u8> {
+        match self.trained() {
+            Trained::Sq8(q) => {
+                let mut code = vec![0u8; q.code_len()];
+                q.encode(f, &mut code);
+                code
+            }
+            Trained::RaBitQ(q) => {
+                let mut code = vec![0u8; q.code_len()];
+                q.encode(f, &mut code);
+                code
             }
         }
     }
@@ -156,32 +216,64 @@ impl Codec {
     /// The body of a vector tuple for `v` (quantized: its code, and `full`, where its full
     /// vector tuple is).
     pub fn encode_body<E: VectorElem>(&self, v: &[E], full: ItemRef, out: &mut Vec<u8>) {
-        match self.quant {
-            Quant::None => {
-                out.clear();
-                // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
-                out.extend_from_slice(unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) });
-            }
-            Quant::Sq8 => {
-                let sq = self.sq8();
-                let mut f = vec![0.0f32; v.len()];
-                E::to_f32(v, &mut f);
-                let mut code = vec![0u8; sq.code_len()];
-                sq.encode(&f, &mut code);
-                encode_code_body(full, &code, out);
-            }
+        if !self.is_quantized() {
+            out.clear();
+            // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
+            out.extend_from_slice(unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) });
+            return;
         }
+        let mut f = vec![0.0f32; v.len()];
+        E::to_f32(v, &mut f);
+        encode_code_body(full, &self.encode_f32(&f), out);
     }
+}
 
-    /// The full-precision vector of the element whose vector tuple is `t`, passed to `f`:
-    /// read in place, or from its full-vector tuple (quantized). `None` if that ref is broken.
-    pub fn with_full<E: VectorElem, R>(&self, extent: &Extent, t: &VectorTuple<'_>, f: impl FnOnce(&[E]) -> R) -> Option<R> {
-        let body = t.body(self.body_len());
-        match self.quant {
-            Quant::None => Some(f(as_elems::<E>(body, self.dims))),
-            Quant::Sq8 => with_full_at(extent, code_body_full(body), self.dims, f),
+impl Trained {
+    /// The parameters as stored on the parameter pages.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Trained::Sq8(q) => q.to_bytes(),
+            Trained::RaBitQ(q) => q.to_bytes(),
         }
     }
+}
+
+/// Bytes of a `rabitq1` code of `dims` dimensions.
+fn rabitq_code_len(dims: usize) -> usize {
+    thread_local! {
+        static LAST: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((usize::MAX, 0)) };
+    }
+    LAST.with(|c| {
+        let (d, len) = c.get();
+        if d == dims {
+            return len;
+        }
+        let len = RaBitQ::untrained(dims.max(1), RABITQ_SEED).code_len();
+        c.set((dims, len));
+        len
+    })
+}
+
+/// The vector graph maintenance sees of the element whose vector tuple is `vref`, appended to
+/// `out` (decoded from its code, or read from its full vector, with the code's page released
+/// first: one buffer lock at a time); its node ref and flags. `None` if it cannot be read.
+pub fn read_graph_vector<E: VectorElem>(codec: &Codec, extent: &Extent, vref: ItemRef, out: &mut Vec<E>) -> Option<(ItemRef, u8)> {
+    if !extent.holds(vref) {
+        return None;
+    }
+    let (node, flags, full) = {
+        let buf = Buffer::read_recent(extent.rel(), vref.block, Lock::Share);
+        let data = buf.page().item(vref.offset)?;
+        let t = VectorTuple::parse(data);
+        let body = t.body(codec.body_len());
+        if codec.decodes() {
+            codec.graph_vector(body, out);
+            return Some((t.node(), t.flags()));
+        }
+        (t.node(), t.flags(), code_body_full(body))
+    };
+    with_full_at::<E, _>(extent, full, codec.dims, |v| out.extend_from_slice(v))?;
+    Some((node, flags))
 }
 
 /// Read the full vector whose chain starts at `full` (one tuple, unless it is longer than a

@@ -18,9 +18,8 @@ use crate::am::opclass::Kind;
 use crate::storage::buffer::Logging;
 use crate::storage::meta::Quant;
 use crate::storage::page::ItemRef;
-use crate::storage::quant::Codec;
+use crate::storage::quant::{Codec, Trained};
 use crate::storage::tuple::from_tid;
-use hnsw_core::quant::Sq8;
 
 struct BuildState<E: Elem> {
     index: pg_sys::Relation,
@@ -182,7 +181,7 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
             let filters = Filters { payloads: &st.payloads, payload_at: &st.payload_at, slots: &st.slots, nulls: &st.nulls };
             let codec = match meta.quant {
                 Quant::None => Codec::load(st.index, &meta),
-                Quant::Sq8 => Codec::with_sq8(&meta, graph.dim(), train(&graph)),
+                quant => Codec::with(&meta, graph.dim(), train(&graph, quant)),
             };
             write_graph(st.index, &graph, &st.tids, &st.more_tids, &filters, meta, &codec);
             debug1!(
@@ -204,10 +203,23 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
     st.on_disk = true;
 }
 
-/// SQ8 parameters from the per-dimension ranges of the graph's vectors (converted in blocks,
-/// so that a halfvec graph is never copied whole).
-fn train<E: Elem>(graph: &Graph<E>) -> Sq8 {
+/// Quantizer parameters from the graph's vectors: SQ8 from their per-dimension ranges (one
+/// vector converted at a time, so that a halfvec graph is never copied whole), RaBitQ's
+/// centroid from an evenly spread sample of 20,000.
+fn train<E: Elem>(graph: &Graph<E>, quant: Quant) -> Trained {
     let dims = graph.dim();
+    if quant != Quant::Sq8 {
+        let step = graph.len().div_ceil(20_000).max(1);
+        let sample: Vec<Vec<f32>> = (0..graph.len() as u32)
+            .step_by(step)
+            .map(|i| {
+                let mut f = vec![0.0f32; dims];
+                <E as hnsw_core::metric::VectorElem>::to_f32(graph.vector(i), &mut f);
+                f
+            })
+            .collect();
+        return Codec::train(quant, dims, sample.iter().map(Vec::as_slice));
+    }
     let (mut lo, mut hi) = (vec![f32::INFINITY; dims], vec![f32::NEG_INFINITY; dims]);
     let mut f = vec![0.0f32; dims];
     for i in 0..graph.len() as u32 {
@@ -217,7 +229,7 @@ fn train<E: Elem>(graph: &Graph<E>) -> Sq8 {
             *h = h.max(x);
         }
     }
-    Sq8::train(dims, [&lo[..], &hi[..]].into_iter())
+    Codec::train(quant, dims, [&lo[..], &hi[..]].into_iter())
 }
 
 /// A content hash of a vector, to find rows with identical vectors while reading the heap.

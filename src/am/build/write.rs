@@ -302,7 +302,7 @@ pub(super) fn write_graph<E: Elem>(
         check_for_interrupts!();
     }
     if codec.is_quantized() {
-        let first = write_params(index, Logging::Build, &codec.sq8().to_bytes());
+        let first = write_params(index, Logging::Build, &codec.trained().to_bytes());
         if first != meta.params {
             raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("hnsw build wrote parameters at block {first}, not {}", meta.params));
         }

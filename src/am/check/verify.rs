@@ -22,11 +22,7 @@ use crate::storage::tuple::{
 /// The hash of the code the full vector whose chain starts at `full` gets under the trained
 /// parameters; `None` if the chain is broken.
 fn full_code_hash(codec: &Codec, extent: &Extent, full: ItemRef) -> Option<u64> {
-    let code = |v: &[f32]| {
-        let mut code = vec![0u8; codec.sq8().code_len()];
-        codec.sq8().encode(v, &mut code);
-        hash_bytes(&code)
-    };
+    let code = |v: &[f32]| hash_bytes(&codec.encode_f32(v));
     match codec.elem {
         ElemType::F32 => with_full_at::<f32, _>(extent, full, codec.dims, code),
         ElemType::F16 => {
@@ -76,7 +72,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
     // Quantized: the parameters (an ERROR if unreadable), each code tuple's full-vector ref
     // and a hash of its code, and per full-vector tuple the hash of the code its vector gets.
     let codec = Codec::load(index, &meta);
-    if codec.is_quantized() && meta.has_entry() && codec.sq8.is_none() {
+    if codec.is_quantized() && meta.has_entry() && codec.trained.is_none() {
         r.problem("quantized index with elements but no trained parameters".into());
     }
     let body_len = codec.body_len();

@@ -19,8 +19,8 @@ use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::element::{Elements, Extent, Written};
 use crate::storage::meta::Meta;
 use crate::storage::page::ItemRef;
-use crate::storage::quant::Codec;
-use crate::storage::tuple::{layer_capacity, VectorTuple};
+use crate::storage::quant::{read_graph_vector, Codec};
+use crate::storage::tuple::layer_capacity;
 
 /// Adds back-links from the new element's neighbours to it (and, for VACUUM's repair, from a
 /// repaired element's new neighbours to it).
@@ -244,19 +244,14 @@ impl<'a, E: Elem> Connect<'a, E> {
                 members.push((*r, node, Some(slot), 0));
                 continue;
             }
-            if !self.extent.holds(*r) {
-                continue;
-            }
-            let buf = Buffer::read_recent(self.els.rel, r.block, Lock::Share);
-            let Some(data) = buf.page().item(r.offset) else { continue };
-            let t = VectorTuple::parse(data);
-            if !self.extent.holds(t.node()) {
-                continue;
-            }
             let at = self.scratch.len();
-            self.codec.graph_vector(t.body(self.codec.body_len()), &mut self.scratch);
+            let node = read_graph_vector(&self.codec, &self.extent, *r, &mut self.scratch).map(|(node, _)| node);
+            let Some(node) = node.filter(|&n| self.extent.holds(n)) else {
+                self.scratch.truncate(at);
+                continue;
+            };
             cands.push(Candidate::new(E::distance(self.metric, e_vec, &self.scratch[at..]), members.len()));
-            members.push((*r, t.node(), None, at / dims));
+            members.push((*r, node, None, at / dims));
         }
         let new_at = members.len();
         cands.push(Candidate::new(d_new, new_at));

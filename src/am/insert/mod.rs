@@ -132,7 +132,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
         same_dims(&meta, vector.len());
         if !meta.has_entry() {
             if meta.quant != Quant::None && meta.params == 0 {
-                meta = train_first(index, vector, logging);
+                meta = train_first(index, meta.quant, vector, logging);
             }
             let codec = Codec::load(index, &Meta { dims: vector.len() as u32, ..meta });
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
@@ -166,7 +166,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     let seen = seen_as::<E>(&codec, vector);
     for c in &entries {
         if walk.arena_vector(c.item.slot) == seen.as_slice()
-            && (!codec.is_quantized() || same_full(index, &codec, c.item.vector, vector))
+            && (!codec.is_quantized() || !codec.decodes() || same_full(index, &codec, c.item.vector, vector))
             && same_payload(index, c.item.vector, codec.body_len(), &attrs.payload)
             && add_heap_tid(index, &meta, c.item.node, tid, logging)
         {
@@ -234,6 +234,7 @@ fn search<E: Elem, F: Fn(&[u8]) -> f32>(
     let mut selected: Vec<Vec<Candidate<Node>>> = vec![Vec::new(); level + 1];
     for layer in (0..=level.min(top)).rev() {
         search_layer(walk, &entries, meta.ef_construction as usize, layer, &mut scratch, &mut found);
+        walk.fill_arena();
         let cap = layer_capacity(meta.m as usize, layer);
         select_neighbors(
             &found,
@@ -249,12 +250,12 @@ fn search<E: Elem, F: Fn(&[u8]) -> f32>(
 
 /// Bytes of a vector tuple's body for `dims` dimensions (see [`Codec::body_len`]).
 pub fn body_len(quant: Quant, elem: ElemType, dims: usize) -> usize {
-    Codec { quant, dims, elem, sq8: None }.body_len()
+    Codec { quant, dims, elem, trained: None }.body_len()
 }
 
-/// `vector` as the walk's arena holds it: itself, or its code decoded.
+/// `vector` as the walk's arena holds it: itself, or its code decoded (8-bit codes).
 fn seen_as<E: Elem>(codec: &Codec, vector: &[E]) -> Vec<E> {
-    if !codec.is_quantized() {
+    if !codec.is_quantized() || !codec.decodes() {
         return vector.to_vec();
     }
     let (mut body, mut out) = (Vec::new(), Vec::new());
@@ -275,11 +276,11 @@ fn same_full<E: Elem>(index: pg_sys::Relation, codec: &Codec, vref: ItemRef, vec
 }
 
 /// Train a quantized index built without rows on its first vector (see
-/// [`hnsw_core::quant::Sq8::from_one`]), under FIRST_INSERT_LOCK; the meta page after.
-fn train_first<E: Elem>(index: pg_sys::Relation, vector: &[E], logging: Logging) -> Meta {
+/// [`Codec::train_first`]), under FIRST_INSERT_LOCK; the meta page after.
+fn train_first<E: Elem>(index: pg_sys::Relation, quant: Quant, vector: &[E], logging: Logging) -> Meta {
     let mut f = vec![0.0f32; vector.len()];
     <E as hnsw_core::metric::VectorElem>::to_f32(vector, &mut f);
-    let first = write_params(index, logging, &hnsw_core::quant::Sq8::from_one(&f).to_bytes());
+    let first = write_params(index, logging, &Codec::train_first(quant, &f).to_bytes());
     Meta::update(index, logging, |m| {
         m.dims = vector.len() as u32;
         m.params = first;

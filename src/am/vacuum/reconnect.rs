@@ -19,8 +19,8 @@ use crate::storage::buffer::{Buffer, Lock, Logging};
 use crate::storage::element::{nblocks, Elements, Extent, Written};
 use crate::storage::meta::Meta;
 use crate::storage::page::{ItemRef, PAGE_DATA};
-use crate::storage::quant::Codec;
-use crate::storage::tuple::{layer_capacity, NodeTuple, TidList, VectorTuple, KIND_NODE, KIND_TIDS};
+use crate::storage::quant::{read_graph_vector, Codec};
+use crate::storage::tuple::{layer_capacity, NodeTuple, TidList, KIND_NODE, KIND_TIDS};
 
 /// Bytes per element the pass holds besides its links: its refs, flag and list offset here,
 /// the ref-to-number map's entry with hash table slack, and the core's parent, order and
@@ -185,15 +185,8 @@ impl<E: Elem> DiskGraph<E> {
 
     /// Copy the vector of element `id` into `out`; false if it cannot be read.
     fn load(&self, id: u32, out: &mut Vec<E>) -> bool {
-        let r = self.vectors[id as usize];
-        if !self.extent.holds(r) {
-            return false;
-        }
-        let buf = Buffer::read_recent(self.els.rel, r.block, Lock::Share);
-        let Some(data) = buf.page().item(r.offset) else { return false };
         out.clear();
-        self.codec.graph_vector(VectorTuple::parse(data).body(self.codec.body_len()), out);
-        true
+        read_graph_vector(&self.codec, &self.extent, self.vectors[id as usize], out).is_some()
     }
 }
 

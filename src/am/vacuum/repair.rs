@@ -16,8 +16,8 @@ use crate::storage::buffer::{Buffer, Lock, Logging};
 use crate::storage::element::{nblocks, Elements, Extent, Written};
 use crate::storage::meta::Meta;
 use crate::storage::page::ItemRef;
-use crate::storage::quant::Codec;
-use crate::storage::tuple::{layer_capacity, node_tuples, NodeTuple, VectorTuple, FLAG_DELETED};
+use crate::storage::quant::{read_graph_vector, Codec};
+use crate::storage::tuple::{layer_capacity, node_tuples, NodeTuple, FLAG_DELETED};
 
 /// Phase 3: re-select every neighbour list that holds a deleted element.
 /// Whole-index passes read through VACUUM's buffer access `strategy`.
@@ -77,17 +77,14 @@ impl<E: Elem> Repair<'_, E> {
 
     /// Copy the vector at `r` into the arena; its slot and node ref, or None if it is gone.
     fn load(&mut self, r: ItemRef) -> Option<(usize, ItemRef)> {
-        if !self.extent.holds(r) {
-            return None;
+        let at = self.arena.len();
+        match read_graph_vector(&self.codec, &self.extent, r, &mut self.arena) {
+            Some((node, flags)) if flags & FLAG_DELETED == 0 && self.extent.holds(node) => Some((at / self.dims, node)),
+            _ => {
+                self.arena.truncate(at);
+                None
+            }
         }
-        let buf = Buffer::read_recent(self.index, r.block, Lock::Share);
-        let data = buf.page().item(r.offset)?;
-        let t = VectorTuple::parse(data);
-        if t.flags() & FLAG_DELETED != 0 || !self.extent.holds(t.node()) {
-            return None;
-        }
-        self.codec.graph_vector(t.body(self.codec.body_len()), &mut self.arena);
-        Some((self.arena.len() / self.dims - 1, t.node()))
     }
 
     fn repair(&mut self, node: ItemRef, layer: usize) {
