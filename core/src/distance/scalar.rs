@@ -248,15 +248,32 @@ fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
 #[inline(always)]
 pub(super) fn dot_bits_words(planes: &[u64], bits: &[u8]) -> i64 {
     let (words, np) = bits_shape(planes.len(), bits.len());
-    let mut total = 0i64;
-    for (j, plane) in planes.chunks_exact(words.max(1)).take(np).enumerate() {
-        let mut count = 0u64;
-        for (&p, c) in plane.iter().zip(bits.chunks_exact(8)) {
-            let c = u64::from_le_bytes(*c.first_chunk::<8>().expect("chunks_exact(8) yields 8 bytes"));
-            count += u64::from((p & c).count_ones());
-        }
-        let weight = 1i64 << j;
-        total += if j + 1 == np { -weight } else { weight } * count as i64;
+    // A plane count known at compile time keeps the counts in registers and reads each code
+    // word once for all planes.
+    match np {
+        0 => 0,
+        1 => dot_bits_n::<1>(planes, bits, words),
+        2 => dot_bits_n::<2>(planes, bits, words),
+        3 => dot_bits_n::<3>(planes, bits, words),
+        4 => dot_bits_n::<4>(planes, bits, words),
+        5 => dot_bits_n::<5>(planes, bits, words),
+        6 => dot_bits_n::<6>(planes, bits, words),
+        7 => dot_bits_n::<7>(planes, bits, words),
+        _ => dot_bits_n::<8>(planes, bits, words),
     }
-    total
+}
+
+/// `dot_bits` with N planes of `words` words (N * words <= planes.len(), 8 * words <=
+/// bits.len()).
+#[inline(always)]
+fn dot_bits_n<const N: usize>(planes: &[u64], bits: &[u8], words: usize) -> i64 {
+    let p: [&[u64]; N] = std::array::from_fn(|j| &planes[j * words..(j + 1) * words]);
+    let mut counts = [0u64; N];
+    for (w, c) in bits.chunks_exact(8).take(words).enumerate() {
+        let c = u64::from_le_bytes(*c.first_chunk::<8>().expect("chunks_exact(8) yields 8 bytes"));
+        for (count, plane) in counts.iter_mut().zip(&p) {
+            *count += u64::from((plane[w] & c).count_ones());
+        }
+    }
+    counts.iter().enumerate().map(|(j, &count)| if j + 1 == N { -(count as i64) << j } else { (count as i64) << j }).sum()
 }

@@ -360,12 +360,14 @@ mod imp {
         }
     }
 
-    /// VPOPCNTDQ where the CPU has it (Ice Lake and later, Zen 4 and later), else the portable
-    /// body compiled with POPCNT. The check is a load of std's cached feature bits, cheap next
-    /// to the kernel, and keeps one AVX-512 table for CPUs with and without the extension.
+    /// VPOPCNTDQ where the CPU has it (Ice Lake and later, Zen 4 and later) and the code has at
+    /// least one whole 8-word group (512 dimensions), else the portable body compiled with
+    /// POPCNT, which is faster on shorter codes (no masked loads and lane reductions to pay
+    /// for). The feature check is a load of std's cached feature bits, and keeps one AVX-512
+    /// table for CPUs with and without the extension.
     #[target_feature(enable = "avx512f,avx2,fma,f16c,popcnt")]
     pub(super) fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
-        if is_x86_feature_detected!("avx512vpopcntdq") {
+        if bits.len() >= 64 && is_x86_feature_detected!("avx512vpopcntdq") {
             // SAFETY: VPOPCNTDQ was just detected, and every other feature `dot_bits_vpopcnt` is
             // compiled with is one this function is compiled with (so the CPU has it).
             unsafe { dot_bits_vpopcnt(planes, bits) }
@@ -377,34 +379,60 @@ mod imp {
     /// `dot_bits` on 8 words at a time; a partial last group comes in through masked loads.
     #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2,fma,f16c,popcnt")]
     fn dot_bits_vpopcnt(planes: &[u64], bits: &[u8]) -> i64 {
-        const WORDS: usize = 8;
         let (words, np) = bits_shape(planes.len(), bits.len());
-        let pc = bits.as_ptr().cast::<i64>();
-        let mut total = 0i64;
-        for j in 0..np {
-            let pp = planes[j * words..(j + 1) * words].as_ptr().cast::<i64>();
-            let mut acc = _mm512_setzero_si512();
-            let mut w = 0;
-            while w + WORDS <= words {
-                // SAFETY: w + 8 <= words, so 8 u64 of plane j (a subslice of `planes`) and
-                // 64 bytes of `bits` (8 * words <= bits.len()) are readable at offset w;
-                // loadu needs no alignment.
-                let (p, c) = unsafe { (_mm512_loadu_epi64(pp.add(w)), _mm512_loadu_epi64(pc.add(w))) };
-                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(p, c)));
-                w += WORDS;
-            }
-            if w < words {
-                // 1 <= words - w <= 7 lanes.
-                let mask: __mmask8 = (1u8 << (words - w)) - 1;
-                // SAFETY: the mask enables only lanes 0 .. words - w, i.e. words w .. words of
-                // plane j and bytes 8w .. 8 * words of `bits`, all inside the slices; masked-off
-                // lanes are neither read nor able to fault.
-                let (p, c) = unsafe { (_mm512_maskz_loadu_epi64(mask, pp.add(w)), _mm512_maskz_loadu_epi64(mask, pc.add(w))) };
-                acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(p, c)));
-            }
-            let weight = 1i64 << j;
-            total += if j + 1 == np { -weight } else { weight } * _mm512_reduce_add_epi64(acc);
+        match np {
+            0 => 0,
+            1 => dot_bits_vpopcnt_n::<1>(planes, bits, words),
+            2 => dot_bits_vpopcnt_n::<2>(planes, bits, words),
+            3 => dot_bits_vpopcnt_n::<3>(planes, bits, words),
+            4 => dot_bits_vpopcnt_n::<4>(planes, bits, words),
+            5 => dot_bits_vpopcnt_n::<5>(planes, bits, words),
+            6 => dot_bits_vpopcnt_n::<6>(planes, bits, words),
+            7 => dot_bits_vpopcnt_n::<7>(planes, bits, words),
+            _ => dot_bits_vpopcnt_n::<8>(planes, bits, words),
         }
-        total
+    }
+
+    /// N planes of `words` words (N * words <= planes.len(), 8 * words <= bits.len()): each
+    /// group of code words is loaded once for all planes, the planes' counts are weighted in
+    /// the vector and summed across lanes once.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2,fma,f16c,popcnt")]
+    fn dot_bits_vpopcnt_n<const N: usize>(planes: &[u64], bits: &[u8], words: usize) -> i64 {
+        const WORDS: usize = 8;
+        let p: [*const i64; N] = std::array::from_fn(|j| planes[j * words..(j + 1) * words].as_ptr().cast::<i64>());
+        let pc = bits[..8 * words].as_ptr().cast::<i64>();
+        let mut acc = [_mm512_setzero_si512(); N];
+        let mut w = 0;
+        while w + WORDS <= words {
+            // SAFETY: w + 8 <= words, so 64 bytes of `bits` (8 * words of them) are readable at
+            // word w; loadu needs no alignment.
+            let c = unsafe { _mm512_loadu_epi64(pc.add(w)) };
+            for (a, &pj) in acc.iter_mut().zip(&p) {
+                // SAFETY: each plane pointer starts a subslice of `words` u64 of `planes`, and
+                // w + 8 <= words.
+                let x = unsafe { _mm512_loadu_epi64(pj.add(w)) };
+                *a = _mm512_add_epi64(*a, _mm512_popcnt_epi64(_mm512_and_si512(x, c)));
+            }
+            w += WORDS;
+        }
+        if w < words {
+            // 1 <= words - w <= 7 lanes.
+            let mask: __mmask8 = (1u8 << (words - w)) - 1;
+            // SAFETY: the mask enables only lanes 0 .. words - w, i.e. bytes 8w .. 8 * words of
+            // `bits`; masked-off lanes are neither read nor able to fault.
+            let c = unsafe { _mm512_maskz_loadu_epi64(mask, pc.add(w)) };
+            for (a, &pj) in acc.iter_mut().zip(&p) {
+                // SAFETY: as above, words w .. words of a plane's subslice of `words` u64.
+                let x = unsafe { _mm512_maskz_loadu_epi64(mask, pj.add(w)) };
+                *a = _mm512_add_epi64(*a, _mm512_popcnt_epi64(_mm512_and_si512(x, c)));
+            }
+        }
+        let mut total = _mm512_setzero_si512();
+        for (j, &a) in acc.iter().enumerate() {
+            let weighted = _mm512_sll_epi64(a, _mm_cvtsi64_si128(j as i64));
+            total = if j + 1 == N { _mm512_sub_epi64(total, weighted) } else { _mm512_add_epi64(total, weighted) };
+        }
+        _mm512_reduce_add_epi64(total)
     }
 }
