@@ -5,8 +5,8 @@ on a hot standby, which must answer queries exactly as the primary does and, onc
 take writes.
 
 Primary and standby are servers of their own (ports 5483 and 5484). The standby is cloned with
-pg_basebackup -R before any index exists, so it builds its copies of both indexes (vector L2 and
-halfvec cosine) purely from WAL. Rows are fashion-mnist images (784 dimensions).
+pg_basebackup -R before any index exists, so it builds its copies of the four indexes (vector L2
+and halfvec cosine, full precision and quantized: sq8 and rabitq1) purely from WAL. Rows are fashion-mnist images (784 dimensions).
 """
 
 import os
@@ -27,6 +27,10 @@ INDEXES = [
     # index, column, SQL type, operator, metric
     ("t_v_idx", "v", "vector", "<->", "l2"),
     ("t_h_idx", "h", "halfvec", "<=>", "cosine"),
+    # Quantized (codes, full-vector tuples and parameter pages all come through WAL): the same
+    # values as v and h.
+    ("t_q_idx", "q", "vector", "<->", "l2"),
+    ("t_r_idx", "r", "halfvec", "<=>", "cosine"),
 ]
 
 
@@ -53,7 +57,10 @@ def insert_rows(conn, rows, ids):
     """One INSERT per row, each its own transaction: online inserts into both indexes."""
     with conn.cursor() as cur:
         for i in ids:
-            cur.execute("INSERT INTO t (id, v, h) VALUES (%s, %s, %s)", (int(i), rows[i], HalfVector(rows[i])))
+            cur.execute(
+                "INSERT INTO t (id, v, h, q, r) VALUES (%s, %s, %s, %s, %s)",
+                (int(i), rows[i], HalfVector(rows[i]), rows[i], HalfVector(rows[i])),
+            )
 
 
 def check_report(conn, index):
@@ -99,13 +106,13 @@ def test_standby_replays_index(servers, data):
     with primary.connect() as conn:
         conn.execute("CREATE EXTENSION hnsw_ext")
         register_vector(conn)
-        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(784), h halfvec(784))")
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(784), h halfvec(784), q vector(784), r halfvec(784))")
         # No autovacuum on t: the index must not change under the comparison below.
         conn.execute("ALTER TABLE t SET (autovacuum_enabled = off)")
-        with conn.cursor().copy("COPY t (id, v, h) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int4", "vector", "halfvec"])
+        with conn.cursor().copy("COPY t (id, v, h, q, r) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "vector", "halfvec", "vector", "halfvec"])
             for i in range(INITIAL):
-                copy.write_row((i, base[i], HalfVector(base[i])))
+                copy.write_row((i, base[i], HalfVector(base[i]), base[i], HalfVector(base[i])))
 
     # The standby starts from a base backup that has the table and no index.
     standby = primary.standby("replica_standby", STANDBY_PORT)
@@ -117,6 +124,8 @@ def test_standby_replays_index(servers, data):
         register_vector(conn)
         conn.execute("CREATE INDEX t_v_idx ON t USING hnsw (v vector_l2_ops)")
         conn.execute("CREATE INDEX t_h_idx ON t USING hnsw (h halfvec_cosine_ops)")
+        conn.execute("CREATE INDEX t_q_idx ON t USING hnsw (q vector_l2_ops) WITH (quantization = sq8)")
+        conn.execute("CREATE INDEX t_r_idx ON t USING hnsw (r halfvec_cosine_ops) WITH (quantization = rabitq1)")
         print(f"\nbuilt: {check_report(conn, 't_v_idx')}")
         insert_rows(conn, base, range(INITIAL, INITIAL + ONLINE))
         print(f"after {ONLINE} online inserts: {check_report(conn, 't_v_idx')}")
@@ -174,14 +183,19 @@ def test_standby_replays_index(servers, data):
         extra = {1_000_000 + n: queries[n] + 0.25 for n in range(QUERIES)}
         with s.cursor() as cur:
             for i, vec in extra.items():
-                cur.execute("INSERT INTO t (id, v, h) VALUES (%s, %s, %s)", (i, vec, HalfVector(vec)))
+                cur.execute(
+                    "INSERT INTO t (id, v, h, q, r) VALUES (%s, %s, %s, %s, %s)", (i, vec, HalfVector(vec), vec, HalfVector(vec))
+                )
         s.execute("SET enable_seqscan = off")
         s.execute(f"SET hnsw.ef_search = {EF}")
         missed = []
         for i, vec in extra.items():
             got_v = s.execute("SELECT id FROM t ORDER BY v <-> %s LIMIT 1", (vec,)).fetchone()[0]
             got_h = s.execute("SELECT id FROM t ORDER BY h <=> %s LIMIT 1", (HalfVector(vec),)).fetchone()[0]
-            if got_v != i or got_h != i:
-                missed.append((i, got_v, got_h))
+            got_q = s.execute("SELECT id FROM t ORDER BY q <-> %s LIMIT 1", (vec,)).fetchone()[0]
+            got_r = s.execute("SELECT id FROM t ORDER BY r <=> %s LIMIT 1", (HalfVector(vec),)).fetchone()[0]
+            if (got_v, got_h, got_q, got_r) != (i, i, i, i):
+                missed.append((i, got_v, got_h, got_q, got_r))
         assert not missed, f"after promotion, rows inserted there are not found first on their own vector: {missed[:10]}"
-        print(f"promoted: {len(extra)} new rows found by both indexes; {check_report(s, 't_v_idx')}; {check_report(s, 't_h_idx')}")
+        reports = "; ".join(check_report(s, index) for index, *_ in INDEXES)
+        print(f"promoted: {len(extra)} new rows found by every index; {reports}")

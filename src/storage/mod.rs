@@ -27,7 +27,7 @@
 //!               17  u8   element (1 float4, 2 half)                  18  u8  max level
 //!               19  u8   entry level        20  6B   entry vector ref  26  6B  entry node ref
 //!               32  u32  insert page        36  u8   filter columns
-//!               37  u8   quantization (0 none: format 2; 1 sq8: format 3)
+//!               37  u8   quantization (0 none: format 2; 1 sq8, 2 rabitq1: format 3)
 //!               38  u16  attribute record size    40  u32  first, 44  u32  last attr page
 //!               48  u32  first parameter page (quantized; 0 until trained)
 //!               52  u32  page where inserts put full-vector tuples (quantized)
@@ -40,11 +40,15 @@
 //!                8  ...  the body: dims elements, f32 (vector) or f16 (halfvec), native order,
 //!                        8-aligned; in a quantized index a code body instead:
 //!                          0 6B ref of the full-vector tuple  6 2B zero
-//!                          8 f32 LE |x̂|² (the decoded vector's squared norm)  12 dims u8 codes
+//!                          8 the code: sq8: f32 LE |x̂|² (the decoded vector's squared
+//!                            norm), then dims u8 codes; rabitq1: 3 f32 LE factors, then
+//!                            padded_dims / 8 bytes of sign bits (see hnsw_core::quant)
 //!                        then the element's filter values (see am/filter/)
 //!
-//! full vector    a vector tuple of kind 4 without filter values (node ref unused), on data
-//!                pages holding nothing else: quantized indexes only, read to re-rank and check
+//! full vector    a vector tuple of kind 4 without filter values, on data pages holding nothing
+//!                else: quantized indexes only, read to re-rank, to check, and (rabitq1) for
+//!                graph maintenance. A vector longer than a page is a chain of such tuples
+//!                (`tuple::full_chunks`), each one's node ref naming the next (invalid at the end)
 //!
 //! parameters     pages of kind 4 chained through the special space, one item each: the bincode
 //!                blob of the trained quantizer (hnsw_core::quant), prefixed by its u32 length
