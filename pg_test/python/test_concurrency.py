@@ -7,6 +7,9 @@ hold exactly initial + inserted - deleted rows, and recall@10 at ef_search 100 a
 ground truth on the final content must be >= 0.95, and after a VACUUM the index must hold
 exactly the table's heap TIDs.
 
+Run twice: on a full-precision index, and (for half the time) on a `rabitq1` index, whose inserts
+and VACUUM read full vectors for their neighbour choices while elements are freed and reused.
+
 A server of its own on port 5485 (shared_buffers 256MB).
 """
 
@@ -203,9 +206,15 @@ def rows_not_found(conn, sample):
     return missed
 
 
-def test_concurrent_clients(server, data):
+@pytest.mark.parametrize("quant", ["none", "rabitq1"])
+def test_concurrent_clients(server, data, quant):
+    """With `rabitq1`, inserts and VACUUM read full vectors for their neighbour choices while
+    others free and reuse elements (half the duration)."""
     base, tests = data
+    duration = DURATION if quant == "none" else DURATION / 2
     with server.connect() as conn:
+        conn.execute("DROP EXTENSION IF EXISTS hnsw_ext CASCADE")
+        conn.execute("DROP TABLE IF EXISTS t")
         conn.execute("CREATE EXTENSION hnsw_ext")
         register_vector(conn)
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, v vector(784))")
@@ -213,7 +222,7 @@ def test_concurrent_clients(server, data):
             copy.set_types(["int4", "vector"])
             for i in range(INITIAL):
                 copy.write_row((i, base[i]))
-        conn.execute("CREATE INDEX t_v_idx ON t USING hnsw (v vector_l2_ops)")
+        conn.execute(f"CREATE INDEX t_v_idx ON t USING hnsw (v vector_l2_ops) WITH (quantization = {quant})")
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN SELECT id FROM t ORDER BY v <-> %s LIMIT 10", (tests[0],)))
         assert "Index Scan using t_v_idx" in plan, plan
 
@@ -227,11 +236,11 @@ def test_concurrent_clients(server, data):
         threads.append(threading.Thread(target=client, args=(shared, f"query{q}", server.dsn, querier(shared, 200 + q, tests))))
     threads.append(threading.Thread(target=client, args=(shared, "vacuum", server.dsn, vacuumer(shared, 300))))
 
-    print(f"\n{len(threads)} clients for {DURATION:.0f} s")
+    print(f"\n{quant}: {len(threads)} clients for {duration:.0f} s")
     t0 = time.time()
     for t in threads:
         t.start()
-    shared.stop.wait(DURATION)
+    shared.stop.wait(duration)
     shared.stop.set()
     for t in threads:
         t.join(300)
