@@ -8,7 +8,7 @@ test_recall.py checks per operator class after builds and concurrent inserts):
   codes are clamped, their full vectors are exact) and the checker agrees with their codes;
 - an index built on an empty table is trained by its first insert;
 - deletes + VACUUM (repair, reuse of freed elements, whose full vectors are rewritten) keep
-  recall and the checker's OK;
+  recall and the checker's OK, for every operator class;
 - filter columns and iterative scans work as on a full-precision index;
 - the pages a walk reads are at most 0.35x (sq8) and 0.15x (rabitq1) the full-precision index;
 - bad option values are errors with SQLSTATE 22023.
@@ -21,7 +21,7 @@ from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
 from pgdb import fresh_database
-from test_recall import DATA, DSN, distances, load, read_idx
+from test_recall import DATA, DSN, OPCLASSES, distances, ef_for, floor_for, load, prepare, read_idx
 
 DB = "hnsw_quant_test"
 ROWS, QUERIES, K = 5000, 50, 10
@@ -322,3 +322,35 @@ def test_dimension_limits(dsn):
         conn.execute("RESET enable_indexscan; SET enable_seqscan = off")
         assert got == want, (got, want)
         check(conn, "lim_x")
+
+
+@pytest.mark.parametrize("quant", QUANTS)
+@pytest.mark.parametrize("opclass,typ,op,metric,normalize", OPCLASSES)
+def test_recall_after_vacuum_every_opclass(dsn, data, opclass, typ, op, metric, normalize, quant):
+    """Delete 30% of 5k rows and VACUUM (repair on decoded codes for sq8, on full vectors for
+    rabitq1): the surviving rows keep test_recall's floors, for every operator class."""
+    base, queries = prepare(data[0][:ROWS], data[1], typ, normalize)
+    table = f"v_{opclass}_{quant}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        make(conn, table, base, quant=quant, typ=typ, opclass=opclass)
+        dead = np.random.default_rng(30).choice(ROWS, size=3 * ROWS // 10, replace=False)
+        conn.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", ([int(i) for i in dead],))
+        conn.execute(f"VACUUM {table}")
+        check(conn, f"{table}_idx")
+        alive = np.ones(ROWS, dtype=bool)
+        alive[dead] = False
+        ids = np.nonzero(alive)[0]
+        conn.execute(f"SET hnsw.ef_search = {ef_for(metric, quant)}")
+        conn.execute("SET enable_seqscan = off")
+        hits = 0
+        for q in queries:
+            d = distances(metric, base[ids], q)
+            kth = np.sort(d)[K - 1]
+            got = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY v {op} %s::{typ} LIMIT {K}", (str(q.tolist()),))]
+            dist = distances(metric, base[got], q)
+            hits += sum(1 for g, x in zip(got, dist) if alive[g] and x <= kth + 1e-6 * abs(kth) + 1e-6)
+        r = hits / (len(queries) * K)
+        print(f"{opclass} {quant} after deleting 30% + VACUUM: recall@10 {r:.4f}")
+        assert r >= floor_for(metric), f"{opclass} {quant}: recall@10 {r}"
+        conn.execute(f"DROP TABLE {table}")
