@@ -22,6 +22,7 @@ from pgvector.psycopg import register_vector
 
 from pgdb import fresh_database
 from test_recall import DATA, DSN, OPCLASSES, distances, ef_for, floor_for, load, prepare, read_idx
+from test_vacuum import check
 
 DB = "hnsw_quant_test"
 ROWS, QUERIES, K = 5000, 50, 10
@@ -37,12 +38,6 @@ def data():
     base = read_idx(f"{DATA}/train-images-idx3-ubyte.gz", 2 * ROWS)
     queries = read_idx(f"{DATA}/t10k-images-idx3-ubyte.gz", QUERIES)
     return base, queries
-
-
-def check(conn, index):
-    report = conn.execute("SELECT hnsw_index_check(%s)", (index,)).fetchone()[0]
-    assert report.endswith("OK"), report.replace("\n", " | ")
-    return report
 
 
 def knn(conn, table, q, k=K, ef=100, typ="vector", op="<->"):

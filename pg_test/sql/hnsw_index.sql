@@ -25,8 +25,8 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT id FROM t ORDER BY v <-> '[1,1,1]' LIMIT 3;
 EXPLAIN (COSTS OFF) SELECT id FROM t WHERE v = '[1,1,1]';
 EXPLAIN (COSTS OFF) SELECT id FROM t ORDER BY v <=> '[1,1,1]' LIMIT 3;
--- NULL rows are not indexed
-SELECT id, v <-> '[1,1,1]' AS d FROM t ORDER BY v <-> '[1,1,1]' LIMIT 10;
+-- NULL rows are not indexed (ties in any order: the build links on several threads)
+SELECT * FROM (SELECT id, v <-> '[1,1,1]' AS d FROM t ORDER BY v <-> '[1,1,1]' LIMIT 10) s ORDER BY d, id;
 -- a NULL query folds to ORDER BY NULL: no index needed, every row in any order
 EXPLAIN (COSTS OFF) SELECT id FROM t ORDER BY v <-> NULL LIMIT 10;
 SELECT count(*) FROM (SELECT id FROM t ORDER BY v <-> NULL LIMIT 10) s;

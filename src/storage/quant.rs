@@ -186,13 +186,16 @@ impl Codec {
     pub fn graph_vector<E: VectorElem>(&self, body: &[u8], out: &mut Vec<E>) {
         match (self.quant, self.trained.as_ref()) {
             (Quant::None, _) => out.extend_from_slice(as_elems::<E>(body, self.dims)),
-            (_, Some(Trained::Sq8(sq))) => {
-                let mut f = vec![0.0f32; self.dims];
+            (_, Some(Trained::Sq8(sq))) => DECODED.with(|f| {
+                // Once per element an insert's walk measures: decoded into a buffer kept per
+                // backend, not a fresh allocation.
+                let mut f = f.borrow_mut();
+                f.resize(self.dims, 0.0);
                 sq.decode(code_body_code(body), &mut f);
                 let at = out.len();
                 out.resize(at + self.dims, E::default());
                 E::from_f32(&f, &mut out[at..]);
-            }
+            }),
             _ => corrupt("1-bit codes do not decode"),
         }
     }
@@ -236,6 +239,11 @@ impl Trained {
             Trained::RaBitQ(q) => q.to_bytes(),
         }
     }
+}
+
+thread_local! {
+    /// [`Codec::graph_vector`]'s decoded code.
+    static DECODED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Bytes of a `rabitq1` code of `dims` dimensions.

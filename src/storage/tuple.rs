@@ -129,11 +129,6 @@ fn corrupt(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index tuple is corrupted: {what}"))
 }
 
-/// Size of a vector tuple of `dims` elements of `E` carrying `payload` bytes of filter values.
-pub fn vector_tuple_size<E: VectorElem>(dims: usize, payload: usize) -> usize {
-    element_tuple_size(dims * E::SIZE, payload)
-}
-
 /// Size of a vector tuple whose body (the vector, or a code and its full vector's ref) is
 /// `body` bytes, carrying `payload` bytes of filter values.
 pub fn element_tuple_size(body: usize, payload: usize) -> usize {

@@ -19,6 +19,8 @@ use crate::metric::Metric;
 
 pub mod rabitq;
 #[cfg(test)]
+mod test_rng;
+#[cfg(test)]
 mod tests;
 
 pub use rabitq::{RaBitQ, RaBitQQuery};

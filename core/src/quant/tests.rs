@@ -1,34 +1,9 @@
 //! SQ8 coding, distances to codes, ranking quality and the stored format.
 
 use super::*;
-use crate::graph::build::splitmix64;
-use crate::metric::{normalize, VectorElem};
+use crate::metric::VectorElem;
 
-const METRICS: [Metric; 4] = [Metric::L2, Metric::InnerProduct, Metric::Cosine, Metric::L1];
-
-/// Deterministic uniform f32s in [lo, hi).
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = splitmix64(self.0);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.unit()) as f32
-    }
-
-    fn vector(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| self.range(lo, hi)).collect()
-    }
-
-    fn unit_vector(&mut self, n: usize) -> Vec<f32> {
-        let mut v = self.vector(n, -1.0, 1.0);
-        assert!(normalize(&mut v));
-        v
-    }
-}
+use super::test_rng::{Rng, METRICS};
 
 fn encode(sq: &Sq8, x: &[f32]) -> Vec<u8> {
     let mut code = vec![0u8; sq.code_len()];

@@ -96,16 +96,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
 /// Verify an hnsw index and describe it; the last line is `OK` or the problems found.
 #[pg_extern(volatile, strict, parallel_safe)]
 fn hnsw_index_check(index: RegClass) -> String {
-    check_privileges(index.0);
-    // SAFETY: with_lock opens the relation by OID (ERROR if there is none) and keeps it open
-    // and locked until `rel` drops.
-    let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
-    // SAFETY: the relation is open and locked for the duration of this call; the AM lookup
-    // raises an ERROR if hnsw is missing, which cannot happen while this extension exists.
-    let (relam, hnsw_am) = unsafe { ((*(*rel.as_ptr()).rd_rel).relam, pg_sys::get_index_am_oid(c"hnsw".as_ptr(), false)) };
-    if !rel.is_index() || relam != hnsw_am {
-        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
-    }
+    let rel = open_hnsw(index);
     check(rel.as_ptr()).text(rel.name())
 }
 
@@ -114,14 +105,7 @@ fn hnsw_index_check(index: RegClass) -> String {
 /// only to re-rank a scan's results), attribute and parameter pages. Reads every page.
 #[pg_extern(volatile, strict, parallel_safe)]
 fn hnsw_walk_size(index: RegClass) -> i64 {
-    check_privileges(index.0);
-    // SAFETY: as in hnsw_index_check.
-    let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
-    // SAFETY: as in hnsw_index_check.
-    let (relam, hnsw_am) = unsafe { ((*(*rel.as_ptr()).rd_rel).relam, pg_sys::get_index_am_oid(c"hnsw".as_ptr(), false)) };
-    if !rel.is_index() || relam != hnsw_am {
-        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
-    }
+    let rel = open_hnsw(index);
     let index = rel.as_ptr();
     let strategy = Strategy::bulk_read();
     let mut pages = 0i64;
@@ -138,6 +122,22 @@ fn hnsw_walk_size(index: RegClass) -> i64 {
         check_for_interrupts!();
     }
     pages * pg_sys::BLCKSZ as i64
+}
+
+/// The index of a checking function's argument, after the privilege check, open and share-locked
+/// until the result drops; `ERROR` if it is no hnsw index.
+fn open_hnsw(index: RegClass) -> PgRelation {
+    check_privileges(index.0);
+    // SAFETY: with_lock opens the relation by OID (ERROR if there is none) and keeps it open
+    // and locked until `rel` drops.
+    let rel = unsafe { PgRelation::with_lock(index.0, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    // SAFETY: the relation is open and locked for the duration of this call; the AM lookup
+    // raises an ERROR if hnsw is missing, which cannot happen while this extension exists.
+    let (relam, hnsw_am) = unsafe { ((*(*rel.as_ptr()).rd_rel).relam, pg_sys::get_index_am_oid(c"hnsw".as_ptr(), false)) };
+    if !rel.is_index() || relam != hnsw_am {
+        raise(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, format!("\"{}\" is not an hnsw index", rel.name()));
+    }
+    rel
 }
 
 /// The report shows how many rows a table holds and which pages the index has: the caller
