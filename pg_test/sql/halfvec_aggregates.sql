@@ -61,3 +61,10 @@ RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
 DROP TABLE halfvec_agg_p;
+-- state arrays are checked as pgvector checks them: one dimension, at least one element,
+-- no NULLs
+SELECT halfvec_avg('{{2,2,4,6}}');
+SELECT halfvec_avg('{NULL,2,4,6}');
+SELECT halfvec_avg('{}');
+SELECT halfvec_accum('{{0}}', '[1,2,3]');
+SELECT halfvec_accum('{NULL}', '[1,2,3]');

@@ -47,6 +47,29 @@ SHOW hnsw.iterative_scan;
 SET hnsw.max_scan_tuples = 2;
 SELECT count(*) FROM (SELECT id FROM t ORDER BY v <-> '[1,1,1.4]' LIMIT 5) s;
 RESET hnsw.max_scan_tuples;
+-- and stops when its walk holds more than work_mem x hnsw.scan_mem_multiplier (pgvector's
+-- setting): 10 rows in 5000 pass the filter, far from the query in 32 dimensions, so the walk
+-- holds more than 64kB before it finds them
+CREATE TABLE tm (id int, v vector(32));
+SELECT setseed(0.5);
+INSERT INTO tm SELECT i, (SELECT array_agg(random()) FROM generate_series(1, 32) d WHERE i > 0) FROM generate_series(1, 5000) i;
+CREATE INDEX ON tm USING hnsw (v vector_l2_ops);
+SET enable_seqscan = off;
+SET hnsw.iterative_scan = relaxed_order;
+SET hnsw.ef_search = 40;
+SET work_mem = '64kB';
+SELECT count(*) < 10 AS stopped_early FROM (SELECT id FROM tm WHERE id % 500 = 0 ORDER BY v <-> (SELECT v FROM tm WHERE id = 1) LIMIT 10) s;
+SET hnsw.scan_mem_multiplier = 1000;
+SELECT count(*) AS found FROM (SELECT id FROM tm WHERE id % 500 = 0 ORDER BY v <-> (SELECT v FROM tm WHERE id = 1) LIMIT 10) s;
+SET hnsw.scan_mem_multiplier = 0;
+SET hnsw.scan_mem_multiplier = 1001;
+RESET hnsw.scan_mem_multiplier;
+SHOW hnsw.scan_mem_multiplier;
+RESET work_mem;
+RESET hnsw.iterative_scan;
+RESET enable_seqscan;
+SET hnsw.ef_search = 1;
+DROP TABLE tm;
 SET hnsw.ef_search = 0;
 SET hnsw.ef_search = 1001;
 BEGIN;

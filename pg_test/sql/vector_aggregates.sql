@@ -90,3 +90,18 @@ RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
 DROP TABLE vector_agg_p;
+-- state arrays are checked as pgvector checks them: one dimension, at least one element,
+-- no NULLs
+SELECT vector_avg('{{2,2,4,6}}');
+SELECT vector_avg('{NULL,2,4,6}');
+SELECT vector_avg('{}');
+SELECT vector_accum('{{0}}', '[1,2,3]');
+SELECT vector_accum('{NULL}', '[1,2,3]');
+SELECT vector_combine('{{1,2}}', '{3,4}');
+SELECT vector_combine('{1,2}', '{3,NULL}');
+SELECT vector_combine('{0}', '{}');
+-- a combined state's dimensions are checked, also when one side is empty; two empty states
+-- (parallel workers that saw no rows) combine to an empty one, where pgvector raises
+SELECT vector_combine('{0}', '{0}');
+SELECT vector_combine('{0}', (SELECT array_agg(n) FROM generate_series(1, 16002) n));
+SELECT vector_combine((SELECT array_agg(n) FROM generate_series(1, 16002) n), (SELECT array_agg(n) FROM generate_series(1, 16002) n));

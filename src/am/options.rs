@@ -26,16 +26,20 @@ pub static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
 pub enum IterativeScan {
     #[name = c"off"]
     Off,
-    #[name = c"strict_order"]
-    StrictOrder,
+    // Listed in pgvector's order (the HINT for a bad value lists them so).
     #[name = c"relaxed_order"]
     RelaxedOrder,
+    #[name = c"strict_order"]
+    StrictOrder,
 }
 
 pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeScan>::new(IterativeScan::StrictOrder);
 
 /// `hnsw.max_scan_tuples`: heap rows an iterative scan hands out at most.
 pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+
+/// `hnsw.scan_mem_multiplier`: an iterative scan's walk may hold this many times `work_mem`.
+pub static SCAN_MEM_MULTIPLIER: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 
 /// `hnsw.filter_strategy`: how a scan with index quals on filter columns finds its rows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, pgrx::PostgresGucEnum)]
@@ -108,6 +112,16 @@ pub fn init() {
         &MAX_SCAN_TUPLES,
         1,
         i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"hnsw.scan_mem_multiplier",
+        c"Sets the multiple of work_mem to use for iterative scans",
+        c"An iterative scan stops going on outward once its walk holds more than work_mem times this.",
+        &SCAN_MEM_MULTIPLIER,
+        1.0,
+        1000.0,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -250,4 +264,11 @@ pub fn filter_strategy() -> FilterStrategy {
 
 pub fn max_scan_tuples() -> usize {
     MAX_SCAN_TUPLES.get().max(1) as usize
+}
+
+/// Bytes an iterative scan's walk may hold: work_mem x hnsw.scan_mem_multiplier.
+pub fn scan_mem_limit() -> usize {
+    // SAFETY: work_mem is a plain GUC variable of this backend.
+    let work_mem = unsafe { pg_sys::work_mem } as f64 * 1024.0;
+    (work_mem * SCAN_MEM_MULTIPLIER.get()).min((usize::MAX / 2) as f64) as usize
 }

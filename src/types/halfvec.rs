@@ -3,12 +3,11 @@
 
 use core::ffi::CStr;
 
-use pgrx::datum::{Array, Internal};
+use pgrx::datum::Internal;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::raw::{BitOut, ByteaOut, CStringArrayArg, CStringOut, Float4ArrayArg, Float8ArrayArg, Int4ArrayArg, NumericArrayArg};
-use super::vector::state;
 use super::{arrays, check_expected_dim, io, ops, HalfvecArg, HalfvecOut, HalfvecSame, VectorOut};
 
 #[pg_extern(immutable, strict, parallel_safe)]
@@ -184,11 +183,11 @@ fn halfvec_gt(a: HalfvecArg, b: HalfvecArg) -> bool {
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn halfvec_accum(state_in: Array<'_, f64>, v: HalfvecArg) -> Vec<f64> {
-    ops::accum(state(&state_in), &v)
+fn halfvec_accum(state_in: Float8ArrayArg, v: HalfvecArg) -> Vec<f64> {
+    ops::accum(state_in.float8_state("halfvec_accum"), &v)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn halfvec_avg(state_in: Array<'_, f64>) -> Option<HalfvecOut> {
-    ops::avg(state(&state_in))
+fn halfvec_avg(state_in: Float8ArrayArg) -> Option<HalfvecOut> {
+    ops::avg(state_in.float8_state("halfvec_avg"))
 }

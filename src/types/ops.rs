@@ -253,15 +253,10 @@ pub fn cmp<E: Element>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> Ordering {
 // Aggregates: the state is a float8[] of {count, sum_1, ..., sum_dim}, so partial states from
 // parallel workers can be added by `vector_combine`.
 
-/// `func` is the SQL function's name without its type prefix (`accum` for `halfvec_accum`).
-fn check_state<E: Element>(state: &[f64], func: &str) {
-    if state.is_empty() {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("{}_{func}: expected state array", E::TYPE_NAME));
-    }
-}
+// The state functions take states already checked by `ArrayArg::float8_state`: one
+// dimension, at least one element, no NULLs.
 
 pub fn accum<E: Element>(state: &[f64], v: &VecArg<'_, E>) -> Vec<f64> {
-    check_state::<E>(state, "accum");
     let xs = v.as_slice();
     let n = state[0] + 1.0;
     // The initial state '{0}' has no sums yet; any other state fixes the dimensions.
@@ -285,15 +280,21 @@ pub fn accum<E: Element>(state: &[f64], v: &VecArg<'_, E>) -> Vec<f64> {
 }
 
 pub fn combine(a: &[f64], b: &[f64]) -> Vec<f64> {
-    // One combine function serves both types, under the name vector_combine.
-    check_state::<f32>(a, "combine");
-    check_state::<f32>(b, "combine");
+    // One combine function serves both types, under the name vector_combine; like pgvector's,
+    // it checks the dimensions of what it returns with vector's limits.
     if a[0] == 0.0 {
+        // Two empty states (parallel workers that saw no rows) combine to an empty state;
+        // pgvector raises here, so its avg() over no rows fails in a parallel plan.
+        if b[0] != 0.0 {
+            check_dim::<f32>(b.len() as i64 - 1);
+        }
         return b.to_vec();
     }
     if b[0] == 0.0 {
+        check_dim::<f32>(a.len() as i64 - 1);
         return a.to_vec();
     }
+    check_dim::<f32>(a.len() as i64 - 1);
     check_expected_dim((a.len() - 1) as i32, b.len() - 1);
     let mut out = Vec::with_capacity(a.len());
     out.push(a[0] + b[0]);
@@ -309,7 +310,6 @@ pub fn combine(a: &[f64], b: &[f64]) -> Vec<f64> {
 
 /// Mean of the accumulated vectors; NULL for no rows.
 pub fn avg<E: Element>(state: &[f64]) -> Option<VecOut<E>> {
-    check_state::<E>(state, "avg");
     let n = state[0];
     if n == 0.0 {
         return None;

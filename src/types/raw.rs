@@ -43,6 +43,9 @@ pub const FLOAT8: u8 = 2;
 pub const NUMERIC: u8 = 3;
 pub const CSTRING: u8 = 4;
 
+/// ARR_OVERHEAD_NONULLS(1): the header of a one-dimensional array without a NULL bitmap.
+const ARR_OVERHEAD_NONULLS_1: usize = (core::mem::size_of::<pg_sys::ArrayType>() + 2 * core::mem::size_of::<i32>()).next_multiple_of(8);
+
 pub type Int4ArrayArg = ArrayArg<INT4>;
 pub type Float4ArrayArg = ArrayArg<FLOAT4>;
 pub type Float8ArrayArg = ArrayArg<FLOAT8>;
@@ -109,6 +112,24 @@ impl<const K: u8> ArrayArg<K> {
     pub fn contains_nulls(&self) -> bool {
         // SAFETY: a detoasted ArrayType; array_contains_nulls reads its header and bitmap.
         unsafe { pg_sys::array_contains_nulls(self.as_ptr()) }
+    }
+
+    /// An aggregate's float8[] state `{count, sum_1, ...}` as a slice, checked as pgvector
+    /// checks it (one dimension, at least one element, no NULLs, float8), with its message.
+    pub fn float8_state(&self, caller: &str) -> &[f64] {
+        // SAFETY: a detoasted ArrayType; ARR_DIMS follows the fixed header.
+        let dim0 = unsafe { *self.as_ptr().cast::<u8>().add(core::mem::size_of::<pg_sys::ArrayType>()).cast::<i32>() };
+        if self.ndim() != 1 || dim0 < 1 || self.contains_nulls() || self.elemtype() != pg_sys::FLOAT8OID {
+            // pgvector raises this with elog(), hence XX000.
+            super::raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("{caller}: expected state array"));
+        }
+        // SAFETY: a one-dimensional float8 array without NULLs (checked above) stores its
+        // `dim0` elements at ARR_DATA_PTR, 8-aligned, right after the MAXALIGNed header
+        // (ARR_OVERHEAD_NONULLS(1)).
+        unsafe {
+            let data = self.as_ptr().cast::<u8>().add(ARR_OVERHEAD_NONULLS_1).cast::<f64>();
+            core::slice::from_raw_parts(data, dim0 as usize)
+        }
     }
 
     /// The elements as datums plus a flag telling whether any is NULL.

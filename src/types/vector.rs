@@ -4,18 +4,12 @@
 
 use core::ffi::CStr;
 
-use pgrx::datum::{Array, Internal};
+use pgrx::datum::Internal;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::raw::{BitOut, ByteaOut, CStringArrayArg, CStringOut, Float4ArrayArg, Float8ArrayArg, Int4ArrayArg, NumericArrayArg};
 use super::{arrays, check_expected_dim, io, ops, HalfvecOut, VectorArg, VectorOut, VectorSame};
-
-/// The float8[] aggregate state as a slice (it never holds NULLs).
-pub(super) fn state<'a>(a: &'a Array<'_, f64>) -> &'a [f64] {
-    a.as_slice()
-        .unwrap_or_else(|_| super::raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "aggregate state must be a float8[] without NULLs"))
-}
 
 #[pg_extern(immutable, strict, parallel_safe)]
 fn vector_in(input: &CStr, _oid: pg_sys::Oid, typmod: i32) -> VectorOut {
@@ -190,16 +184,16 @@ fn vector_gt(a: VectorArg, b: VectorArg) -> bool {
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn vector_accum(state_in: Array<'_, f64>, v: VectorArg) -> Vec<f64> {
-    ops::accum(state(&state_in), &v)
+fn vector_accum(state_in: Float8ArrayArg, v: VectorArg) -> Vec<f64> {
+    ops::accum(state_in.float8_state("vector_accum"), &v)
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn vector_combine(a: Array<'_, f64>, b: Array<'_, f64>) -> Vec<f64> {
-    ops::combine(state(&a), state(&b))
+fn vector_combine(a: Float8ArrayArg, b: Float8ArrayArg) -> Vec<f64> {
+    ops::combine(a.float8_state("vector_combine"), b.float8_state("vector_combine"))
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn vector_avg(state_in: Array<'_, f64>) -> Option<VectorOut> {
-    ops::avg(state(&state_in))
+fn vector_avg(state_in: Float8ArrayArg) -> Option<VectorOut> {
+    ops::avg(state_in.float8_state("vector_avg"))
 }

@@ -220,6 +220,15 @@ impl<I: Copy> ResumableSearch<I> {
         self.measured
     }
 
+    /// Heap bytes the search holds (its candidate heaps grow with every round), for the
+    /// memory bound of iterative scans.
+    pub fn bytes(&self) -> usize {
+        let near = core::mem::size_of::<Near<I>>();
+        (self.frontier.capacity() + self.pending.capacity()) * near
+            + self.best.capacity() * core::mem::size_of::<Far<()>>()
+            + self.expanded.capacity() * core::mem::size_of::<Candidate<I>>()
+    }
+
     /// Whether the walk has nothing left to hand out or explore.
     pub fn is_exhausted(&self) -> bool {
         self.frontier.is_empty() && self.pending.is_empty()

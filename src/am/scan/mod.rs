@@ -51,6 +51,10 @@ trait Source {
     fn switched(&mut self) -> Option<Filter> {
         None
     }
+    /// Heap bytes the walk's state holds, for hnsw.scan_mem_multiplier.
+    fn bytes(&self) -> usize {
+        0
+    }
     fn into_visited(self: Box<Self>) -> Option<Visited>;
 }
 
@@ -164,7 +168,12 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
             Mode::Pending => st.mode = start(scan, index, st.kind, &st.columns),
             Mode::Ordered { source, results, next, m, ef, returned, last } => {
                 if *next == results.len() {
-                    if options::iterative_scan() == IterativeScan::Off || *returned >= options::max_scan_tuples() {
+                    // pgvector's two bounds on iterative scans: rows returned, and memory
+                    // (work_mem x hnsw.scan_mem_multiplier).
+                    if options::iterative_scan() == IterativeScan::Off
+                        || *returned >= options::max_scan_tuples()
+                        || source.bytes() > options::scan_mem_limit()
+                    {
                         st.finish();
                         continue;
                     }

@@ -47,6 +47,10 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> Source for GraphSource<E, F> {
         }
     }
 
+    fn bytes(&self) -> usize {
+        self.search.bytes()
+    }
+
     fn into_visited(self: Box<Self>) -> Option<Visited> {
         Some(self.walk.into_visited())
     }
