@@ -220,3 +220,26 @@ def test_needs_hnsw_ext_installed(tmp_path):
     p = run_script("--sharedir", str(tmp_path / "share"), "--pkglibdir", str(tmp_path / "lib"))
     assert p.returncode != 0 and "hnsw_ext is not installed" in p.stderr
     assert not list((tmp_path / "share" / "extension").iterdir())
+
+
+def test_pgvector_dump_restores_unchanged(server):
+    """A pgvector dump's own `CREATE EXTENSION IF NOT EXISTS vector` works here: only the
+    ivfflat index needs the filter (--keep-extension leaves the extension lines as they are)."""
+    import test_migrate_from_pgvector as mig
+
+    with mig._connect(server, "postgres") as conn:
+        conn.execute("DROP DATABASE IF EXISTS probe")
+        conn.execute("CREATE DATABASE probe")
+    with mig._connect(server, "probe") as conn:
+        conn.execute("CREATE EXTENSION vector")
+        missing = mig.missing_features(conn)
+    notes = mig.restore(server, "restored", "--keep-extension", "--ivfflat-to-hnsw", missing=missing)
+    assert "extension vector ->" not in notes and "items_ivf" in notes
+    with mig._connect(server, "restored") as conn:
+        assert conn.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql'").fetchall() == [
+            ("vector", "0.8.6")
+        ]
+        mig.check_restored(conn, missing, ivfflat_as_hnsw=True)
+        for name in sorted(mig.EXPECTED["queries"]):
+            if mig.feature_of(name) not in missing:
+                mig.check_answers(conn, name)
