@@ -13,6 +13,16 @@ SELECT set_config('hnsw.ef_serach', '100', false);
 SET hnsw.ef_search = 100;
 SHOW hnsw.ef_search;
 RESET hnsw.ef_search;
+-- pgvector's hnsw.* settings all exist, so code written for pgvector that sets them still works
+SELECT name, setting, min_val, max_val FROM pg_settings
+WHERE name IN ('hnsw.ef_search', 'hnsw.iterative_scan', 'hnsw.max_scan_tuples', 'hnsw.scan_mem_multiplier') ORDER BY name;
+SET hnsw.scan_mem_multiplier = 2;
+SHOW hnsw.scan_mem_multiplier;
+SET hnsw.scan_mem_multiplier = 0;
+RESET hnsw.scan_mem_multiplier;
+-- ivfflat.* is not reserved (hnsw_ext has no ivfflat): a pgvector client's SET stays harmless
+SET ivfflat.probes = 10;
+RESET ivfflat.probes;
 
 \set regress_db :DBNAME
 SET client_min_messages = warning;

@@ -37,6 +37,12 @@ pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeSca
 /// `hnsw.max_scan_tuples`: heap rows an iterative scan hands out at most.
 pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
+/// `hnsw.scan_mem_multiplier`: pgvector's multiple of `work_mem` that an iterative scan may
+/// use; here it widens the bound on a scan's first round (see `scan::first_round_width`).
+/// Defined mainly so that code written for pgvector that sets it keeps working now that the
+/// `hnsw.` prefix is reserved.
+pub static SCAN_MEM_MULTIPLIER: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+
 /// `hnsw.filter_strategy`: how a scan with index quals on filter columns finds its rows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, pgrx::PostgresGucEnum)]
 pub enum FilterStrategy {
@@ -108,6 +114,17 @@ pub fn init() {
         &MAX_SCAN_TUPLES,
         1,
         i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"hnsw.scan_mem_multiplier",
+        c"Sets the multiple of work_mem to use for iterative scans",
+        c"The first round of an iterative scan keeps at most work_mem times this of candidates \
+          (as in pgvector; valid range 1..1000).",
+        &SCAN_MEM_MULTIPLIER,
+        1.0,
+        1000.0,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -250,4 +267,11 @@ pub fn filter_strategy() -> FilterStrategy {
 
 pub fn max_scan_tuples() -> usize {
     MAX_SCAN_TUPLES.get().max(1) as usize
+}
+
+/// Bytes an iterative scan's first round may keep: `work_mem` × `hnsw.scan_mem_multiplier`.
+pub fn scan_mem_bytes() -> usize {
+    // SAFETY: work_mem is a plain GUC variable of this backend.
+    let work_mem = unsafe { pg_sys::work_mem }.max(64) as f64 * 1024.0;
+    (work_mem * SCAN_MEM_MULTIPLIER.get().clamp(1.0, 1000.0)) as usize
 }
