@@ -243,3 +243,32 @@ def test_pgvector_dump_restores_unchanged(server):
         for name in sorted(mig.EXPECTED["queries"]):
             if mig.feature_of(name) not in missing:
                 mig.check_answers(conn, name)
+
+
+def test_extension_requiring_vector(server, overlay):
+    """An extension built on pgvector (VectorChord, pgvectorscale: `requires = 'vector'`)
+    installs on top of the mode; CASCADE creates `vector` first."""
+    ext = os.path.join(pg_config("--sharedir", overlay), "extension")
+    with open(os.path.join(ext, "needs_vector.control"), "w") as f:
+        f.write("default_version = '1.0'\nrequires = 'vector'\nrelocatable = true\n")
+    with open(os.path.join(ext, "needs_vector--1.0.sql"), "w") as f:
+        f.write(
+            "CREATE FUNCTION nv_norm2(v vector) RETURNS float8 LANGUAGE sql IMMUTABLE AS"
+            " 'SELECT v <-> array_fill(0, ARRAY[vector_dims(v)])::real[]::vector';\n"
+        )
+    with mig_connect(server, "postgres") as conn:
+        conn.execute("DROP DATABASE IF EXISTS dependent")
+        conn.execute("CREATE DATABASE dependent")
+    with mig_connect(server, "dependent") as conn:
+        conn.execute("CREATE EXTENSION needs_vector CASCADE")
+        assert conn.execute("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1").fetchall() == [
+            ("needs_vector",),
+            ("vector",),
+        ]
+        assert conn.execute("SELECT nv_norm2('[3,4]')").fetchone() == (5.0,)
+
+
+def mig_connect(server, db):
+    import test_migrate_from_pgvector as mig
+
+    return mig._connect(server, db)
