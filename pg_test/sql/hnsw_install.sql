@@ -54,6 +54,15 @@ SELECT s.avg(e), s.sum(h) FROM t;
 SELECT s.l2_distance(e, '[0,0,0]'), s.vector_dims(h), e::real[] FROM t WHERE id = 1;
 SELECT '[1,2]'::s.vector OPERATOR(s.+) '[3,4]', '{1,2}'::int[]::s.vector, '[1,2]'::s.vector::s.halfvec;
 SELECT count(*) FROM t WHERE e OPERATOR(s.=) '[1,2,1]';
+-- filter columns: their operator classes (DEFAULT for hnsw) live in s too
+CREATE TABLE f (id int, cat int, tags text[], e s.vector(3));
+INSERT INTO f SELECT i, i % 3, ARRAY['a' || (i % 4)], ARRAY[i, 2 * i, 1]::real[] FROM generate_series(1, 300) i;
+CREATE INDEX f_idx ON f USING hnsw (e s.vector_l2_ops, cat, tags);
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM f WHERE cat = 1 AND tags && ARRAY['a1'] ORDER BY e OPERATOR(s.<->) '[3,6,1]' LIMIT 3;
+SELECT id FROM f WHERE cat = 1 AND tags && ARRAY['a1'] ORDER BY e OPERATOR(s.<->) '[3,6,1]' LIMIT 3;
+RESET enable_seqscan;
+SELECT s.hnsw_index_check('f_idx') ~ 'OK$' AS check_ok;
 -- unqualified names do not resolve without the schema on search_path
 SELECT '[1,2]'::vector;
 
@@ -79,7 +88,10 @@ RESET enable_seqscan;
 CREATE INDEX t_e_ip ON t USING hnsw (e s2.vector_ip_ops);
 REINDEX TABLE t;
 SELECT s2.sum(e) FROM t;
+SET client_min_messages = warning;
 DROP EXTENSION hnsw_ext CASCADE;
+RESET client_min_messages;
+SELECT count(*) FROM pg_type WHERE typname IN ('vector', 'halfvec');
 
 \c :regress_db
 DROP DATABASE hnsw_install_reloc;
