@@ -38,7 +38,8 @@ pub static ITERATIVE_SCAN: GucSetting<IterativeScan> = GucSetting::<IterativeSca
 /// `hnsw.max_scan_tuples`: heap rows an iterative scan hands out at most.
 pub static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
-/// `hnsw.scan_mem_multiplier`: an iterative scan's walk may hold this many times `work_mem`.
+/// `hnsw.scan_mem_multiplier`: pgvector's multiple of `work_mem` an iterative scan may use: it
+/// bounds the width of a scan's first round and stops later rounds once the walk holds more.
 pub static SCAN_MEM_MULTIPLIER: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 
 /// `hnsw.filter_strategy`: how a scan with index quals on filter columns finds its rows.
@@ -118,7 +119,8 @@ pub fn init() {
     GucRegistry::define_float_guc(
         c"hnsw.scan_mem_multiplier",
         c"Sets the multiple of work_mem to use for iterative scans",
-        c"An iterative scan stops going on outward once its walk holds more than work_mem times this.",
+        c"An iterative scan keeps at most work_mem times this of candidates: its first round is \
+          no wider, and it stops going on outward once its walk holds more (as in pgvector).",
         &SCAN_MEM_MULTIPLIER,
         1.0,
         1000.0,

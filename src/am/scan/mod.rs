@@ -295,19 +295,18 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
 /// (see [`limit`](super::limit)) if that is more, so that `LIMIT 200` at `ef_search = 40` finds
 /// what `ef_search = 200` finds instead of relying on later rounds (whose nearer finds
 /// strict_order has to drop). `off` keeps pgvector's meaning: `ef_search` rows at most.
-/// Bounded by hnsw.max_scan_tuples and by work_mem: each unit of width keeps about 2m measured
+/// Bounded by hnsw.max_scan_tuples and by work_mem × hnsw.scan_mem_multiplier: each unit of width keeps about 2m measured
 /// neighbours on the search's two heaps.
 fn first_round_width(scan: pg_sys::IndexScanDesc, ef: usize, m: usize) -> usize {
     if options::iterative_scan() == IterativeScan::Off {
         return ef;
     }
     let Some(wanted) = super::limit::rows_wanted(scan) else { return ef };
-    // SAFETY: work_mem is a plain GUC variable of this backend.
-    let work_mem = unsafe { pg_sys::work_mem }.max(64) as usize * 1024;
     let per_width = 2 * (2 * m.max(1)) * core::mem::size_of::<Candidate<Node>>();
-    // The README and the differential tester state this bound as work_mem / (112 * m).
+    // The README and the differential tester state this bound as work_mem / (112 * m) (times
+    // hnsw.scan_mem_multiplier, 1 by default).
     const _: () = assert!(4 * core::mem::size_of::<Candidate<Node>>() == 112);
-    let cap = options::max_scan_tuples().min(work_mem / per_width);
+    let cap = options::max_scan_tuples().min(options::scan_mem_limit() / per_width);
     (wanted.min(cap as u64) as usize).max(ef)
 }
 
