@@ -2,3 +2,4 @@
 -- CREATE TYPE in finalize.sql.
 CREATE TYPE vector;
 CREATE TYPE halfvec;
+CREATE TYPE sparsevec;

@@ -1,5 +1,5 @@
--- Everything that needs all functions to exist: the vector and halfvec types, their casts,
--- operators, aggregates and btree operator classes, then the hnsw access method and its
+-- Everything that needs all functions to exist: the vector, halfvec and sparsevec types, their
+-- casts, operators, aggregates and btree operator classes, then the hnsw access method and its
 -- operator classes. Runs after pgrx has created every function (see src/lib.rs). The SQL
 -- surface mirrors pgvector 0.8 so that existing schemas, queries and client libraries work
 -- unchanged.
@@ -207,6 +207,84 @@ CREATE OPERATOR CLASS halfvec_ops
     OPERATOR 4 >= ,
     OPERATOR 5 > ,
     FUNCTION 1 halfvec_cmp(halfvec, halfvec);
+
+-- ---------------------------------------------------------------------------
+-- sparsevec (src/types/sparsevec.rs): type, casts, distance and comparison operators and the
+-- btree operator class, as in pgvector 0.8. It has no hnsw operator classes yet.
+
+CREATE TYPE sparsevec (
+    INPUT     = sparsevec_in,
+    OUTPUT    = sparsevec_out,
+    TYPMOD_IN = sparsevec_typmod_in,
+    RECEIVE   = sparsevec_recv,
+    SEND      = sparsevec_send,
+    STORAGE   = external
+);
+
+CREATE CAST (sparsevec AS sparsevec)
+    WITH FUNCTION sparsevec(sparsevec, integer, boolean) AS IMPLICIT;
+CREATE CAST (sparsevec AS vector)
+    WITH FUNCTION sparsevec_to_vector(sparsevec, integer, boolean) AS ASSIGNMENT;
+CREATE CAST (vector AS sparsevec)
+    WITH FUNCTION vector_to_sparsevec(vector, integer, boolean) AS IMPLICIT;
+CREATE CAST (sparsevec AS halfvec)
+    WITH FUNCTION sparsevec_to_halfvec(sparsevec, integer, boolean) AS ASSIGNMENT;
+CREATE CAST (halfvec AS sparsevec)
+    WITH FUNCTION halfvec_to_sparsevec(halfvec, integer, boolean) AS IMPLICIT;
+CREATE CAST (integer[] AS sparsevec)
+    WITH FUNCTION array_to_sparsevec(integer[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (real[] AS sparsevec)
+    WITH FUNCTION array_to_sparsevec(real[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (double precision[] AS sparsevec)
+    WITH FUNCTION array_to_sparsevec(double precision[], integer, boolean) AS ASSIGNMENT;
+CREATE CAST (numeric[] AS sparsevec)
+    WITH FUNCTION array_to_sparsevec(numeric[], integer, boolean) AS ASSIGNMENT;
+
+CREATE OPERATOR <-> (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = l2_distance, COMMUTATOR = '<->'
+);
+CREATE OPERATOR <#> (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_negative_inner_product, COMMUTATOR = '<#>'
+);
+CREATE OPERATOR <=> (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = cosine_distance, COMMUTATOR = '<=>'
+);
+CREATE OPERATOR <+> (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = l1_distance, COMMUTATOR = '<+>'
+);
+CREATE OPERATOR < (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_lt,
+    COMMUTATOR = > , NEGATOR = >= , RESTRICT = scalarltsel, JOIN = scalarltjoinsel
+);
+CREATE OPERATOR <= (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_le,
+    COMMUTATOR = >= , NEGATOR = > , RESTRICT = scalarlesel, JOIN = scalarlejoinsel
+);
+CREATE OPERATOR = (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_eq,
+    COMMUTATOR = = , NEGATOR = <> , RESTRICT = eqsel, JOIN = eqjoinsel
+);
+CREATE OPERATOR <> (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_ne,
+    COMMUTATOR = <> , NEGATOR = = , RESTRICT = eqsel, JOIN = eqjoinsel
+);
+CREATE OPERATOR >= (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_ge,
+    COMMUTATOR = <= , NEGATOR = < , RESTRICT = scalargesel, JOIN = scalargejoinsel
+);
+CREATE OPERATOR > (
+    LEFTARG = sparsevec, RIGHTARG = sparsevec, PROCEDURE = sparsevec_gt,
+    COMMUTATOR = < , NEGATOR = <= , RESTRICT = scalargtsel, JOIN = scalargtjoinsel
+);
+
+CREATE OPERATOR CLASS sparsevec_ops
+    DEFAULT FOR TYPE sparsevec USING btree AS
+    OPERATOR 1 < ,
+    OPERATOR 2 <= ,
+    OPERATOR 3 = ,
+    OPERATOR 4 >= ,
+    OPERATOR 5 > ,
+    FUNCTION 1 sparsevec_cmp(sparsevec, sparsevec);
 
 -- ---------------------------------------------------------------------------
 -- The hnsw access method and its operator classes. Support function 1 is the SQL distance of

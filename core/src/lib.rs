@@ -7,7 +7,8 @@
 //! - [`metric`]: the index metrics and the element types a graph stores;
 //! - [`graph`]: HNSW search, neighbour selection and the parallel in-memory build;
 //! - [`quant`]: 8-bit scalar quantization (SQ8) and 1-bit RaBitQ codes of vectors, and distances
-//!   (exact to the decoded vector, or estimated) to the codes.
+//!   (exact to the decoded vector, or estimated) to the codes;
+//! - [`sparse`]: distances and ordering of sparse vectors (`sparsevec`) on their index lists.
 
 // Unsafe code lives only where it must: the SIMD kernels (and the dispatch and prefetch beside
 // them) and the link store's interior mutability (`graph::links`).
@@ -18,3 +19,4 @@ pub mod distance;
 pub mod graph;
 pub mod metric;
 pub mod quant;
+pub mod sparse;

@@ -9,7 +9,7 @@ use super::{check_dim, check_element, check_expected_dim, raise, Element, VecArg
 
 /// One array element as `f32`, by the array's element type, converted like pgvector does: a
 /// float8 too large for float4 becomes infinite (and is then rejected by `check_element`).
-fn datum_to_f32(d: pg_sys::Datum, elemtype: pg_sys::Oid) -> f32 {
+pub(super) fn datum_to_f32(d: pg_sys::Datum, elemtype: pg_sys::Oid) -> f32 {
     match elemtype {
         pg_sys::INT4OID => d.value() as i32 as f32,
         pg_sys::FLOAT4OID => f32::from_bits(d.value() as u32),

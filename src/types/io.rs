@@ -160,13 +160,13 @@ pub fn typmod_in<E: Element>(arr: CStringArrayArg) -> i32 {
 }
 
 /// Cursor over a binary message (`StringInfo`), with the server's error for short messages.
-struct Message<'a> {
+pub(super) struct Message<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl Message<'_> {
-    fn take(&mut self, n: usize) -> &[u8] {
+    pub(super) fn take(&mut self, n: usize) -> &[u8] {
         if self.data.len().saturating_sub(self.pos) < n {
             raise(PgSqlErrorCode::ERRCODE_PROTOCOL_VIOLATION, "insufficient data left in message");
         }
@@ -178,6 +178,29 @@ impl Message<'_> {
         let b = self.take(2);
         i16::from_be_bytes([b[0], b[1]])
     }
+
+    pub(super) fn take_i32(&mut self) -> i32 {
+        let b = self.take(4);
+        i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    pub(super) fn take_f32(&mut self) -> f32 {
+        f32::from_bits(self.take_i32() as u32)
+    }
+}
+
+/// Run `read` over the message a type's receive function got, then move the message's cursor
+/// past what `read` consumed.
+pub(super) fn read_message<T>(buf: pgrx::datum::Internal, read: impl FnOnce(&mut Message<'_>) -> T) -> T {
+    let si = buf.unwrap().expect("recv buffer").cast_mut_ptr::<pg_sys::StringInfoData>();
+    // SAFETY: a type's receive function gets a StringInfo holding the message; we read only
+    // within `len` and advance `cursor` past what we consumed, as the pq_getmsg* helpers do.
+    let (data, start) = unsafe { (core::slice::from_raw_parts((*si).data.cast::<u8>(), (*si).len as usize), (*si).cursor as usize) };
+    let mut msg = Message { data, pos: start };
+    let out = read(&mut msg);
+    // SAFETY: see above; pos never exceeds len.
+    unsafe { (*si).cursor = msg.pos as i32 };
+    out
 }
 
 /// Per-element wire encoding: float4 for `vector`, the raw 16 bits for `halfvec`, big-endian.
@@ -209,27 +232,22 @@ impl WireElement for half::f16 {
 
 /// pgvector's binary layout: int16 dim, int16 unused (0), then the elements, network order.
 pub fn recv<E: WireElement>(buf: pgrx::datum::Internal, typmod: i32) -> VecOut<E> {
-    let si = buf.unwrap().expect("recv buffer").cast_mut_ptr::<pg_sys::StringInfoData>();
-    // SAFETY: a type's receive function gets a StringInfo holding the message; we read only
-    // within `len` and advance `cursor` past what we consumed, as the pq_getmsg* helpers do.
-    let (data, start) = unsafe { (core::slice::from_raw_parts((*si).data.cast::<u8>(), (*si).len as usize), (*si).cursor as usize) };
-    let mut msg = Message { data, pos: start };
-    let dim = msg.take_i16();
-    let unused = msg.take_i16();
-    check_dim::<E>(dim as i64);
-    check_expected_dim(typmod, dim as usize);
-    if unused != 0 {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("expected unused to be 0, not {unused}"));
-    }
-    let mut out = VecOut::<E>::zeroed(dim as usize);
-    let bytes = msg.take(dim as usize * E::WIRE_SIZE);
-    for (x, chunk) in out.as_mut_slice().iter_mut().zip(bytes.chunks_exact(E::WIRE_SIZE)) {
-        *x = E::read(chunk);
-        check_element(*x);
-    }
-    // SAFETY: see above; pos never exceeds len.
-    unsafe { (*si).cursor = msg.pos as i32 };
-    out
+    read_message(buf, |msg| {
+        let dim = msg.take_i16();
+        let unused = msg.take_i16();
+        check_dim::<E>(dim as i64);
+        check_expected_dim(typmod, dim as usize);
+        if unused != 0 {
+            raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("expected unused to be 0, not {unused}"));
+        }
+        let mut out = VecOut::<E>::zeroed(dim as usize);
+        let bytes = msg.take(dim as usize * E::WIRE_SIZE);
+        for (x, chunk) in out.as_mut_slice().iter_mut().zip(bytes.chunks_exact(E::WIRE_SIZE)) {
+            *x = E::read(chunk);
+            check_element(*x);
+        }
+        out
+    })
 }
 
 pub fn send<E: WireElement>(v: &VecArg<'_, E>) -> ByteaOut {

@@ -18,6 +18,7 @@ pub mod halfvec;
 pub mod io;
 pub mod ops;
 pub mod raw;
+pub mod sparsevec;
 pub mod vector;
 
 #[cfg(any(test, feature = "pg_test"))]
