@@ -28,7 +28,11 @@ with open(os.path.join(FIXTURES, "pgvector-0.8.6-expected.json")) as f:
 # Parts of the fixture that need features still missing here: a pg_dump section (object) is
 # left out of the restore when it mentions one of these names and the feature is absent.
 FEATURES = {
-    "sparsevec": ("SELECT to_regtype('sparsevec') IS NOT NULL", ("sparsevec", "sparse_items")),
+    "sparsevec opclasses": (
+        "SELECT count(*) = 4 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod"
+        " WHERE a.amname = 'hnsw' AND c.opcname LIKE 'sparsevec\\_%\\_ops'",
+        ("sparsevec_l2_ops", "sparsevec_ip_ops", "sparsevec_cosine_ops", "sparsevec_l1_ops"),
+    ),
     "bit opclasses": (
         "SELECT count(*) = 2 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod"
         " WHERE a.amname = 'hnsw' AND c.opcname IN ('bit_hamming_ops', 'bit_jaccard_ops')",
@@ -132,7 +136,7 @@ def check_answers(conn, name):
 
 def feature_of(query_name):
     table = EXPECTED["queries"][query_name]["table"]
-    return {"sparse_items": "sparsevec", "bit_items": "bit opclasses"}.get(table)
+    return {"sparse_items": "sparsevec opclasses", "bit_items": "bit opclasses"}.get(table)
 
 
 @pytest.fixture(scope="module")
