@@ -208,6 +208,15 @@ CREATE OPERATOR CLASS halfvec_ops
     OPERATOR 5 > ,
     FUNCTION 1 halfvec_cmp(halfvec, halfvec);
 
+-- operators: bit (Postgres's own type; pgvector's binary quantization)
+
+CREATE OPERATOR <~> (
+    LEFTARG = bit, RIGHTARG = bit, PROCEDURE = hamming_distance, COMMUTATOR = '<~>'
+);
+CREATE OPERATOR <%> (
+    LEFTARG = bit, RIGHTARG = bit, PROCEDURE = jaccard_distance, COMMUTATOR = '<%>'
+);
+
 -- ---------------------------------------------------------------------------
 -- The hnsw access method and its operator classes. Support function 1 is the SQL distance of
 -- the ordering operator; the access method reads the metric from it (src/am/opclass.rs).
