@@ -264,6 +264,17 @@ CREATE OPERATOR CLASS halfvec_l1_ops
     OPERATOR 1 <+> (halfvec, halfvec) FOR ORDER BY float_ops,
     FUNCTION 1 l1_distance(halfvec, halfvec);
 
+-- bit (binary quantization): up to 64000 bits, one length per index (the column's typmod).
+CREATE OPERATOR CLASS bit_hamming_ops
+    FOR TYPE bit USING hnsw AS
+    OPERATOR 1 <~> (bit, bit) FOR ORDER BY float_ops,
+    FUNCTION 1 hamming_distance(bit, bit);
+
+CREATE OPERATOR CLASS bit_jaccard_ops
+    FOR TYPE bit USING hnsw AS
+    OPERATOR 1 <%> (bit, bit) FOR ORDER BY float_ops,
+    FUNCTION 1 jaccard_distance(bit, bit);
+
 -- ---------------------------------------------------------------------------
 -- Filter columns: the key columns after the vector (USING hnsw (embedding vector_l2_ops,
 -- category_id, tenant_id)). Their operator classes only tell the planner which conditions the
