@@ -208,6 +208,15 @@ CREATE OPERATOR CLASS halfvec_ops
     OPERATOR 5 > ,
     FUNCTION 1 halfvec_cmp(halfvec, halfvec);
 
+-- operators: bit (Postgres's own type; pgvector's binary quantization)
+
+CREATE OPERATOR <~> (
+    LEFTARG = bit, RIGHTARG = bit, PROCEDURE = hamming_distance, COMMUTATOR = '<~>'
+);
+CREATE OPERATOR <%> (
+    LEFTARG = bit, RIGHTARG = bit, PROCEDURE = jaccard_distance, COMMUTATOR = '<%>'
+);
+
 -- ---------------------------------------------------------------------------
 -- sparsevec (src/types/sparsevec.rs): type, casts, distance and comparison operators and the
 -- btree operator class, as in pgvector 0.8. It has no hnsw operator classes yet.
@@ -332,6 +341,17 @@ CREATE OPERATOR CLASS halfvec_l1_ops
     FOR TYPE halfvec USING hnsw AS
     OPERATOR 1 <+> (halfvec, halfvec) FOR ORDER BY float_ops,
     FUNCTION 1 l1_distance(halfvec, halfvec);
+
+-- bit (binary quantization): up to 64000 bits, one length per index (the column's typmod).
+CREATE OPERATOR CLASS bit_hamming_ops
+    FOR TYPE bit USING hnsw AS
+    OPERATOR 1 <~> (bit, bit) FOR ORDER BY float_ops,
+    FUNCTION 1 hamming_distance(bit, bit);
+
+CREATE OPERATOR CLASS bit_jaccard_ops
+    FOR TYPE bit USING hnsw AS
+    OPERATOR 1 <%> (bit, bit) FOR ORDER BY float_ops,
+    FUNCTION 1 jaccard_distance(bit, bit);
 
 -- ---------------------------------------------------------------------------
 -- Filter columns: the key columns after the vector (USING hnsw (embedding vector_l2_ops,

@@ -1,6 +1,7 @@
 //! The graph as stored in pages, walked by scans and inserts through the core's
 //! [`Walk`] trait, and the preparation of vectors for it (dimension checks, normalization).
 
+use half::f16;
 use hnsw_core::graph::{Candidate, Visited, Walk};
 use hnsw_core::metric::{normalize, Metric, VectorElem};
 use pgrx::pg_sys;
@@ -14,12 +15,55 @@ use crate::storage::page::{ItemRef, Page};
 use crate::storage::quant::{with_full_at, Codec, Trained};
 use crate::storage::tuple::{as_elems, code_body_code, code_body_full, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
+use crate::types::bit::{check_same_bits, BitArg};
 use crate::types::ops::Aligned;
 use crate::types::{check_expected_dim, Element, VecArg};
 
-/// Element types an index can store, with both their SQL and their graph behaviour.
-pub trait Elem: VectorElem + Element {}
-impl<T: VectorElem + Element> Elem for T {}
+/// Element types an index can store: their graph behaviour ([`VectorElem`]) and how a value of
+/// their SQL type becomes a stored element or a query.
+pub trait Elem: VectorElem + PartialEq {
+    /// See [`prepare_stored`].
+    fn prepare_stored(datum: pg_sys::Datum, kind: &Kind, dims: u32, quant: Quant) -> Option<Vec<Self>>;
+    /// See [`prepare_query`].
+    fn prepare_query(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>>;
+}
+
+impl Elem for f32 {
+    fn prepare_stored(datum: pg_sys::Datum, kind: &Kind, dims: u32, quant: Quant) -> Option<Vec<Self>> {
+        prepare_stored_vec(datum, kind, dims, quant)
+    }
+    fn prepare_query(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
+        prepare_query_vec::<f32>(datum, kind, dims)
+    }
+}
+
+impl Elem for f16 {
+    fn prepare_stored(datum: pg_sys::Datum, kind: &Kind, dims: u32, quant: Quant) -> Option<Vec<Self>> {
+        prepare_stored_vec(datum, kind, dims, quant)
+    }
+    fn prepare_query(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
+        prepare_query_vec::<f16>(datum, kind, dims)
+    }
+}
+
+/// `bit`: the packed bytes as they are (`dims` counts bytes; the length in bits is checked
+/// against the column's, `kind.bits`). A query holds one byte value per f32.
+impl Elem for u8 {
+    fn prepare_stored(datum: pg_sys::Datum, kind: &Kind, _dims: u32, quant: Quant) -> Option<Vec<Self>> {
+        // SAFETY: the datum is a non-null value of the indexed column, of type bit.
+        let v = unsafe { BitArg::from_datum_unchecked(datum) };
+        kind.check_dims(v.bits(), quant);
+        check_expected_dim(kind.bits as i32, v.bits());
+        Some(v.bytes().to_vec())
+    }
+    fn prepare_query(datum: pg_sys::Datum, kind: &Kind, _dims: u32) -> Option<Vec<f32>> {
+        // SAFETY: the datum is a non-null value of the ORDER BY operator's right-hand type, bit.
+        let v = unsafe { BitArg::from_datum_unchecked(datum) };
+        // What the SQL operator would say about the pair (pgvector's scan does the same).
+        check_same_bits(v.bits(), kind.bits as usize);
+        Some(v.bytes().iter().map(|&b| f32::from(b)).collect())
+    }
+}
 
 /// A measured element: where its tuples are, and whether a scan may return it.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +80,16 @@ pub struct Node {
 /// A vector ready to store: checked against the index's dimensions, normalized for cosine.
 /// `None` for a zero vector in a cosine index, which has no direction and is not indexed.
 pub fn prepare_stored<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32, quant: Quant) -> Option<Vec<E>> {
+    E::prepare_stored(datum, kind, dims, quant)
+}
+
+/// A query vector as f32, normalized for cosine; `None` when it has no direction.
+pub fn prepare_query<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
+    E::prepare_query(datum, kind, dims)
+}
+
+/// [`prepare_stored`] of `vector` and `halfvec`.
+fn prepare_stored_vec<E: VectorElem + Element>(datum: pg_sys::Datum, kind: &Kind, dims: u32, quant: Quant) -> Option<Vec<E>> {
     // SAFETY: the datum is a non-null value of the indexed column, whose type is E's.
     let v = unsafe { VecArg::<E>::from_datum_unchecked(datum) };
     let xs = v.as_slice();
@@ -56,8 +110,8 @@ pub fn prepare_stored<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32, qua
     Some(out)
 }
 
-/// A query vector as f32, normalized for cosine; `None` when it has no direction.
-pub fn prepare_query<E: Elem>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
+/// [`prepare_query`] of `vector` and `halfvec`.
+fn prepare_query_vec<E: VectorElem + Element>(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
     // SAFETY: the datum is a non-null value of the ORDER BY operator's right-hand type, which
     // is the indexed type for every hnsw operator class.
     let v = unsafe { VecArg::<E>::from_datum_unchecked(datum) };

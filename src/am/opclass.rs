@@ -2,7 +2,8 @@
 //!
 //! Support function 1 of every hnsw operator class is the SQL distance function of its ordering
 //! operator (`l2_distance`, `vector_negative_inner_product`, `cosine_distance`, `l1_distance`
-//! and their halfvec overloads); the opclass input type says `vector` or `halfvec`.
+//! and their halfvec overloads, `hamming_distance` and `jaccard_distance` for `bit`); the opclass
+//! input type says `vector`, `halfvec` or `bit`.
 
 use core::ffi::CStr;
 
@@ -23,18 +24,24 @@ pub const MAX_DIMS_F16: usize = 4000;
 pub const MAX_DIMS_SQ8: usize = 8000;
 /// With 1-bit codes (about dims / 8 bytes), as many as the types take.
 pub const MAX_DIMS_RABITQ: usize = 16000;
+/// `bit`: 64000 bits (pgvector's limit), 8000 bytes: a vector tuple as large as `vector`'s.
+pub const MAX_BITS: usize = 64000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Kind {
     pub metric: Metric,
     pub elem: ElemType,
-    /// Dimensions from the column's typmod, if it has one.
+    /// Elements from the column's typmod, if it has one (bytes for `bit`: see `bits`).
     pub typmod_dims: Option<u32>,
+    /// `bit`: the column's length in bits (from its typmod, which a `bit` index requires);
+    /// 0 for the vector types.
+    pub bits: u32,
 }
 
 impl Kind {
     pub fn max_dims(&self, quant: Quant) -> usize {
         match (quant, self.elem) {
+            (_, ElemType::Bit) => MAX_BITS,
             (Quant::Sq8, _) => MAX_DIMS_SQ8,
             (Quant::RaBitQ1, _) => MAX_DIMS_RABITQ,
             (Quant::None, ElemType::F32) => MAX_DIMS_F32,
@@ -46,6 +53,27 @@ impl Kind {
         match self.elem {
             ElemType::F32 => "vector",
             ElemType::F16 => "halfvec",
+            ElemType::Bit => "bit",
+        }
+    }
+
+    /// The declared dimensions [`Kind::check_dims`] takes: bits for `bit`, elements otherwise.
+    pub fn declared_dims(&self) -> Option<usize> {
+        match self.elem {
+            ElemType::Bit => Some(self.bits as usize),
+            _ => self.typmod_dims.map(|d| d as usize),
+        }
+    }
+
+    /// `ERROR` unless quantization `quant` applies to this index's type: `bit` values are
+    /// already one bit per dimension and their distances are exact popcounts.
+    pub fn check_quant(&self, quant: Quant) {
+        if self.elem == ElemType::Bit && quant != Quant::None {
+            raise_hint(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "quantization is not supported for hnsw indexes on bit",
+                "Leave out the quantization option: bit values are stored at one bit per dimension already.",
+            );
         }
     }
 
@@ -56,7 +84,7 @@ impl Kind {
             // pgvector's words, then how to index more.
             let message = format!("column cannot have more than {max} dimensions for hnsw index");
             match quant {
-                Quant::None | Quant::Sq8 if dims <= MAX_DIMS_RABITQ => raise_hint(
+                Quant::None | Quant::Sq8 if dims <= MAX_DIMS_RABITQ && self.elem != ElemType::Bit => raise_hint(
                     PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
                     message,
                     format!(
@@ -114,18 +142,21 @@ pub fn columns(index: pg_sys::Relation) -> Columns {
 pub(crate) fn resolve(index: pg_sys::Relation) -> Kind {
     // SAFETY: `index` is an open index relation with one key column; rd_opcintype and the
     // tuple descriptor are valid while it is open, and index_getprocid reads its opclass.
-    let (type_oid, typmod, proc) = unsafe {
+    let (type_oid, att_type, typmod, proc) = unsafe {
         let att = (*(*index).rd_att).attrs.as_slice(1)[0];
-        (*(*index).rd_opcintype, att.atttypmod, pg_sys::index_getprocid(index, 1, 1))
+        (*(*index).rd_opcintype, att.atttypid, att.atttypmod, pg_sys::index_getprocid(index, 1, 1))
     };
     // SAFETY: both lookups take OIDs from the catalog and return palloc'd names.
     let (type_name, func_name) = unsafe { (unqualified(pg_sys::format_type_be(type_oid)), unqualified(pg_sys::get_func_name(proc))) };
     let elem = match type_name.as_str() {
         "vector" => ElemType::F32,
         "halfvec" => ElemType::F16,
+        // A varbit column passes for bit (binary coercible), but an index needs one length.
+        "bit" if att_type == pg_sys::VARBITOID => raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, "type not supported for hnsw index"),
+        "bit" => ElemType::Bit,
         other => raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("the first column of an hnsw index must be of type vector or halfvec, not {other}"),
+            format!("the first column of an hnsw index must be of type vector, halfvec or bit, not {other}"),
         ),
     };
     let metric = match func_name.as_str() {
@@ -133,11 +164,27 @@ pub(crate) fn resolve(index: pg_sys::Relation) -> Kind {
         "vector_negative_inner_product" | "halfvec_negative_inner_product" | "inner_product" => Metric::InnerProduct,
         "cosine_distance" => Metric::Cosine,
         "l1_distance" => Metric::L1,
+        "hamming_distance" => Metric::Hamming,
+        "jaccard_distance" => Metric::Jaccard,
         other => raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("hnsw operator class support function {other} is not a known distance"),
         ),
     };
+    if metric.is_bits() != (elem == ElemType::Bit) {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("hnsw operator class support function {func_name} does not apply to type {type_name}"),
+        );
+    }
+    if elem == ElemType::Bit {
+        // Every element of a bit index has the column's length (pgvector's check and words).
+        if typmod <= 0 {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "column does not have dimensions");
+        }
+        let bits = typmod as u32;
+        return Kind { metric, elem, typmod_dims: Some(bits.div_ceil(8)), bits };
+    }
     let typmod_dims = (typmod > 0).then_some(typmod as u32);
-    Kind { metric, elem, typmod_dims }
+    Kind { metric, elem, typmod_dims, bits: 0 }
 }

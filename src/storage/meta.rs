@@ -68,6 +68,8 @@ pub enum ElemType {
     F32 = 1,
     /// `halfvec`: IEEE half-precision elements.
     F16 = 2,
+    /// `bit`: eight bits per byte as Postgres packs them; `dims` counts the bytes.
+    Bit = 3,
 }
 
 impl ElemType {
@@ -75,6 +77,7 @@ impl ElemType {
         match v {
             1 => Some(ElemType::F32),
             2 => Some(ElemType::F16),
+            3 => Some(ElemType::Bit),
             _ => None,
         }
     }
@@ -84,6 +87,7 @@ impl ElemType {
         match self {
             ElemType::F32 => 4,
             ElemType::F16 => 2,
+            ElemType::Bit => 1,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! `#[pg_extern]` wrappers that give each SQL function its name and signature.
 
 pub mod arrays;
+pub mod bit;
 pub mod halfvec;
 pub mod io;
 pub mod ops;

@@ -75,6 +75,10 @@ pub struct Kernels {
     pub l1_u8: fn(&[f32], &[f32], &[u8]) -> f32,
     /// Signed integers in bit planes against bits: sum s_i * b_i (see [`dot_bits`]).
     pub dot_bits: fn(&[u64], &[u8]) -> i64,
+    /// Hamming distance of two packed bit strings: popcount(a ^ b) (see [`hamming_bits`]).
+    pub hamming_bits: fn(&[u8], &[u8]) -> u64,
+    /// (popcount(a & b), popcount(a | b)) of two packed bit strings (see [`jaccard_bits`]).
+    pub jaccard_bits: fn(&[u8], &[u8]) -> (u64, u64),
 }
 
 /// Portable kernels: plain Rust loops, available on every target.
@@ -275,6 +279,20 @@ pub fn l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
 #[inline]
 pub fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
     (kernels().dot_bits)(planes, bits)
+}
+
+/// The number of differing bits of two packed bit strings (Postgres `bit` data: any length,
+/// unused bits of the last byte zero in both, so they never count).
+#[inline]
+pub fn hamming_bits(a: &[u8], b: &[u8]) -> u64 {
+    (kernels().hamming_bits)(a, b)
+}
+
+/// (bits set in both, bits set in either) of two packed bit strings, the parts of the Jaccard
+/// distance 1 - |a & b| / |a | b|.
+#[inline]
+pub fn jaccard_bits(a: &[u8], b: &[u8]) -> (u64, u64) {
+    (kernels().jaccard_bits)(a, b)
 }
 
 /// Asks the CPU to start loading the first 128 bytes of `v` (a hint; a no-op off x86_64).

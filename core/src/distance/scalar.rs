@@ -38,6 +38,8 @@ pub(super) const KERNELS: Kernels = Kernels {
     dot_u8,
     l1_u8,
     dot_bits,
+    hamming_bits,
+    jaccard_bits,
 };
 
 /// Elements per partial sum, and per stack block for the f16 kernels: big enough to amortise
@@ -276,4 +278,47 @@ fn dot_bits_n<const N: usize>(planes: &[u64], bits: &[u8], words: usize) -> i64 
         }
     }
     counts.iter().enumerate().map(|(j, &count)| if j + 1 == N { -(count as i64) << j } else { (count as i64) << j }).sum()
+}
+
+fn hamming_bits(a: &[u8], b: &[u8]) -> u64 {
+    hamming_bits_words(a, b)
+}
+
+fn jaccard_bits(a: &[u8], b: &[u8]) -> (u64, u64) {
+    jaccard_bits_words(a, b)
+}
+
+/// Folds `f` over the u64 words of two byte strings, then over their last `len % 8` bytes
+/// (each zero-extended to a word, which every popcount of AND / OR / XOR leaves exact).
+#[inline(always)]
+fn fold_words<A>(a: &[u8], b: &[u8], mut acc: A, mut f: impl FnMut(&mut A, u64, u64)) -> A {
+    let n = common_len(a.len(), b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (wa.remainder(), wb.remainder());
+    for (x, y) in wa.zip(wb) {
+        let x = u64::from_le_bytes(*x.first_chunk::<8>().expect("chunks_exact(8) yields 8 bytes"));
+        let y = u64::from_le_bytes(*y.first_chunk::<8>().expect("chunks_exact(8) yields 8 bytes"));
+        f(&mut acc, x, y);
+    }
+    for (&x, &y) in ta.iter().zip(tb) {
+        f(&mut acc, u64::from(x), u64::from(y));
+    }
+    acc
+}
+
+/// The body of every table's `hamming_bits` short of AVX-512 VPOPCNTDQ (one POPCNT per word
+/// when inlined into a function compiled with `popcnt`).
+#[inline(always)]
+pub(super) fn hamming_bits_words(a: &[u8], b: &[u8]) -> u64 {
+    fold_words(a, b, 0u64, |acc, x, y| *acc += u64::from((x ^ y).count_ones()))
+}
+
+/// The body of every table's `jaccard_bits` short of AVX-512 VPOPCNTDQ.
+#[inline(always)]
+pub(super) fn jaccard_bits_words(a: &[u8], b: &[u8]) -> (u64, u64) {
+    fold_words(a, b, (0u64, 0u64), |acc, x, y| {
+        acc.0 += u64::from((x & y).count_ones());
+        acc.1 += u64::from((x | y).count_ones());
+    })
 }

@@ -687,3 +687,48 @@ fn dot_bits_kernels() {
     }
     assert_eq!(dot_bits(&[3, 1], &[1, 0, 0, 0, 0, 0, 0, 0]), 1 - 2);
 }
+
+/// Hamming distance and Jaccard parts by their definition, one bit at a time.
+fn ref_bits(a: &[u8], b: &[u8]) -> (u64, u64, u64) {
+    let (mut xor, mut and, mut or) = (0, 0, 0);
+    for i in 0..8 * a.len() {
+        let (x, y) = ((a[i / 8] >> (i % 8)) & 1, (b[i / 8] >> (i % 8)) & 1);
+        xor += u64::from(x ^ y);
+        and += u64::from(x & y);
+        or += u64::from(x | y);
+    }
+    (xor, and, or)
+}
+
+/// Every table's `hamming_bits` / `jaccard_bits` against the definition: every length up to
+/// three 64-byte AVX-512 blocks and beyond (odd lengths, every word and byte tail), random,
+/// sparse, all-ones and all-zeros strings, at every byte offset (pages hold them unaligned).
+#[test]
+fn hamming_jaccard_bits_kernels() {
+    let mut rng = Rng::new(43);
+    for k in available_kernels() {
+        for len in (0..=200).chain([255, 256, 257, 1000, 8000]) {
+            for fill in 0..4 {
+                let gen = |rng: &mut Rng| match fill {
+                    0 => rng.next_u64() as u8,
+                    1 => 0xFF,
+                    2 => 0,
+                    _ => (rng.next_u64() & rng.next_u64() & rng.next_u64()) as u8,
+                };
+                let a: Vec<u8> = (0..len).map(|_| gen(&mut rng)).collect();
+                let b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                let (xor, and, or) = ref_bits(&a, &b);
+                let shift = rng.below(8) as usize;
+                let mut buf = vec![0x5Au8; len + shift];
+                buf[shift..].copy_from_slice(&a);
+                let a = &buf[shift..];
+                assert_eq!((k.hamming_bits)(a, &b), xor, "{} len={len} fill={fill}", k.name);
+                assert_eq!((k.jaccard_bits)(a, &b), (and, or), "{} len={len} fill={fill}", k.name);
+                assert_eq!((k.hamming_bits)(a, a), 0, "{} len={len}", k.name);
+            }
+        }
+    }
+    assert_eq!(hamming_bits(&[0b1010_0000], &[0b0110_0000]), 2);
+    assert_eq!(jaccard_bits(&[0b1110_0000, 1], &[0b1100_0000, 0]), (2, 4));
+    assert_eq!(jaccard_bits(&[], &[]), (0, 0));
+}

@@ -277,3 +277,49 @@ fn small_m_every_metric_reachable_on_layer_0_after_build_and_inserts() {
         }
     }
 }
+
+/// A graph of packed bits (`bit` indexes: u8 elements, queries as one byte value per f32)
+/// finds the Hamming and Jaccard nearest neighbours of sign-quantized clustered data, serial
+/// and parallel. Bit distances tie often, so a hit is a returned point within the k-th true
+/// distance.
+#[test]
+fn recall_packed_bits() {
+    let (n, dim, k) = (3000, 256, 10);
+    let mut raw = clustered(n + 100, dim, 20, 11);
+    let queries = raw.split_off(n);
+    let pack = |v: &Vec<f32>| -> Vec<u8> {
+        let mut b = vec![0u8; dim / 8];
+        for (i, &x) in v.iter().enumerate() {
+            if x > 0.0 {
+                b[i / 8] |= 0x80 >> (i % 8);
+            }
+        }
+        b
+    };
+    let data: Vec<Vec<u8>> = raw.iter().map(pack).collect();
+    for metric in [Metric::Hamming, Metric::Jaccard] {
+        for threads in [1, 4] {
+            let params = Params { m: 16, ef_construction: 64, metric, max_level: 16, seed: 42 };
+            let mut g = Graph::<u8>::new(dim / 8, params);
+            for v in &data {
+                g.push(v);
+            }
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
+            assert_eq!(unreachable(&g), Vec::<u32>::new(), "{metric:?} threads={threads}");
+            let mut hits = 0;
+            for q in &queries {
+                let qb: Vec<f32> = pack(q).iter().map(|&b| f32::from(b)).collect();
+                let mut d: Vec<f32> = data.iter().map(|v| u8::distance_to(metric, &qb, v)).collect();
+                let got: Vec<u32> = g.search(&qb, k, 100).iter().map(|c| c.item).collect();
+                assert_eq!(got.len(), k);
+                let found: Vec<f32> = got.iter().map(|&i| d[i as usize]).collect();
+                d.sort_by(f32::total_cmp);
+                hits += found.iter().filter(|&&x| x <= d[k - 1]).count();
+            }
+            let r = hits as f64 / (queries.len() * k) as f64;
+            eprintln!("{metric:?} threads={threads}: recall {r}");
+            assert!(r >= 0.99, "{metric:?} threads={threads}: recall {r}");
+        }
+    }
+}

@@ -187,7 +187,8 @@ impl Sq8 {
         let q_lo: f64 = q.iter().zip(lo).map(|(&x, &l)| f64::from(x) * f64::from(l)).sum();
         let weights = |scale: f32| q.iter().zip(step).map(|(&x, &s)| scale * x * s).collect();
         match metric {
-            Metric::L2 => {
+            // Quantized indexes refuse `bit` (opclass.rs); L2 keeps the match total.
+            Metric::L2 | Metric::Hamming | Metric::Jaccard => {
                 // |q - x̂|^2 = |q|^2 - 2 dot(q, x̂) + |x̂|^2, the last from the code's factor.
                 let qq: f64 = q.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
                 Sq8Query { metric, base: (qq - 2.0 * q_lo) as f32, w: weights(-2.0), step: Vec::new() }
@@ -272,7 +273,7 @@ impl Sq8Query {
         };
         let k = kernels();
         match self.metric {
-            Metric::L2 => self.base + f32::from_le_bytes(*factor) + (k.dot_u8)(&self.w, codes),
+            Metric::L2 | Metric::Hamming | Metric::Jaccard => self.base + f32::from_le_bytes(*factor) + (k.dot_u8)(&self.w, codes),
             Metric::InnerProduct | Metric::Cosine => self.base + (k.dot_u8)(&self.w, codes),
             Metric::L1 => (k.l1_u8)(&self.w, &self.step, codes),
         }

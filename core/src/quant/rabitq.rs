@@ -293,7 +293,8 @@ impl RaBitQ {
         // <o, q - c> ≈ f * delta * (2 S - sum s) with S = dot_bits(planes, bits); each metric
         // scales that by `sign` and adds per-vector factors.
         let (base, w_norm2, w_c_dot_o, sign): (f64, f32, f32, f64) = match metric {
-            Metric::L2 | Metric::L1 => (qc2, 1.0, 0.0, -2.0),
+            // Quantized indexes refuse `bit` (opclass.rs); L2's case keeps the match total.
+            Metric::L2 | Metric::L1 | Metric::Hamming | Metric::Jaccard => (qc2, 1.0, 0.0, -2.0),
             Metric::InnerProduct => (-q_dot_c, 0.0, -1.0, -1.0),
             Metric::Cosine => (1.0 - q_dot_c, 0.0, -1.0, -1.0),
         };

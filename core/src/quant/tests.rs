@@ -157,7 +157,9 @@ fn reference(metric: Metric, q: &[f32], xh: &[f32], sq: &Sq8) -> (f32, f64) {
     let want = f32::distance_to(metric, q, xh);
     let a = |v: f32| f64::from(v.abs());
     let mag: f64 = match metric {
-        Metric::L2 => q.iter().zip(xh).map(|(&x, &y)| a(x) * a(x) + 2.0 * a(x) * a(y) + a(y) * a(y)).sum(),
+        Metric::L2 | Metric::Hamming | Metric::Jaccard => {
+            q.iter().zip(xh).map(|(&x, &y)| a(x) * a(x) + 2.0 * a(x) * a(y) + a(y) * a(y)).sum()
+        }
         Metric::InnerProduct | Metric::Cosine => {
             1.0 + q.iter().zip(xh).zip(&sq.lo).map(|((&x, &y), &l)| a(x) * (a(l) + a(y) + a(y - l))).sum::<f64>()
         }

@@ -91,12 +91,15 @@ pub unsafe extern "C-unwind" fn ambuild(
 ) -> *mut pg_sys::IndexBuildResult {
     let kind = opclass::resolve(index);
     let (m, efc) = options::index_options(index);
-    if let Some(d) = kind.typmod_dims {
-        kind.check_dims(d as usize, options::index_quantization(index));
+    let quant = options::index_quantization(index);
+    kind.check_quant(quant);
+    if let Some(d) = kind.declared_dims() {
+        kind.check_dims(d, quant);
     }
     let (heap_tuples, index_tuples) = match kind.elem {
         ElemType::F16 => build::<f16>(heap, index, index_info, kind, m, efc),
         ElemType::F32 => build::<f32>(heap, index, index_info, kind, m, efc),
+        ElemType::Bit => build::<u8>(heap, index, index_info, kind, m, efc),
     };
     if relation_needs_wal(index) {
         // SAFETY: the index is ours, exclusively, for the whole build.
@@ -118,6 +121,7 @@ pub unsafe extern "C-unwind" fn ambuild(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
     let kind = opclass::resolve(index);
+    kind.check_quant(options::index_quantization(index));
     let columns = Columns::of(index);
     let (m, efc) = options::index_options(index);
     let mut meta = base_meta(&kind, &columns, m, efc, kind.typmod_dims.unwrap_or(0), options::index_quantization(index));

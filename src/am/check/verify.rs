@@ -28,6 +28,8 @@ fn full_code_hash(codec: &Codec, extent: &Extent, full: ItemRef) -> Option<u64> 
         ElemType::F16 => {
             with_full_at::<half::f16, _>(extent, full, codec.dims, |v| code(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()))
         }
+        // Bit indexes are never quantized (opclass.rs refuses it), so they have no codes.
+        ElemType::Bit => None,
     }
 }
 

@@ -75,6 +75,7 @@ pub unsafe extern "C-unwind" fn aminsert(
         match kind.elem {
             ElemType::F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
             ElemType::F32 => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            ElemType::Bit => insert_datum::<u8>(index, &kind, datum, &attrs, tid, Logging::Wal),
         }
     });
     false

@@ -53,6 +53,7 @@ impl ExactSource {
         let pass: ExactPass = match elem {
             ElemType::F16 => exact_pass::<f16>,
             ElemType::F32 => exact_pass::<f32>,
+            ElemType::Bit => exact_pass::<u8>,
         };
         let cap = (Setting::WorkMem.bytes() / 2 / core::mem::size_of::<Keyed>()).max(width).max(1);
         let (query, kept, next, complete) = (query.map(<[f32]>::to_vec), Vec::new(), 0, false);

@@ -97,6 +97,10 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 reconnect::<f32>(index, &meta, strategy, true);
                 repair::<f32>(index, &meta, strategy, &scan.deleted);
             }
+            ElemType::Bit => {
+                reconnect::<u8>(index, &meta, strategy, true);
+                repair::<u8>(index, &meta, strategy, &scan.deleted);
+            }
         }
         free(index, &meta, &scan.deleted);
     } else if !meta.has_entry() && scan.top.is_some() {
@@ -125,6 +129,7 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
     let live = match meta.elem {
         ElemType::F16 => reconnect::<f16>(index, &meta, strategy, false),
         ElemType::F32 => reconnect::<f32>(index, &meta, strategy, false),
+        ElemType::Bit => reconnect::<u8>(index, &meta, strategy, false),
     };
     let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);

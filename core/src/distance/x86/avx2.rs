@@ -371,4 +371,16 @@ mod imp {
     pub(super) fn dot_bits(planes: &[u64], bits: &[u8]) -> i64 {
         crate::distance::scalar::dot_bits_words(planes, bits)
     }
+
+    /// Popcounts of short bit strings (48 bytes for a binary-quantized 384-dimension vector):
+    /// one POPCNT per word, like `dot_bits`.
+    #[target_feature(enable = "avx2,fma,f16c,popcnt")]
+    pub(super) fn hamming_bits(a: &[u8], b: &[u8]) -> u64 {
+        crate::distance::scalar::hamming_bits_words(a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,popcnt")]
+    pub(super) fn jaccard_bits(a: &[u8], b: &[u8]) -> (u64, u64) {
+        crate::distance::scalar::jaccard_bits_words(a, b)
+    }
 }

@@ -435,4 +435,54 @@ mod imp {
         }
         _mm512_reduce_add_epi64(total)
     }
+
+    /// VPOPCNTDQ on 64 bytes at a time where the CPU has it and the strings are that long
+    /// (checked per call, like `dot_bits`); POPCNT per word otherwise.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c,popcnt")]
+    pub(super) fn hamming_bits(a: &[u8], b: &[u8]) -> u64 {
+        if a.len() >= 64 && is_x86_feature_detected!("avx512vpopcntdq") {
+            // SAFETY: VPOPCNTDQ was just detected; the other features are this function's.
+            let (v, done) = unsafe { popcnt_blocks::<0>(a, b) };
+            v.0 + crate::distance::scalar::hamming_bits_words(&a[done..], &b[done..])
+        } else {
+            crate::distance::scalar::hamming_bits_words(a, b)
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c,popcnt")]
+    pub(super) fn jaccard_bits(a: &[u8], b: &[u8]) -> (u64, u64) {
+        if a.len() >= 64 && is_x86_feature_detected!("avx512vpopcntdq") {
+            // SAFETY: VPOPCNTDQ was just detected; the other features are this function's.
+            let (v, done) = unsafe { popcnt_blocks::<1>(a, b) };
+            let t = crate::distance::scalar::jaccard_bits_words(&a[done..], &b[done..]);
+            (v.0 + t.0, v.1 + t.1)
+        } else {
+            crate::distance::scalar::jaccard_bits_words(a, b)
+        }
+    }
+
+    /// Popcounts over the whole 64-byte blocks of `a` and `b`: (popcount(a ^ b), 0) for
+    /// `OP == 0`, (popcount(a & b), popcount(a | b)) for `OP == 1`; and the bytes consumed (the
+    /// caller counts the rest).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vpopcntdq,avx2,fma,f16c,popcnt")]
+    fn popcnt_blocks<const OP: u8>(a: &[u8], b: &[u8]) -> ((u64, u64), usize) {
+        const BYTES: usize = 64;
+        let n = common_len(a.len(), b.len()) / BYTES * BYTES;
+        let (pa, pb) = (a.as_ptr().cast::<i64>(), b.as_ptr().cast::<i64>());
+        let (mut x0, mut x1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let mut at = 0;
+        while at < n {
+            // SAFETY: at + 64 <= n <= both lengths; loadu needs no alignment.
+            let (va, vb) = unsafe { (_mm512_loadu_epi64(pa.add(at / 8)), _mm512_loadu_epi64(pb.add(at / 8))) };
+            if OP == 0 {
+                x0 = _mm512_add_epi64(x0, _mm512_popcnt_epi64(_mm512_xor_si512(va, vb)));
+            } else {
+                x0 = _mm512_add_epi64(x0, _mm512_popcnt_epi64(_mm512_and_si512(va, vb)));
+                x1 = _mm512_add_epi64(x1, _mm512_popcnt_epi64(_mm512_or_si512(va, vb)));
+            }
+            at += BYTES;
+        }
+        ((_mm512_reduce_add_epi64(x0) as u64, _mm512_reduce_add_epi64(x1) as u64), n)
+    }
 }

@@ -73,6 +73,8 @@ macro_rules! kernel_table {
             dot_u8,
             l1_u8,
             dot_bits,
+            hamming_bits,
+            jaccard_bits,
         }
     };
 }
@@ -100,6 +102,8 @@ macro_rules! all_safe_wrappers {
             dot_u8(w: &[f32], c: &[u8]) -> f32;
             l1_u8(a: &[f32], s: &[f32], c: &[u8]) -> f32;
             dot_bits(planes: &[u64], bits: &[u8]) -> i64;
+            hamming_bits(a: &[u8], b: &[u8]) -> u64;
+            jaccard_bits(a: &[u8], b: &[u8]) -> (u64, u64);
         }
     };
 }

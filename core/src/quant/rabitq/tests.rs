@@ -128,7 +128,7 @@ fn distance_matches_its_definition() {
                 let n2 = f64::from(factor(&code, 0));
                 for metric in METRICS {
                     let want = match metric {
-                        Metric::L2 | Metric::L1 => qc2 + n2 - 2.0 * est,
+                        Metric::L2 | Metric::L1 | Metric::Hamming | Metric::Jaccard => qc2 + n2 - 2.0 * est,
                         Metric::InnerProduct => -(est + c_dot_o + q_dot_c),
                         Metric::Cosine => 1.0 - (est + c_dot_o + q_dot_c),
                     };
