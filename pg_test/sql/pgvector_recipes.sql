@@ -103,6 +103,27 @@ INSERT INTO items (embedding) VALUES ('[1,2,3]'), ('[4,5,6]');
 CREATE INDEX ON items USING hnsw (embedding halfvec_l2_ops);
 SELECT id FROM items ORDER BY embedding <-> '[1,2,3]' LIMIT 5;
 DROP TABLE items;
+-- binary quantization, with re-ranking by the full vectors (the README's
+-- binary_quantize('[1,-2,3]') is ambiguous between vector and halfvec on pgvector as well:
+-- the literal is cast here)
+CREATE TABLE items (id bigserial PRIMARY KEY, embedding vector(3));
+INSERT INTO items (embedding) SELECT ARRAY[sin(i), cos(i * 1.7), sin(i * 0.3)] FROM generate_series(1, 3000) i;
+ANALYZE items;
+CREATE INDEX ON items USING hnsw ((binary_quantize(embedding)::bit(3)) bit_hamming_ops);
+EXPLAIN (COSTS OFF) SELECT * FROM items ORDER BY binary_quantize(embedding)::bit(3) <~> binary_quantize('[1,-2,3]'::vector) LIMIT 5;
+SELECT count(*) FROM (
+    SELECT * FROM (
+        SELECT * FROM items ORDER BY binary_quantize(embedding)::bit(3) <~> binary_quantize('[1,-2,3]'::vector) LIMIT 20
+    ) AS s ORDER BY embedding <=> '[1,-2,3]' LIMIT 5
+) r;
+DROP TABLE items;
+-- bit vectors
+CREATE TABLE items (id bigserial PRIMARY KEY, embedding bit(3));
+INSERT INTO items (embedding) VALUES ('000'), ('111');
+SELECT * FROM items ORDER BY embedding <~> '101' LIMIT 5;
+CREATE INDEX ON items USING hnsw (embedding bit_jaccard_ops);
+SELECT * FROM items ORDER BY embedding <%> '101' LIMIT 5;
+DROP TABLE items;
 -- subvector indexing, with re-ranking by the full vectors
 CREATE TABLE items (id bigserial PRIMARY KEY, embedding vector(5));
 INSERT INTO items (embedding)
