@@ -90,7 +90,7 @@ def test_extension_types(conn):
         "JOIN pg_extension e ON e.oid = d.refobjid WHERE e.extname = 'hnsw_ext' AND t.typtype = 'b' "
         "ORDER BY 1"
     ).fetchall()
-    assert [r[0] for r in rows] == ["halfvec", "vector"]
+    assert [r[0] for r in rows] == ["halfvec", "sparsevec", "vector"]
 
 
 def test_numpy_text_parameters(conn):
@@ -293,3 +293,19 @@ def test_wrong_dimensions(conn):
         conn.execute("SELECT '[1,2'::vector")
     (count,) = conn.execute("SELECT count(*) FROM t_dims").fetchone()
     assert count == 0
+
+
+def test_sparsevec_text_and_binary(conn):
+    """pgvector-python's SparseVector round-trips through text and binary parameters and COPY."""
+    from pgvector import SparseVector
+
+    conn.execute("CREATE TEMP TABLE t_sparse (id int, v sparsevec(6))")
+    sv = SparseVector({0: 1.5, 4: -2.25}, 6)
+    conn.execute("INSERT INTO t_sparse VALUES (1, %t), (2, %b)", (sv, sv))
+    for fmt in (False, True):
+        rows = conn.execute("SELECT v FROM t_sparse ORDER BY id", binary=fmt).fetchall()
+        assert [r[0].to_list() for r in rows] == [[1.5, 0, 0, 0, -2.25, 0]] * 2
+    with conn.cursor().copy("COPY t_sparse (id, v) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int4", "sparsevec"])
+        copy.write_row((3, SparseVector({5: 7.0}, 6)))
+    assert conn.execute("SELECT v::text FROM t_sparse WHERE id = 3").fetchone()[0] == "{6:7}/6"

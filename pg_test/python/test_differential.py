@@ -10,7 +10,8 @@ HNSW_EXT_DIFF_CASES (default 150) and HNSW_EXT_DIFF_SEED (default 9) set the pyt
 
 Each case draws everything from random.Random("hnsw-diff:<seed>:<case>"):
 - a table `t` (autovacuum off) with `id`, a vector column `v` (`vector` or `halfvec`, 2..64
-  dims, with or without a typmod), a column `x` that is never indexed, and one filter column of
+  dims, with or without a typmod; or, in about 15% of the cases, drawn from a generator of their
+  own, `bit(1..200)` under `bit_hamming_ops` / `bit_jaccard_ops`), a column `x` that is never indexed, and one filter column of
   every supported type (int2/int4/int8, bool, date, timestamptz, text, uuid, int4[]/int8[]/
   text[]), each with a small per-case value pool (extremes, infinities, texts and uuids that
   share their first 8 bytes, arrays with NULL elements, empty arrays) and NULLs;
@@ -113,6 +114,11 @@ METRICS = {
     "ip": ("<#>", "vector_ip_ops", "halfvec_ip_ops"),
     "cosine": ("<=>", "vector_cosine_ops", "halfvec_cosine_ops"),
     "l1": ("<+>", "vector_l1_ops", "halfvec_l1_ops"),
+}
+# bit(n) columns (binary vectors): metric -> (operator, opclass)
+BIT_METRICS = {
+    "hamming": ("<~>", "bit_hamming_ops"),
+    "jaccard": ("<%>", "bit_jaccard_ops"),
 }
 
 # filter columns: name -> (SQL type, kind)
@@ -258,6 +264,13 @@ class Schema:
 
     def random_vector(self):
         rng, d = self.rng, self.dims
+        if self.elem_type == "bit":
+            # 0/1 floats: dense or sparse bits, or clusters around the centers' signs
+            if self.dist == "clusters":
+                c = rng.choice(self.centers)
+                return [float((x > 0) != (rng.random() < 0.1)) for x in c]
+            p = {"gauss": 0.5, "grid": 0.15, "uniform": 0.5}[self.dist]
+            return [float(rng.random() < p) for _ in range(d)]
         if self.dist == "gauss":
             return [round(rng.gauss(0, 1), 4) for _ in range(d)]
         if self.dist == "grid":
@@ -270,6 +283,8 @@ class Schema:
     def vec_lit(self, v):
         if v is None:
             return "NULL"
+        if self.elem_type == "bit":
+            return "'" + "".join("1" if x > 0.5 else "0" for x in v) + f"'::bit({self.dims})"
         return "'[" + ",".join(f"{x:.7g}" for x in v) + f"]'::{self.elem_type}"
 
 
@@ -425,6 +440,14 @@ class Case:
         self.dims = rng.choice([2, 2, 3, 3, 4, 5, 8, 16, 32, 64, rng.randint(2, 64)])
         self.op = METRICS[self.metric][0]
         self.opclass = METRICS[self.metric][1 if self.elem_type == "vector" else 2]
+        # bit(n) cases (Hamming, Jaccard), drawn from a generator of their own so that the
+        # other cases of a seed stay as they were.
+        bit_rng = random.Random(f"hnsw-diff-bit:{seed}:{num}")
+        if bit_rng.random() < 0.15:
+            self.metric = bit_rng.choice(list(BIT_METRICS))
+            self.elem_type = "bit"
+            self.dims = bit_rng.choice([1, 3, 8, 9, 16, 33, 64, 100, bit_rng.randint(1, 200)])
+            self.op, self.opclass = BIT_METRICS[self.metric]
         self.schema = Schema(rng, self.elem_type, self.dims, self.metric)
         # A halfvec cosine index stores the normalized vector in half precision (as pgvector
         # does): its order may differ from the operator's by that rounding, ~1e-3 of a distance.
@@ -435,6 +458,8 @@ class Case:
         # Drawn from a generator of its own, so that cases of a seed are the same as before
         # quantization existed, apart from this option.
         self.quant = random.Random(f"hnsw-diff-quant:{seed}:{num}").choice(["none", "none", "sq8", "rabitq1"])
+        if self.elem_type == "bit":
+            self.quant = "none"  # bit values are one bit per dimension already
         self.table, self.index = f"t{num}", f"t{num}_idx"
         self.rows = {}  # id -> vector (list or None)
         self.vals = {}  # id -> filter values (SQL literals)
@@ -515,7 +540,7 @@ class Case:
     def run(self):
         rng = self.rng
         cols = ", ".join(f"{c} {t}" for c, (t, _) in COLUMNS.items())
-        typmod = f"({self.dims})" if rng.random() < 0.8 else ""
+        typmod = f"({self.dims})" if rng.random() < 0.8 or self.elem_type == "bit" else ""
         self.exec(f"CREATE TABLE {self.table} (id int NOT NULL, v {self.elem_type}{typmod}, x int, {cols}) "
                   "WITH (autovacuum_enabled = off)")
         n0 = rng.choice([50, 80, 100, 150, 200, 300, 500, rng.randint(50, 800), rng.randint(500, 2000)])
