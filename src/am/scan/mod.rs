@@ -64,7 +64,8 @@ enum Mode {
     /// Results of the graph search: `results[next..]` are still to hand out; `returned` counts
     /// heap TIDs handed out, for hnsw.max_scan_tuples; `last` is the distance of the last
     /// element handed out (strict_order skips nearer ones found by later rounds); later rounds
-    /// are `ef` wide.
+    /// are `ef` wide. `wanted`: the rows the query's LIMIT + OFFSET asks for (0 if unknown),
+    /// which the memory bound never cuts short.
     Ordered {
         source: Box<dyn Source>,
         results: Vec<Candidate<Node>>,
@@ -73,6 +74,7 @@ enum Mode {
         ef: usize,
         returned: usize,
         last: f32,
+        wanted: usize,
     },
     /// No order to follow: walk every page.
     Physical {
@@ -166,13 +168,15 @@ pub unsafe extern "C-unwind" fn amgettuple(scan: pg_sys::IndexScanDesc, _dir: pg
         }
         match &mut st.mode {
             Mode::Pending => st.mode = start(scan, index, st.kind, &st.columns),
-            Mode::Ordered { source, results, next, m, ef, returned, last } => {
+            Mode::Ordered { source, results, next, m, ef, returned, last, wanted } => {
                 if *next == results.len() {
                     // pgvector's two bounds on iterative scans: rows returned, and memory
-                    // (work_mem x hnsw.scan_mem_multiplier).
+                    // (work_mem x hnsw.scan_mem_multiplier). The memory bound does not cut
+                    // short the rows the LIMIT asks for (the walk holds a few candidates per
+                    // row returned; pgvector's visited hash makes it stop later than ours would).
                     if options::iterative_scan() == IterativeScan::Off
                         || *returned >= options::max_scan_tuples()
-                        || source.bytes() > options::scan_mem_limit()
+                        || (source.bytes() > options::scan_mem_limit() && *returned >= *wanted)
                     {
                         st.finish();
                         continue;
@@ -247,11 +251,12 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
     let m = meta.m as usize;
     let ef = options::ef_search();
     let width = first_round_width(scan, ef, m);
+    let wanted = super::limit::rows_wanted(scan).unwrap_or(0).min(usize::MAX as u64) as usize;
     let ordered = |source: Box<dyn Source>| {
         let mut source = source;
         let mut results = Vec::new();
         source.next_round(width, &mut results);
-        Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY }
+        Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY, wanted }
     };
     let exact = |filter: Filter, query: Option<&[f32]>| ordered(Box::new(ExactSource::new(index, meta, kind.elem, filter, query, width)));
     let Some(query) = query.as_ref().map(Aligned::as_slice) else {
@@ -290,7 +295,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         }
         return exact(filter, Some(query));
     }
-    Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY }
+    Mode::Ordered { source, results, next: 0, m, ef, returned: 0, last: f32::NEG_INFINITY, wanted }
 }
 
 /// Width of a scan's first round: `ef_search`, or the rows the `LIMIT` above the scan wants
