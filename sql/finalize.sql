@@ -177,7 +177,7 @@ CREATE AGGREGATE avg(halfvec) (
     SFUNC = halfvec_accum,
     STYPE = double precision[],
     FINALFUNC = halfvec_avg,
-    COMBINEFUNC = vector_combine,
+    COMBINEFUNC = halfvec_combine,
     INITCOND = '{0}',
     PARALLEL = SAFE
 );

@@ -68,3 +68,8 @@ SELECT halfvec_avg('{NULL,2,4,6}');
 SELECT halfvec_avg('{}');
 SELECT halfvec_accum('{{0}}', '[1,2,3]');
 SELECT halfvec_accum('{NULL}', '[1,2,3]');
+-- halfvec_combine, pgvector's name for the combine function of avg(halfvec): vector_combine
+SELECT halfvec_combine('{1,2,4}', '{2,4,6}');
+SELECT halfvec_combine('{0}', '{1,2,4}');
+SELECT halfvec_combine('{{1,2}}', '{3,4}');
+SELECT aggcombinefn FROM pg_aggregate WHERE aggfnoid = 'avg(halfvec)'::regprocedure;

@@ -130,3 +130,7 @@ SELECT '[0.1]'::halfvec || '[-0]';
 SELECT vector_dims(array_fill(0, ARRAY[8000])::halfvec || array_fill(1, ARRAY[8000])::halfvec);
 SELECT array_fill(0, ARRAY[16000])::halfvec || '[1]';
 SELECT '[1]'::halfvec || array_fill(0, ARRAY[16000])::halfvec;
+-- pgvector's spherical distance (acos of the clamped inner product, over pi)
+SELECT halfvec_spherical_distance('[1,0]', '[0,1]'), halfvec_spherical_distance('[1,0]', '[-1,0]'),
+       halfvec_spherical_distance('[2,0]', '[2,0]');
+SELECT halfvec_spherical_distance('[1,0]', '[1,0,0]');

@@ -156,3 +156,7 @@ SELECT array_fill(0, ARRAY[8001])::vector || array_fill(0, ARRAY[8000])::vector;
 --
 SELECT NULL::vector + '[1]', '[1]'::vector <-> NULL, l2_normalize(NULL::vector) IS NULL AS n1,
        subvector('[1]'::vector, NULL, 1) IS NULL AS n2, vector_dims(NULL::vector) IS NULL AS n3;
+-- pgvector's spherical distance (acos of the clamped inner product, over pi)
+SELECT vector_spherical_distance('[1,0]', '[0,1]'), vector_spherical_distance('[1,0]', '[1,0]'),
+       vector_spherical_distance('[1,0]', '[-1,0]'), vector_spherical_distance('[2,0]', '[2,0]');
+SELECT vector_spherical_distance('[1,0]', '[1,0,0]');

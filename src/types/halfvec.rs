@@ -92,6 +92,18 @@ fn halfvec_negative_inner_product(a: HalfvecArg, b: HalfvecArg) -> f64 {
     ops::negative_inner_product(&a, &b)
 }
 
+#[pg_extern(immutable, strict, parallel_safe)]
+fn halfvec_spherical_distance(a: HalfvecArg, b: HalfvecArg) -> f64 {
+    ops::spherical_distance(&a, &b)
+}
+
+/// pgvector's halfvec aggregates combine with this name; it is vector_combine (same states,
+/// same messages, as in pgvector, where both are the one C function).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn halfvec_combine(a: Float8ArrayArg, b: Float8ArrayArg) -> Vec<f64> {
+    ops::combine(a.float8_state("vector_combine"), b.float8_state("vector_combine"))
+}
+
 #[pg_extern(immutable, strict, parallel_safe, name = "cosine_distance")]
 fn halfvec_cosine_distance(a: HalfvecArg, b: HalfvecArg) -> f64 {
     ops::cosine_distance(&a, &b)

@@ -102,6 +102,12 @@ pub fn negative_inner_product<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>
     -inner_product(a, b)
 }
 
+/// pgvector's `*_spherical_distance` (its ivfflat support function for normalized vectors):
+/// acos of the inner product, clamped to [-1, 1], over pi.
+pub fn spherical_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
+    inner_product(a, b).clamp(-1.0, 1.0).acos() / core::f64::consts::PI
+}
+
 /// 1 - cos(a, b); NaN when either vector is zero (no direction), as in pgvector.
 pub fn cosine_distance<E: Distances>(a: &VecArg<'_, E>, b: &VecArg<'_, E>) -> f64 {
     let (a, b) = pair(a, b);

@@ -93,6 +93,11 @@ fn vector_negative_inner_product(a: VectorArg, b: VectorArg) -> f64 {
     ops::negative_inner_product(&a, &b)
 }
 
+#[pg_extern(immutable, strict, parallel_safe)]
+fn vector_spherical_distance(a: VectorArg, b: VectorArg) -> f64 {
+    ops::spherical_distance(&a, &b)
+}
+
 #[pg_extern(immutable, strict, parallel_safe, name = "cosine_distance")]
 fn vector_cosine_distance(a: VectorArg, b: VectorArg) -> f64 {
     ops::cosine_distance(&a, &b)
