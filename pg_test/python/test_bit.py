@@ -13,13 +13,12 @@ and after deleting 30% of the rows and VACUUM (hnsw_index_check clean).
 """
 
 import os
-import threading
 
 import numpy as np
 import psycopg
 import pytest
 
-from pgdb import fresh_database
+from pgdb import fresh_database, run_clients
 from test_quant import embeddings
 from test_recall import DSN, build_messages
 from test_vacuum import check
@@ -125,23 +124,15 @@ def test_recall_after_concurrent_inserts(dsn, data, opclass, op, metric):
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v bit({DIMS}))")
         conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass})")
-    clients, errors = 4, []
+    clients = 4
     rows = [text(v) for v in base]
 
     def insert(part):
-        try:
-            with psycopg.connect(dsn, autocommit=True) as c, c.cursor() as cur:
-                for i in range(part, len(rows), clients):
-                    cur.execute(f"INSERT INTO {table} (id, v) VALUES (%s, %s::bit({DIMS}))", (i, rows[i]))
-        except Exception as e:  # reported below: a thread's exception would be lost
-            errors.append(e)
+        with psycopg.connect(dsn, autocommit=True) as c, c.cursor() as cur:
+            for i in range(part, len(rows), clients):
+                cur.execute(f"INSERT INTO {table} (id, v) VALUES (%s, %s::bit({DIMS}))", (i, rows[i]))
 
-    threads = [threading.Thread(target=insert, args=(p,)) for p in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_clients(clients, insert)
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == ROWS
         r = recall(conn, table, op, metric, base, queries)

@@ -16,7 +16,6 @@ NULL filter values; a condition on a column outside the index (a `Filter:` answe
 iterative scan); and, on a small table, every other filter column type.
 """
 
-import threading
 import time
 
 import numpy as np
@@ -25,7 +24,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from test_recall import DATA, DSN, read_idx
-from pgdb import fresh_database
+from pgdb import fresh_database, run_clients
 
 DB = "hnsw_filter_test"
 ROWS, INITIAL, QUERIES, K, EF = 50_000, 40_000, 100, 10, 40
@@ -187,27 +186,19 @@ def grown(dsn, data):
         copy_rows(conn, "grown", base, range(INITIAL))
         conn.execute(f"CREATE INDEX grown_hnsw ON grown {INDEX}")
         check(conn, "grown_hnsw")
-    clients, errors = 4, []
+    clients = 4
     sql = f"INSERT INTO grown ({', '.join(NAMES)}) VALUES ({', '.join(['%s'] * len(NAMES))})"
 
     def insert(part):
-        try:
-            with psycopg.connect(dsn, autocommit=True) as c:
-                register_vector(c)
-                with c.cursor() as cur:
-                    for i in range(INITIAL + part, ROWS, clients):
-                        cur.execute(sql, row(i, base[i]))
-        except Exception as e:  # reported below: a thread's exception would be lost
-            errors.append(e)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            register_vector(c)
+            with c.cursor() as cur:
+                for i in range(INITIAL + part, ROWS, clients):
+                    cur.execute(sql, row(i, base[i]))
 
     start = time.monotonic()
-    threads = [threading.Thread(target=insert, args=(p,)) for p in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_clients(clients, insert)
     print(f"grown: {ROWS - INITIAL} rows inserted by {clients} clients in {time.monotonic() - start:.1f}s")
-    assert not errors, errors
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ANALYZE grown")
     return "grown"

@@ -11,14 +11,13 @@ within the 10th true distance).
 
 import gzip
 import os
-import threading
 
 import numpy as np
 import psycopg
 import pytest
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
-from pgdb import fresh_database
+from pgdb import fresh_database, run_clients
 
 DSN = os.environ.get("HNSW_EXT_TEST_DSN", "host=127.0.0.1 port=5499 user=postgres dbname=postgres")
 DATA = "/usr/share/datasets/fashion-mnist"
@@ -162,25 +161,17 @@ def test_recall_after_concurrent_inserts(dsn, data, opclass, typ, op, metric, no
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v {typ}(784))")
         conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass}) WITH (quantization = {quant})")
-    clients, errors = 8, []
+    clients = 8
     rows = [as_param(typ, v) for v in base]
 
     def insert(part):
-        try:
-            with psycopg.connect(dsn, autocommit=True) as c:
-                register_vector(c)
-                with c.cursor() as cur:
-                    for i in range(part, len(rows), clients):
-                        cur.execute(f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (i, rows[i]))
-        except Exception as e:  # reported below: a thread's exception would be lost
-            errors.append(e)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            register_vector(c)
+            with c.cursor() as cur:
+                for i in range(part, len(rows), clients):
+                    cur.execute(f"INSERT INTO {table} (id, v) VALUES (%s, %s)", (i, rows[i]))
 
-    threads = [threading.Thread(target=insert, args=(p,)) for p in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_clients(clients, insert)
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == ROWS
         r = recall(conn, table, typ, op, metric, base, queries, ef_for(metric, quant))

@@ -3,7 +3,7 @@
 
 use half::f16;
 use hnsw_core::graph::{Candidate, Visited, Walk};
-use hnsw_core::metric::{normalize, Metric, VectorElem};
+use hnsw_core::metric::{bits_distance, normalize, Metric, VectorElem};
 use pgrx::pg_sys;
 
 use super::filter::Filter;
@@ -143,6 +143,12 @@ pub type Scorer = Box<dyn Fn(&[u8]) -> f32>;
 pub fn scorer<E: Elem>(codec: &Codec, metric: Metric, query: Query<'_, E>) -> Scorer {
     let dims = codec.dims;
     match (codec.quant, query) {
+        // `bit`: the query's bytes once, not per measurement (an f32 query holds one byte value
+        // per element).
+        (Quant::None, Query::Scan(q)) if metric.is_bits() => {
+            let q: Vec<u8> = q.iter().map(|&x| x as u8).collect();
+            Box::new(move |b: &[u8]| bits_distance(metric, &q, as_elems::<u8>(b, dims)) as f32)
+        }
         (Quant::None, Query::Scan(q)) => {
             let q = Aligned::new(q);
             Box::new(move |b: &[u8]| E::distance_to(metric, q.as_slice(), as_elems::<E>(b, dims)))

@@ -27,7 +27,8 @@ pub fn shortest_decimal(f: f32) -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
-fn is_space(c: u8) -> bool {
+/// Postgres' `scanner_isspace` as pgvector uses it on Postgres 15 (C `isspace` in the C locale).
+pub(super) fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 

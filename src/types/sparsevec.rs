@@ -276,11 +276,6 @@ fn errno() -> *mut c_int {
     }
 }
 
-/// Postgres' `scanner_isspace` as pgvector uses it on Postgres 15 (C `isspace` in the C locale).
-fn is_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
-}
-
 struct Parser<'a> {
     /// The literal with its terminating NUL, which the C parsers stop at.
     s: &'a [u8],
@@ -294,7 +289,7 @@ impl Parser<'_> {
     }
 
     fn skip_space(&mut self) {
-        while is_space(self.peek()) {
+        while io::is_space(self.peek()) {
             self.pos += 1;
         }
     }

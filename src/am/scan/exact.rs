@@ -9,14 +9,14 @@ use pgrx::prelude::*;
 
 use super::Source;
 use crate::am::filter::Filter;
-use crate::am::graph::{Elem, Extent, Node};
+use crate::am::graph::{scorer, Elem, Extent, Node, Query};
 use crate::am::mem::Setting;
 use crate::storage::attr::{self, ATTR_DELETED};
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::ItemRef;
 use crate::storage::quant::{with_full_at, Codec};
-use crate::storage::tuple::{as_elems, code_body_full, VectorTuple, FLAG_DELETED};
+use crate::storage::tuple::{code_body_full, VectorTuple, FLAG_DELETED};
 
 /// One pass of an exact scan, for the index's element type (see [`exact_pass`]).
 type ExactPass = fn(pg_sys::Relation, &Meta, &mut Filter, Option<&[f32]>, Option<Key>, usize) -> (Vec<Candidate<Node>>, bool);
@@ -151,6 +151,8 @@ fn exact_pass<E: Elem>(
     let single = filter.single_int_eq();
     let mut st = PassState { filter, refs: Vec::new(), heap: std::collections::BinaryHeap::new(), cap, dropped: false };
     let extent = Extent::new(index);
+    // Full precision: the query prepared once for the stored bodies.
+    let plain = query.filter(|_| !codec.is_quantized()).map(|q| scorer::<E>(&codec, metric, Query::Scan(q)));
     let measure = |st: &mut PassState<'_>| {
         st.refs.sort_unstable_by_key(|r| (r.block, r.offset));
         st.refs.dedup();
@@ -175,7 +177,7 @@ fn exact_pass<E: Elem>(
                     let (d, full) = match (query, codec.is_quantized()) {
                         (None, _) => (0.0, ItemRef::INVALID),
                         (Some(_), true) => (f32::INFINITY, code_body_full(body)),
-                        (Some(q), false) => (E::distance_to(metric, q, as_elems::<E>(body, dims)), ItemRef::INVALID),
+                        (Some(_), false) => (plain.as_ref().map_or(f32::INFINITY, |score| score(body)), ItemRef::INVALID),
                     };
                     found.push((*r, t.node(), d, full));
                 }
