@@ -168,6 +168,8 @@ impl<'a> SparseArg<'a> {
 }
 
 impl FromDatum for SparseArg<'_> {
+    // SAFETY: the caller (pgrx's argument unboxing) passes a datum of this function's declared
+    // argument type, `sparsevec`, which is detoasted before anything reads it.
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
         if is_null || datum.is_null() {
             None
