@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from pgdb import fresh_database, run_clients
+from pgdb import fresh_database, run_clients, vacuum_until_clean
 from test_quant import embeddings
 from test_recall import DSN, build_messages
 from test_vacuum import check
@@ -152,7 +152,7 @@ def test_recall_after_delete_and_vacuum(dsn, data, opclass, op, metric):
         conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass})")
         dead = np.random.default_rng(11).choice(ROWS, ROWS * 3 // 10, replace=False)
         conn.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (dead.tolist(),))
-        conn.execute(f"VACUUM {table}")
+        vacuum_until_clean(conn, table, "")
         report = check(conn, f"{table}_idx")
         alive = np.ones(ROWS, bool)
         alive[dead] = False

@@ -27,6 +27,7 @@ from pgvector.psycopg import register_vector
 
 from pgcluster import Server
 from test_recall import distances, read_idx
+from pgdb import vacuum_until_clean
 
 DATA = "/usr/share/datasets/fashion-mnist"
 PORT = 5485
@@ -274,7 +275,7 @@ def test_concurrent_clients(server, data, quant):
         assert r >= 0.95, f"recall@10 {r} over {n} rows"
         # INDEX_CLEANUP ON: no skipping the index however few the dead rows; afterwards the
         # index holds exactly the table's heap TIDs.
-        conn.execute("VACUUM (INDEX_CLEANUP ON) t")
+        vacuum_until_clean(conn, "t")
         shape = check_report(conn)
         assert heap_tids(shape) == count, f"{count} rows but {heap_tids(shape)} heap TIDs in the index after VACUUM: {shape}"
         r2, _ = recall_on_content(conn, tests[:RECALL_QUERIES])
