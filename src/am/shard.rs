@@ -209,7 +209,7 @@ unsafe fn postgres_fdw(routine: *mut pg_sys::FdwRoutine) -> Option<Fdw> {
     // SAFETY: per the contract; dladdr, dlopen(RTLD_NOLOAD) and dlsym only read the dynamic
     // linker's tables, and the library found stays loaded for the backend's life.
     unsafe {
-        let begin = (*routine.as_ref()?).BeginForeignScan? as *const c_void;
+        let begin = routine.as_ref()?.BeginForeignScan? as *const c_void;
         let mut info: libc::Dl_info = core::mem::zeroed();
         if libc::dladdr(begin, &mut info) == 0 || info.dli_fname.is_null() || info.dli_fbase.is_null() {
             return None;
