@@ -276,3 +276,40 @@ unsafe fn user_mapping(estate: *mut pg_sys::EState, fss: *mut pg_sys::ForeignSca
         pg_sys::GetUserMapping(userid, (*plan).fs_server)
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::{is_knn_sql, settings_sql};
+
+    #[pg_test]
+    fn knn_remote_sql_is_recognized() {
+        // What postgres_fdw deparses for a k-NN query, with and without a LIMIT and a filter.
+        assert!(is_knn_sql("SELECT id, v FROM public.items ORDER BY (v OPERATOR(public.<->) '[1,2]') ASC NULLS LAST LIMIT 10::bigint"));
+        assert!(is_knn_sql("SELECT id FROM public.items WHERE ((cat = 7)) ORDER BY (v OPERATOR(public.<=>) '[1,2]') ASC NULLS LAST"));
+        assert!(is_knn_sql("SELECT id FROM s.t ORDER BY (b OPERATOR(s.<~>) B'101') ASC NULLS LAST"));
+        // Not ordered by a distance: a distance in WHERE only, another order, no order, DML.
+        assert!(!is_knn_sql("SELECT id FROM public.items WHERE (((v OPERATOR(public.<->) '[1]') < 1)) ORDER BY id ASC NULLS LAST"));
+        assert!(!is_knn_sql("SELECT id, v FROM public.items"));
+        assert!(!is_knn_sql("UPDATE public.items SET cat = $2 WHERE ctid = $1"));
+    }
+
+    #[pg_test]
+    fn settings_statement_carries_the_session_values() {
+        Spi::run("SET hnsw.ef_search = 123").unwrap();
+        Spi::run("SET hnsw.iterative_scan = relaxed_order").unwrap();
+        Spi::run("SET hnsw.filter_strategy = exact").unwrap();
+        let sql = settings_sql().into_string().unwrap();
+        assert!(sql.contains("pg_catalog.set_config('hnsw.ef_search', '123', true)"), "{sql}");
+        // The shards' rows are merged trusting their order: relaxed_order goes as strict_order.
+        assert!(sql.contains("pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true)"), "{sql}");
+        assert!(sql.contains("pg_catalog.set_config('hnsw.filter_strategy', 'exact', true)"), "{sql}");
+        assert!(sql.contains("'hnsw.max_scan_tuples', '20000'") && sql.contains("'hnsw.scan_mem_multiplier', '1'"), "{sql}");
+        Spi::run("SET hnsw.iterative_scan = off").unwrap();
+        // What a shard runs is valid SQL here too, and sets what it says.
+        Spi::run(&sql).unwrap();
+        assert_eq!(Spi::get_one::<String>("SHOW hnsw.iterative_scan").unwrap().as_deref(), Some("strict_order"));
+    }
+}
