@@ -31,6 +31,7 @@ pub extern "C-unwind" fn _PG_init() {
     am::mem::init();
     am::planner::init();
     am::limit::init();
+    am::shard::init();
     // As pgvector does: after our settings exist, any other `hnsw.` name (a typo such as
     // `SET hnsw.ef_serach = 100`) is an ERROR instead of a silently created placeholder.
     // SAFETY: _PG_init runs once per backend, single-threaded; the prefix is a static C string.

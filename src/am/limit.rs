@@ -117,42 +117,54 @@ unsafe fn limited_scans(root: *mut pg_sys::PlanState) -> Vec<(*mut pg_sys::Limit
             if ps.is_null() {
                 continue;
             }
-            stack.push((*ps).lefttree);
-            stack.push((*ps).righttree);
-            for list in [(*ps).initPlan, (*ps).subPlan] {
-                for c in cells(list) {
-                    stack.push((*(c.ptr_value as *mut pg_sys::SubPlanState)).planstate);
+            child_states(ps, &mut stack);
+            if (*ps).type_ == pg_sys::NodeTag::T_LimitState {
+                if let Some(scan) = hnsw_scan_below((*ps).lefttree) {
+                    found.push((ps as *mut pg_sys::LimitState, scan));
                 }
-            }
-            match (*ps).type_ {
-                pg_sys::NodeTag::T_LimitState => {
-                    if let Some(scan) = hnsw_scan_below((*ps).lefttree) {
-                        found.push((ps as *mut pg_sys::LimitState, scan));
-                    }
-                }
-                pg_sys::NodeTag::T_AppendState => {
-                    let a = ps as *mut pg_sys::AppendState;
-                    for i in 0..(*a).as_nplans.max(0) as usize {
-                        stack.push(*(*a).appendplans.add(i));
-                    }
-                }
-                pg_sys::NodeTag::T_MergeAppendState => {
-                    let a = ps as *mut pg_sys::MergeAppendState;
-                    for i in 0..(*a).ms_nplans.max(0) as usize {
-                        stack.push(*(*a).mergeplans.add(i));
-                    }
-                }
-                pg_sys::NodeTag::T_SubqueryScanState => stack.push((*(ps as *mut pg_sys::SubqueryScanState)).subplan),
-                pg_sys::NodeTag::T_CustomScanState => {
-                    for c in cells((*(ps as *mut pg_sys::CustomScanState)).custom_ps) {
-                        stack.push(c.ptr_value.cast());
-                    }
-                }
-                _ => {}
             }
         }
     }
     found
+}
+
+/// Push the child nodes of a plan state node (outer and inner plans, init plans and subplans,
+/// the members of an Append or Merge Append, a subquery scan's plan, a custom scan's children).
+///
+/// # Safety
+/// `ps` is a node of an initialized plan state tree.
+pub(super) unsafe fn child_states(ps: *mut pg_sys::PlanState, stack: &mut Vec<*mut pg_sys::PlanState>) {
+    // SAFETY: per the contract; every pointer read is a field of the tree, null or valid.
+    unsafe {
+        stack.push((*ps).lefttree);
+        stack.push((*ps).righttree);
+        for list in [(*ps).initPlan, (*ps).subPlan] {
+            for c in cells(list) {
+                stack.push((*(c.ptr_value as *mut pg_sys::SubPlanState)).planstate);
+            }
+        }
+        match (*ps).type_ {
+            pg_sys::NodeTag::T_AppendState => {
+                let a = ps as *mut pg_sys::AppendState;
+                for i in 0..(*a).as_nplans.max(0) as usize {
+                    stack.push(*(*a).appendplans.add(i));
+                }
+            }
+            pg_sys::NodeTag::T_MergeAppendState => {
+                let a = ps as *mut pg_sys::MergeAppendState;
+                for i in 0..(*a).ms_nplans.max(0) as usize {
+                    stack.push(*(*a).mergeplans.add(i));
+                }
+            }
+            pg_sys::NodeTag::T_SubqueryScanState => stack.push((*(ps as *mut pg_sys::SubqueryScanState)).subplan),
+            pg_sys::NodeTag::T_CustomScanState => {
+                for c in cells((*(ps as *mut pg_sys::CustomScanState)).custom_ps) {
+                    stack.push(c.ptr_value.cast());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The hnsw index scan whose rows a Limit node's input passes on one for one, if any: the input

@@ -13,6 +13,7 @@ pub mod opclass;
 pub mod options;
 pub mod planner;
 pub mod scan;
+pub mod shard;
 pub mod vacuum;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -55,6 +55,10 @@ pub enum FilterStrategy {
 
 pub static FILTER_STRATEGY: GucSetting<FilterStrategy> = GucSetting::<FilterStrategy>::new(FilterStrategy::Auto);
 
+/// `hnsw.shard_settings`: send the hnsw settings along with k-NN scans of postgres_fdw
+/// foreign tables (see [`super::shard`]).
+pub static SHARD_SETTINGS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// The reloption kind Postgres assigned to us at load time.
 static RELOPT_KIND: AtomicU32 = AtomicU32::new(0);
 
@@ -124,6 +128,17 @@ pub fn init() {
         &SCAN_MEM_MULTIPLIER,
         1.0,
         1000.0,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"hnsw.shard_settings",
+        c"Sends the hnsw settings to the shards of k-NN queries over postgres_fdw",
+        c"Before a postgres_fdw foreign scan that orders by an hnsw_ext distance operator \
+          starts, its connection gets this session's hnsw.ef_search, hnsw.iterative_scan \
+          (relaxed_order as strict_order), hnsw.filter_strategy, hnsw.max_scan_tuples and \
+          hnsw.scan_mem_multiplier for the remote transaction.",
+        &SHARD_SETTINGS,
         GucContext::Userset,
         GucFlags::default(),
     );
