@@ -11,9 +11,9 @@ use super::filter::Filter;
 use super::opclass::Kind;
 use crate::storage::buffer::{Buffer, Lock, Pin};
 pub use crate::storage::element::Extent;
-use crate::storage::meta::Quant;
+use crate::storage::meta::{ElemType, Quant};
 use crate::storage::page::{ItemRef, Page};
-use crate::storage::quant::{with_full_at, Codec, Trained};
+use crate::storage::quant::{sparse_body_len, with_full_at, Codec, Trained};
 use crate::storage::tuple::{as_elems, code_body_code, code_body_full, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
 use crate::types::bit::{check_same_bits, BitArg};
@@ -306,7 +306,8 @@ pub struct DiskWalk<E: Elem, F: Fn(&[u8]) -> f32> {
     pub m: usize,
     pub dims: usize,
     pub codec: Codec,
-    /// Bytes of a body (the largest, for a sparse index): how much of a tuple to prefetch.
+    /// Bytes of a body (a typical one, for a sparse index): how much of a tuple to prefetch,
+    /// and the arena's initial room.
     body_len: usize,
     pub dist: F,
     visited: Visited,
@@ -381,14 +382,18 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         // Room for what an insert's walk usually measures (about 20 elements per unit of
         // ef_construction), so that the copies are not moved again and again as the arena
         // grows; capped at 4 MiB.
-        let body = codec.body_len().max(1);
+        let body = match codec.elem {
+            // Bodies vary: prefetching the largest (8 kB) would fetch mostly other tuples.
+            ElemType::Sparse => sparse_body_len(TYPICAL_NNZ),
+            _ => codec.body_len().max(1),
+        };
         let expected = (meta.ef_construction as usize * 24).min((4 << 20) / body);
         let arena = keep_vectors.then(|| Arena::with_capacity(expected * body / E::SIZE));
         DiskWalk {
             rel,
             m: meta.m as usize,
             dims: meta.dims as usize,
-            body_len: codec.body_len(),
+            body_len: body,
             codec,
             dist,
             visited,
@@ -500,6 +505,10 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         (self.arena.as_ref().expect("walk has no arena"), &self.arena_refs)
     }
 }
+
+/// Non-zero elements of a typical sparse vector (bag-of-words of a paragraph), for sizes that
+/// have to be guessed before a body is read.
+const TYPICAL_NNZ: usize = 128;
 
 /// Pins held at once while measuring a node's neighbours.
 const PIN_BATCH: usize = 8;
