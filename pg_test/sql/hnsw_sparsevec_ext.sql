@@ -96,6 +96,13 @@ CREATE TEMP TABLE want AS SELECT id, v <-> '{1001:1,2002:3}/100000' AS d FROM s 
 RESET enable_indexscan;
 SELECT (SELECT array_agg(d ORDER BY d) FROM got) = (SELECT array_agg(d ORDER BY d) FROM want) AS same_distances,
        (SELECT bool_and(id % 4 = 2) FROM got) AS all_cat_2;
+-- the exact filtered scan (it reads the bodies from the element pages) agrees too
+SET hnsw.filter_strategy = exact;
+SET enable_seqscan = off;
+SELECT (SELECT array_agg(d) FROM (SELECT v <-> '{1001:1,2002:3}/100000' AS d FROM s WHERE cat = 2
+        ORDER BY v <-> '{1001:1,2002:3}/100000' LIMIT 10) x) = (SELECT array_agg(d ORDER BY d) FROM want) AS exact_same;
+RESET enable_seqscan;
+RESET hnsw.filter_strategy;
 -- inserts into an index with a filter column reuse freed elements only where the body fits
 DELETE FROM s WHERE id % 5 = 0;
 VACUUM s;

@@ -666,3 +666,29 @@ mod switch_tests {
         assert!(fires_after(0.1, 5_000.0).is_some());
     }
 }
+
+#[cfg(test)]
+mod arena_tests {
+    use hnsw_core::sparse::{encode_words, SparseWord};
+
+    use super::Arena;
+
+    #[test]
+    fn slots_of_any_length() {
+        let mut a = Arena::<SparseWord>::default();
+        assert!(a.is_empty());
+        let (x, y) = (encode_words(&[1, 5], &[1.0, 2.0]), encode_words(&[], &[]));
+        assert_eq!(a.push(&x), 0);
+        assert_eq!(a.push_with(|out| -> Option<()> {
+            out.extend_from_slice(&y);
+            None
+        }), None, "a failed fill leaves nothing");
+        assert_eq!(a.push_with(|out| Some(out.extend_from_slice(&y))).map(|s| s.0), Some(1));
+        assert_eq!(a.push_filled(|out| out.extend_from_slice(&x)), 2);
+        assert_eq!((a.len(), a.get(0), a.get(1), a.get(2)), (3, &x[..], &y[..], &x[..]));
+        a.get_mut(1)[0] = SparseWord(0);
+        a.clear();
+        assert!(a.is_empty());
+        assert_eq!(a.push(&y), 0);
+    }
+}
