@@ -679,11 +679,19 @@ mod arena_tests {
         assert!(a.is_empty());
         let (x, y) = (encode_words(&[1, 5], &[1.0, 2.0]), encode_words(&[], &[]));
         assert_eq!(a.push(&x), 0);
-        assert_eq!(a.push_with(|out| -> Option<()> {
+        assert_eq!(
+            a.push_with(|out| -> Option<()> {
+                out.extend_from_slice(&y);
+                None
+            }),
+            None,
+            "a failed fill leaves nothing"
+        );
+        let filled = a.push_with(|out| {
             out.extend_from_slice(&y);
-            None
-        }), None, "a failed fill leaves nothing");
-        assert_eq!(a.push_with(|out| Some(out.extend_from_slice(&y))).map(|s| s.0), Some(1));
+            Some(7)
+        });
+        assert_eq!(filled, Some((1, 7)));
         assert_eq!(a.push_filled(|out| out.extend_from_slice(&x)), 2);
         assert_eq!((a.len(), a.get(0), a.get(1), a.get(2)), (3, &x[..], &y[..], &x[..]));
         a.get_mut(1)[0] = SparseWord(0);
