@@ -104,6 +104,7 @@ def test_data_shape(data):
 
 
 def recall(conn, table, op, queries):
+    assert "Index Scan" in index_plan(conn, table, op, queries[0])
     conn.execute(f"SET hnsw.ef_search = {EF}")
     hits = 0
     for q in queries:
@@ -141,7 +142,6 @@ def test_recall(dsn, data, opclass, op, metric):
                 copy.write_row((i, text(rows[i])))
         t = time.monotonic()
         conn.execute(f"CREATE INDEX {table}_idx ON {table} USING hnsw (v {opclass})")
-        assert "Index Scan" in index_plan(conn, table, op, queries[0])
         r_build = recall(conn, table, op, queries)
         print(f"{opclass} built on {half} rows: recall@10 {r_build:.4f} (built in {time.monotonic() - t:.1f}s)")
         check(conn, f"{table}_idx")
