@@ -91,21 +91,22 @@ pub fn l1(a: Sparse<'_>, b: Sparse<'_>) -> f32 {
 }
 
 /// Inner product. Only shared positions contribute, so this walks with a lighter loop than
-/// [`merge`] (no work for positions stored on one side only).
+/// [`merge`] (no work for positions stored on one side only). The steps do not branch on the
+/// comparison (which of the two lists moves on is data the branch predictor cannot guess: an
+/// hnsw index measures vectors this way thousands of times a search); the sum takes exactly
+/// the shared positions' products, in index order, as a branching loop would.
 pub fn dot(a: Sparse<'_>, b: Sparse<'_>) -> f32 {
     let (na, nb) = (a.nnz(), b.nnz());
     let (mut i, mut j) = (0, 0);
     let mut sum = 0.0f32;
     while i < na && j < nb {
-        match a.indices[i].cmp(&b.indices[j]) {
-            Ordering::Less => i += 1,
-            Ordering::Greater => j += 1,
-            Ordering::Equal => {
-                sum += a.values[i] * b.values[j];
-                i += 1;
-                j += 1;
-            }
+        let (x, y) = (a.indices[i], b.indices[j]);
+        let p = a.values[i] * b.values[j];
+        if x == y {
+            sum += p;
         }
+        i += (x <= y) as usize;
+        j += (y <= x) as usize;
     }
     sum
 }
