@@ -342,6 +342,28 @@ CREATE OPERATOR CLASS halfvec_l1_ops
     OPERATOR 1 <+> (halfvec, halfvec) FOR ORDER BY float_ops,
     FUNCTION 1 l1_distance(halfvec, halfvec);
 
+-- sparsevec: up to 1,000 non-zero elements per vector, one dimension count per index (the
+-- column's typmod), no quantization.
+CREATE OPERATOR CLASS sparsevec_l2_ops
+    FOR TYPE sparsevec USING hnsw AS
+    OPERATOR 1 <-> (sparsevec, sparsevec) FOR ORDER BY float_ops,
+    FUNCTION 1 sparsevec_l2_squared_distance(sparsevec, sparsevec);
+
+CREATE OPERATOR CLASS sparsevec_ip_ops
+    FOR TYPE sparsevec USING hnsw AS
+    OPERATOR 1 <#> (sparsevec, sparsevec) FOR ORDER BY float_ops,
+    FUNCTION 1 sparsevec_negative_inner_product(sparsevec, sparsevec);
+
+CREATE OPERATOR CLASS sparsevec_cosine_ops
+    FOR TYPE sparsevec USING hnsw AS
+    OPERATOR 1 <=> (sparsevec, sparsevec) FOR ORDER BY float_ops,
+    FUNCTION 1 cosine_distance(sparsevec, sparsevec);
+
+CREATE OPERATOR CLASS sparsevec_l1_ops
+    FOR TYPE sparsevec USING hnsw AS
+    OPERATOR 1 <+> (sparsevec, sparsevec) FOR ORDER BY float_ops,
+    FUNCTION 1 l1_distance(sparsevec, sparsevec);
+
 -- bit (binary quantization): up to 64000 bits, one length per index (the column's typmod).
 CREATE OPERATOR CLASS bit_hamming_ops
     FOR TYPE bit USING hnsw AS

@@ -11,7 +11,8 @@
 //! - [`sparse`]: distances and ordering of sparse vectors (`sparsevec`) on their index lists.
 
 // Unsafe code lives only where it must: the SIMD kernels (and the dispatch and prefetch beside
-// them) and the link store's interior mutability (`graph::links`).
+// them), the link store's interior mutability (`graph::links`), and the reinterpretation of
+// stored sparse vectors' words as indices and values (`sparse`).
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]

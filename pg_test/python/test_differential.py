@@ -11,7 +11,9 @@ HNSW_EXT_DIFF_CASES (default 150) and HNSW_EXT_DIFF_SEED (default 9) set the pyt
 Each case draws everything from random.Random("hnsw-diff:<seed>:<case>"):
 - a table `t` (autovacuum off) with `id`, a vector column `v` (`vector` or `halfvec`, 2..64
   dims, with or without a typmod; or, in about 15% of the cases, drawn from a generator of their
-  own, `bit(1..200)` under `bit_hamming_ops` / `bit_jaccard_ops`), a column `x` that is never indexed, and one filter column of
+  own, `bit(1..200)` under `bit_hamming_ops` / `bit_jaccard_ops`; or, in the cases numbered
+  from SPARSE_BASE on, `sparsevec(2..1000)` with 50-95% zeros under every sparsevec class), a
+  column `x` that is never indexed, and one filter column of
   every supported type (int2/int4/int8, bool, date, timestamptz, text, uuid, int4[]/int8[]/
   text[]), each with a small per-case value pool (extremes, infinities, texts and uuids that
   share their first 8 bytes, arrays with NULL elements, empty arrays) and NULLs;
@@ -103,6 +105,10 @@ DSN = os.environ.get("HNSW_EXT_TEST_DSN", "host=127.0.0.1 port=5499 user=postgre
 DB = "hnsw_diff_test"
 DEFAULT_CASES = int(os.environ.get("HNSW_EXT_DIFF_CASES", "150"))
 DEFAULT_SEED = int(os.environ.get("HNSW_EXT_DIFF_SEED", "9"))
+# sparsevec cases are numbered from SPARSE_BASE on, so that the cases below it (the default run's)
+# stay what they were; the default run adds DEFAULT_SPARSE_CASES of them.
+SPARSE_BASE = 100_000
+DEFAULT_SPARSE_CASES = int(os.environ.get("HNSW_EXT_DIFF_SPARSE_CASES", "15"))
 OUT_DIR = os.path.join(os.environ.get("HNSW_EXT_TESTS_DIR", "/var/tmp/hnsw_ext/tests"), "differential")
 
 REL_TOL, ABS_TOL, HALF_COSINE_TOL = 1e-5, 1e-6, 2e-3
@@ -230,6 +236,8 @@ class Schema:
         # Huge and tiny norms (vector only: halfvec cannot hold them). Not for inner product,
         # where float rounding of huge terms that cancel decides the order of near-ties.
         self.extreme_rate = rng.choice([0.0, 0.0, 0.02]) if elem_type == "vector" and metric != "ip" else 0.0
+        # sparsevec: the share of elements that are zero
+        self.sparsity = rng.choice([0.5, 0.8, 0.95]) if elem_type == "sparsevec" else 0.0
 
     # values (SQL literals; None is NULL)
     def value(self, col):
@@ -264,6 +272,12 @@ class Schema:
 
     def random_vector(self):
         rng, d = self.rng, self.dims
+        if self.elem_type == "sparsevec":
+            return [0.0 if rng.random() < self.sparsity else x for x in self.dense_vector()]
+        return self.dense_vector()
+
+    def dense_vector(self):
+        rng, d = self.rng, self.dims
         if self.elem_type == "bit":
             # 0/1 floats: dense or sparse bits, or clusters around the centers' signs
             if self.dist == "clusters":
@@ -285,6 +299,8 @@ class Schema:
             return "NULL"
         if self.elem_type == "bit":
             return "'" + "".join("1" if x > 0.5 else "0" for x in v) + f"'::bit({self.dims})"
+        if self.elem_type == "sparsevec":
+            return "'{" + ",".join(f"{i + 1}:{x:.7g}" for i, x in enumerate(v) if x != 0) + f"}}/{self.dims}'::sparsevec"
         return "'[" + ",".join(f"{x:.7g}" for x in v) + f"]'::{self.elem_type}"
 
 
@@ -448,6 +464,13 @@ class Case:
             self.elem_type = "bit"
             self.dims = bit_rng.choice([1, 3, 8, 9, 16, 33, 64, 100, bit_rng.randint(1, 200)])
             self.op, self.opclass = BIT_METRICS[self.metric]
+        if num >= SPARSE_BASE:
+            # sparsevec cases (every class, no quantization, dimensions up to 1000)
+            self.elem_type = "sparsevec"
+            self.metric = random.Random(f"hnsw-diff-sparse:{seed}:{num}").choice(list(METRICS))
+            self.op = METRICS[self.metric][0]
+            self.dims = rng.choice([2, 5, 16, 64, 64, 300, 1000])
+            self.opclass = f"sparsevec_{self.metric}_ops"
         self.schema = Schema(rng, self.elem_type, self.dims, self.metric)
         # A halfvec cosine index stores the normalized vector in half precision (as pgvector
         # does): its order may differ from the operator's by that rounding, ~1e-3 of a distance.
@@ -458,8 +481,8 @@ class Case:
         # Drawn from a generator of its own, so that cases of a seed are the same as before
         # quantization existed, apart from this option.
         self.quant = random.Random(f"hnsw-diff-quant:{seed}:{num}").choice(["none", "none", "sq8", "rabitq1"])
-        if self.elem_type == "bit":
-            self.quant = "none"  # bit values are one bit per dimension already
+        if self.elem_type in ("bit", "sparsevec"):
+            self.quant = "none"  # bit values are one bit per dimension already; sparse ones take none
         self.table, self.index = f"t{num}", f"t{num}_idx"
         self.rows = {}  # id -> vector (list or None)
         self.vals = {}  # id -> filter values (SQL literals)
@@ -540,7 +563,7 @@ class Case:
     def run(self):
         rng = self.rng
         cols = ", ".join(f"{c} {t}" for c, (t, _) in COLUMNS.items())
-        typmod = f"({self.dims})" if rng.random() < 0.8 or self.elem_type == "bit" else ""
+        typmod = f"({self.dims})" if rng.random() < 0.8 or self.elem_type in ("bit", "sparsevec") else ""
         self.exec(f"CREATE TABLE {self.table} (id int NOT NULL, v {self.elem_type}{typmod}, x int, {cols}) "
                   "WITH (autovacuum_enabled = off)")
         n0 = rng.choice([50, 80, 100, 150, 200, 300, 500, rng.randint(50, 800), rng.randint(500, 2000)])
@@ -1022,6 +1045,7 @@ def test_vacuum_that_leaves_dead_rows_keeps_entries(dsn):
 
 def test_differential(dsn):
     failures, _ = run_cases(dsn, DEFAULT_SEED, DEFAULT_CASES)
+    failures += run_cases(dsn, DEFAULT_SEED, DEFAULT_SPARSE_CASES, first=SPARSE_BASE)[0]
     assert not failures, f"{len(failures)} failures ({summary(failures)}); first ones:\n" + "\n\n".join(
         text for *_, text in failures[:8])
 
@@ -1031,6 +1055,7 @@ def main():
     p.add_argument("--cases", type=int, default=DEFAULT_CASES)
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     p.add_argument("--first", type=int, default=0, help="number of the first case")
+    p.add_argument("--sparse", type=int, default=0, help=f"sparsevec cases to run as well (numbered from {SPARSE_BASE})")
     p.add_argument("--case", type=int, default=None, help="run this one case")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -1045,6 +1070,8 @@ def main():
     url = next(gen)
     try:
         failures, _ = run_cases(url, seed, cases, first, verbose=a.verbose or a.case is not None)
+        if a.sparse:
+            failures += run_cases(url, seed, a.sparse, SPARSE_BASE, verbose=a.verbose)[0]
     finally:
         if not a.keep:
             next(gen, None)

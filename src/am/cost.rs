@@ -40,7 +40,11 @@ pub unsafe extern "C-unwind" fn amcostestimate(
         pg_sys::index_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         let m = (meta.m as usize).clamp(options::MIN_M as usize, options::MAX_M as usize);
         // What a walk reads per element: the vector, or in a quantized index its code.
-        let vector_bytes = crate::am::insert::body_len(meta.quant, meta.elem, meta.dims as usize) as f64 + 8.0;
+        let vector_bytes = match meta.elem {
+            // Bodies vary in length; a typical sparse vector (a few hundred non-zeros).
+            crate::storage::meta::ElemType::Sparse => crate::storage::quant::sparse_body_len(200) as f64 + 8.0,
+            _ => crate::am::insert::body_len(meta.quant, meta.elem, meta.dims as usize) as f64 + 8.0,
+        };
         // Elements a search reads, as pgvector estimates them: a few per layer on the way down.
         // This is deliberately independent of hnsw.ef_search. The true count grows with it,
         // but so does the cost of every alternative the planner has for ORDER BY distance

@@ -4,19 +4,21 @@
 use half::f16;
 use hnsw_core::graph::{Candidate, Visited, Walk};
 use hnsw_core::metric::{bits_distance, normalize, Metric, VectorElem};
+use hnsw_core::sparse::{encode_words, SparseWord};
 use pgrx::pg_sys;
 
 use super::filter::Filter;
 use super::opclass::Kind;
 use crate::storage::buffer::{Buffer, Lock, Pin};
 pub use crate::storage::element::Extent;
-use crate::storage::meta::Quant;
+use crate::storage::meta::{ElemType, Quant};
 use crate::storage::page::{ItemRef, Page};
-use crate::storage::quant::{with_full_at, Codec, Trained};
+use crate::storage::quant::{sparse_body_len, with_full_at, Codec, Trained};
 use crate::storage::tuple::{as_elems, code_body_code, code_body_full, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
 use crate::storage::Meta;
 use crate::types::bit::{check_same_bits, BitArg};
 use crate::types::ops::Aligned;
+use crate::types::sparsevec::{check_same_dim_counts, SparseArg};
 use crate::types::{check_expected_dim, Element, VecArg};
 
 /// Element types an index can store: their graph behaviour ([`VectorElem`]) and how a value of
@@ -62,6 +64,118 @@ impl Elem for u8 {
         // What the SQL operator would say about the pair (pgvector's scan does the same).
         check_same_bits(v.bits(), kind.bits as usize);
         Some(v.bytes().iter().map(|&b| f32::from(b)).collect())
+    }
+}
+
+/// `sparsevec`: the stored words (`nnz`, indices, values: see [`SparseWord`]), normalized for
+/// cosine. A query carries its words bit for bit in its f32s. Nothing is sized by the type's
+/// dimension count.
+impl Elem for SparseWord {
+    fn prepare_stored(datum: pg_sys::Datum, kind: &Kind, dims: u32, _quant: Quant) -> Option<Vec<Self>> {
+        // SAFETY: the datum is a non-null value of the indexed column, of type sparsevec.
+        let v = unsafe { SparseArg::from_datum_unchecked(datum) };
+        kind.check_nnz(v.indices().len());
+        if dims != 0 {
+            check_expected_dim(dims as i32, v.dim());
+        }
+        sparse_words(&v, kind)
+    }
+    fn prepare_query(datum: pg_sys::Datum, kind: &Kind, dims: u32) -> Option<Vec<f32>> {
+        // SAFETY: the datum is a non-null value of the ORDER BY operator's right-hand type,
+        // sparsevec.
+        let v = unsafe { SparseArg::from_datum_unchecked(datum) };
+        if dims != 0 {
+            // What the SQL operator would say about the pair.
+            check_same_dim_counts(dims as usize, v.dim());
+        }
+        let words = sparse_words(&v, kind)?;
+        let mut f = vec![0.0f32; words.len()];
+        SparseWord::to_f32(&words, &mut f);
+        Some(f)
+    }
+}
+
+/// The stored words of `v`, its values normalized as [`normalize`] does dense ones for cosine
+/// (`None` for a zero vector there, as for the dense types).
+fn sparse_words(v: &SparseArg<'_>, kind: &Kind) -> Option<Vec<SparseWord>> {
+    if !kind.metric.normalizes() {
+        return Some(encode_words(v.indices(), v.values()));
+    }
+    let mut values = v.values().to_vec();
+    if !normalize(&mut values) {
+        return None;
+    }
+    Some(encode_words(v.indices(), &values))
+}
+
+/// Vectors back to back, each found by its slot: the copies an insert's walk or a repair keeps
+/// for the neighbour heuristic. Vectors of one index have one length, except sparse ones.
+pub struct Arena<E> {
+    data: Vec<E>,
+    /// Where each slot starts in `data`, then the end of the last.
+    starts: Vec<usize>,
+}
+
+impl<E: VectorElem> Default for Arena<E> {
+    fn default() -> Self {
+        Arena { data: Vec::new(), starts: vec![0] }
+    }
+}
+
+impl<E: VectorElem> Arena<E> {
+    pub fn with_capacity(elems: usize) -> Self {
+        Arena { data: Vec::with_capacity(elems), starts: vec![0] }
+    }
+
+    /// Slots in use.
+    pub fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn get(&self, slot: usize) -> &[E] {
+        &self.data[self.starts[slot]..self.starts[slot + 1]]
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> &mut [E] {
+        &mut self.data[self.starts[slot]..self.starts[slot + 1]]
+    }
+
+    pub fn push(&mut self, v: &[E]) -> usize {
+        self.data.extend_from_slice(v);
+        self.starts.push(self.data.len());
+        self.len() - 1
+    }
+
+    /// A new slot of what `fill` appends.
+    pub fn push_filled(&mut self, fill: impl FnOnce(&mut Vec<E>)) -> usize {
+        fill(&mut self.data);
+        self.starts.push(self.data.len());
+        self.len() - 1
+    }
+
+    /// A new slot of whatever `fill` appends; none (and nothing kept) when it says `None`.
+    pub fn push_with<R>(&mut self, fill: impl FnOnce(&mut Vec<E>) -> Option<R>) -> Option<(usize, R)> {
+        let at = self.data.len();
+        match fill(&mut self.data) {
+            Some(r) => {
+                self.starts.push(self.data.len());
+                Some((self.len() - 1, r))
+            }
+            None => {
+                self.data.truncate(at);
+                None
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.starts.truncate(1);
     }
 }
 
@@ -141,21 +255,23 @@ pub type Scorer = Box<dyn Fn(&[u8]) -> f32>;
 /// proxy on the stored vector, or its estimate from the code of a quantized index (the
 /// query is prepared once: per-dimension weights for the code kernel).
 pub fn scorer<E: Elem>(codec: &Codec, metric: Metric, query: Query<'_, E>) -> Scorer {
-    let dims = codec.dims;
+    // Bodies come whole from `Codec::body_of`: a full-precision one is the vector, whose
+    // length (a sparse vector's varies) is the body's.
+    let elems = |b: &[u8]| b.len() / E::SIZE;
     match (codec.quant, query) {
         // `bit`: the query's bytes once, not per measurement (an f32 query holds one byte value
         // per element).
         (Quant::None, Query::Scan(q)) if metric.is_bits() => {
             let q: Vec<u8> = q.iter().map(|&x| x as u8).collect();
-            Box::new(move |b: &[u8]| bits_distance(metric, &q, as_elems::<u8>(b, dims)) as f32)
+            Box::new(move |b: &[u8]| bits_distance(metric, &q, as_elems::<u8>(b, elems(b))) as f32)
         }
         (Quant::None, Query::Scan(q)) => {
             let q = Aligned::new(q);
-            Box::new(move |b: &[u8]| E::distance_to(metric, q.as_slice(), as_elems::<E>(b, dims)))
+            Box::new(move |b: &[u8]| E::distance_to(metric, q.as_slice(), as_elems::<E>(b, elems(b))))
         }
         (Quant::None, Query::Stored(v)) => {
             let v = Aligned::new(v);
-            Box::new(move |b: &[u8]| E::distance(metric, v.as_slice(), as_elems::<E>(b, dims)))
+            Box::new(move |b: &[u8]| E::distance(metric, v.as_slice(), as_elems::<E>(b, elems(b))))
         }
         (_, query) => {
             let f = match query {
@@ -190,11 +306,13 @@ pub struct DiskWalk<E: Elem, F: Fn(&[u8]) -> f32> {
     pub m: usize,
     pub dims: usize,
     pub codec: Codec,
+    /// Bytes of a body (a typical one, for a sparse index): how much of a tuple to prefetch,
+    /// and the arena's initial room.
     body_len: usize,
     pub dist: F,
     visited: Visited,
     /// When set (inserts), every measured vector is copied here, for the neighbour heuristic.
-    arena: Option<Vec<E>>,
+    arena: Option<Arena<E>>,
     /// (vector ref, node ref, deleted) of each arena slot.
     arena_refs: Vec<(ItemRef, ItemRef, bool)>,
     refs: Vec<ItemRef>,
@@ -264,14 +382,18 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         // Room for what an insert's walk usually measures (about 20 elements per unit of
         // ef_construction), so that the copies are not moved again and again as the arena
         // grows; capped at 4 MiB.
-        let dims = (meta.dims as usize).max(1);
-        let expected = (meta.ef_construction as usize * 24).min((4 << 20) / (dims * E::SIZE));
-        let arena = keep_vectors.then(|| Vec::with_capacity(expected * dims));
+        let body = match codec.elem {
+            // Bodies vary: prefetching the largest (8 kB) would fetch mostly other tuples.
+            ElemType::Sparse => sparse_body_len(TYPICAL_NNZ),
+            _ => codec.body_len().max(1),
+        };
+        let expected = (meta.ef_construction as usize * 24).min((4 << 20) / body);
+        let arena = keep_vectors.then(|| Arena::with_capacity(expected * body / E::SIZE));
         DiskWalk {
             rel,
             m: meta.m as usize,
             dims: meta.dims as usize,
-            body_len: codec.body_len(),
+            body_len: body,
             codec,
             dist,
             visited,
@@ -318,7 +440,7 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
     fn measure_on(&mut self, page: Page<'_>, r: ItemRef) -> Candidate<Node> {
         let item = page.item(r.offset).unwrap_or_else(|| dangling(r));
         let t = VectorTuple::parse(item);
-        let body = t.body(self.body_len);
+        let body = self.codec.body_of(&t);
         // An element whose node ref is broken cannot be expanded or returned: it counts as
         // deleted, and as infinitely far, so that no greedy step or beam settles on it (the
         // walk would end there, with nothing to expand).
@@ -327,7 +449,7 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         let deleted = t.flags() & FLAG_DELETED != 0 || broken;
         let matches = match self.filter.as_mut() {
             None => true,
-            Some(f) => !deleted && f.payload_matches(t.payload(self.body_len)),
+            Some(f) => !deleted && f.payload_matches(self.codec.payload_of(&t)),
         };
         self.measured += 1;
         self.matched += matches as usize;
@@ -336,17 +458,17 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         }
         let slot = match self.arena.as_mut() {
             Some(arena) => {
-                if self.codec.decodes() {
-                    self.codec.graph_vector(body, arena);
+                let slot = if self.codec.decodes() {
+                    arena.push_filled(|out| self.codec.graph_vector(body, out))
                 } else {
                     // 1-bit codes do not stand in for vectors: the slot is filled from the full
                     // vector once this page is released (`fill_arena`).
-                    let at = arena.len();
-                    arena.resize(at + self.dims, E::default());
-                    self.pending.push(((at / self.dims) as u32, code_body_full(body)));
-                }
+                    let slot = arena.push_filled(|out| out.resize(out.len() + self.dims, E::default()));
+                    self.pending.push((slot as u32, code_body_full(body)));
+                    slot
+                };
                 self.arena_refs.push((r, t.node(), deleted));
-                (arena.len() / self.dims - 1) as u32
+                slot as u32
             }
             None => u32::MAX,
         };
@@ -368,23 +490,25 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
     pub fn fill_arena(&mut self) {
         let (Some(arena), dims) = (self.arena.as_mut(), self.dims) else { return };
         for (slot, full) in self.pending.drain(..) {
-            let at = slot as usize * dims;
-            with_full_at::<E, _>(&self.extent, full, dims, |v| arena[at..at + dims].copy_from_slice(v));
+            with_full_at::<E, _>(&self.extent, full, dims, |v| arena.get_mut(slot as usize).copy_from_slice(v));
         }
     }
 
     /// A vector copied into the arena by an insert's walk.
     pub fn arena_vector(&self, slot: u32) -> &[E] {
-        let arena = self.arena.as_deref().expect("walk has no arena");
-        &arena[slot as usize * self.dims..(slot as usize + 1) * self.dims]
+        self.arena.as_ref().expect("walk has no arena").get(slot as usize)
     }
 
     /// Everything an insert's walk measured: the arena of vectors and, per slot, the element's
     /// (vector ref, node ref, whether it was marked deleted).
-    pub fn arena(&self) -> (&[E], &[(ItemRef, ItemRef, bool)]) {
-        (self.arena.as_deref().expect("walk has no arena"), &self.arena_refs)
+    pub fn arena(&self) -> (&Arena<E>, &[(ItemRef, ItemRef, bool)]) {
+        (self.arena.as_ref().expect("walk has no arena"), &self.arena_refs)
     }
 }
+
+/// Non-zero elements of a typical sparse vector (bag-of-words of a paragraph), for sizes that
+/// have to be guessed before a body is read.
+const TYPICAL_NNZ: usize = 128;
 
 /// Pins held at once while measuring a node's neighbours.
 const PIN_BATCH: usize = 8;
@@ -540,5 +664,39 @@ mod switch_tests {
         assert_eq!(fires_after(0.5, 100_000.0), None);
         // In a small index the exact scan is cheap enough even at 10%.
         assert!(fires_after(0.1, 5_000.0).is_some());
+    }
+}
+
+#[cfg(test)]
+mod arena_tests {
+    use hnsw_core::sparse::{encode_words, SparseWord};
+
+    use super::Arena;
+
+    #[test]
+    fn slots_of_any_length() {
+        let mut a = Arena::<SparseWord>::default();
+        assert!(a.is_empty());
+        let (x, y) = (encode_words(&[1, 5], &[1.0, 2.0]), encode_words(&[], &[]));
+        assert_eq!(a.push(&x), 0);
+        assert_eq!(
+            a.push_with(|out| -> Option<()> {
+                out.extend_from_slice(&y);
+                None
+            }),
+            None,
+            "a failed fill leaves nothing"
+        );
+        let filled = a.push_with(|out| {
+            out.extend_from_slice(&y);
+            Some(7)
+        });
+        assert_eq!(filled, Some((1, 7)));
+        assert_eq!(a.push_filled(|out| out.extend_from_slice(&x)), 2);
+        assert_eq!((a.len(), a.get(0), a.get(1), a.get(2)), (3, &x[..], &y[..], &x[..]));
+        a.get_mut(1)[0] = SparseWord(0);
+        a.clear();
+        assert!(a.is_empty());
+        assert_eq!(a.push(&y), 0);
     }
 }

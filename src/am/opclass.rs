@@ -2,8 +2,10 @@
 //!
 //! Support function 1 of every hnsw operator class is the SQL distance function of its ordering
 //! operator (`l2_distance`, `vector_negative_inner_product`, `cosine_distance`, `l1_distance`
-//! and their halfvec overloads, `hamming_distance` and `jaccard_distance` for `bit`); the opclass
-//! input type says `vector`, `halfvec` or `bit`.
+//! and their halfvec overloads, `sparsevec_l2_squared_distance`,
+//! `sparsevec_negative_inner_product` and the sparsevec `cosine_distance` and `l1_distance`,
+//! `hamming_distance` and `jaccard_distance` for `bit`); the opclass input type says `vector`,
+//! `halfvec`, `sparsevec` or `bit`.
 
 use core::ffi::CStr;
 
@@ -26,6 +28,10 @@ pub const MAX_DIMS_SQ8: usize = 8000;
 pub const MAX_DIMS_RABITQ: usize = 16000;
 /// `bit`: 64000 bits (pgvector's limit), 8000 bytes: a vector tuple as large as `vector`'s.
 pub const MAX_BITS: usize = 64000;
+/// `sparsevec`: as many dimensions as the type takes (nothing is allocated per dimension)...
+pub const MAX_DIMS_SPARSE: usize = crate::types::sparsevec::MAX_DIM as usize;
+/// ...and up to 1000 non-zero elements (pgvector's `HNSW_MAX_NNZ`): 8004 bytes of body.
+pub const MAX_NNZ_SPARSE: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Kind {
@@ -42,6 +48,7 @@ impl Kind {
     pub fn max_dims(&self, quant: Quant) -> usize {
         match (quant, self.elem) {
             (_, ElemType::Bit) => MAX_BITS,
+            (_, ElemType::Sparse) => MAX_DIMS_SPARSE,
             (Quant::Sq8, _) => MAX_DIMS_SQ8,
             (Quant::RaBitQ1, _) => MAX_DIMS_RABITQ,
             (Quant::None, ElemType::F32) => MAX_DIMS_F32,
@@ -54,6 +61,7 @@ impl Kind {
             ElemType::F32 => "vector",
             ElemType::F16 => "halfvec",
             ElemType::Bit => "bit",
+            ElemType::Sparse => "sparsevec",
         }
     }
 
@@ -66,13 +74,32 @@ impl Kind {
     }
 
     /// `ERROR` unless quantization `quant` applies to this index's type: `bit` values are
-    /// already one bit per dimension and their distances are exact popcounts.
+    /// already one bit per dimension and their distances are exact popcounts; `sparsevec`
+    /// values store only their non-zero elements, which per-dimension codes do not fit.
     pub fn check_quant(&self, quant: Quant) {
         if self.elem == ElemType::Bit && quant != Quant::None {
             raise_hint(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 "quantization is not supported for hnsw indexes on bit",
                 "Leave out the quantization option: bit values are stored at one bit per dimension already.",
+            );
+        }
+        if self.elem == ElemType::Sparse && quant != Quant::None {
+            raise_hint(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "quantization is not supported for hnsw indexes on sparsevec",
+                "Leave out the quantization option: sparsevec values are stored as their non-zero elements.",
+            );
+        }
+    }
+
+    /// `ERROR` if a sparse vector has more non-zero elements than an index takes (pgvector's
+    /// words and SQLSTATE).
+    pub fn check_nnz(&self, nnz: usize) {
+        if nnz > MAX_NNZ_SPARSE {
+            raise(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("sparsevec cannot have more than {MAX_NNZ_SPARSE} non-zero elements for hnsw index"),
             );
         }
     }
@@ -154,14 +181,17 @@ pub(crate) fn resolve(index: pg_sys::Relation) -> Kind {
         // A varbit column passes for bit (binary coercible), but an index needs one length.
         "bit" if att_type == pg_sys::VARBITOID => raise(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, "type not supported for hnsw index"),
         "bit" => ElemType::Bit,
+        "sparsevec" => ElemType::Sparse,
         other => raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("the first column of an hnsw index must be of type vector, halfvec or bit, not {other}"),
+            format!("the first column of an hnsw index must be of type vector, halfvec, sparsevec or bit, not {other}"),
         ),
     };
     let metric = match func_name.as_str() {
-        "l2_distance" | "vector_l2_squared_distance" | "halfvec_l2_squared_distance" => Metric::L2,
-        "vector_negative_inner_product" | "halfvec_negative_inner_product" | "inner_product" => Metric::InnerProduct,
+        "l2_distance" | "vector_l2_squared_distance" | "halfvec_l2_squared_distance" | "sparsevec_l2_squared_distance" => Metric::L2,
+        "vector_negative_inner_product" | "halfvec_negative_inner_product" | "sparsevec_negative_inner_product" | "inner_product" => {
+            Metric::InnerProduct
+        }
         "cosine_distance" => Metric::Cosine,
         "l1_distance" => Metric::L1,
         "hamming_distance" => Metric::Hamming,
@@ -184,6 +214,11 @@ pub(crate) fn resolve(index: pg_sys::Relation) -> Kind {
         }
         let bits = typmod as u32;
         return Kind { metric, elem, typmod_dims: Some(bits.div_ceil(8)), bits };
+    }
+    if elem == ElemType::Sparse && typmod <= 0 {
+        // The checker and the scans check indices against one dimension count (pgvector
+        // requires it for every type).
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "column does not have dimensions");
     }
     let typmod_dims = (typmod > 0).then_some(typmod as u32);
     Kind { metric, elem, typmod_dims, bits: 0 }

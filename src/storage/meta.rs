@@ -70,6 +70,9 @@ pub enum ElemType {
     F16 = 2,
     /// `bit`: eight bits per byte as Postgres packs them; `dims` counts the bytes.
     Bit = 3,
+    /// `sparsevec`: each vector tuple's body is `u32 nnz`, `nnz` i32 indices, `nnz` f32 values
+    /// (`hnsw_core::sparse::SparseWord`s), so its length varies; `dims` is the type's.
+    Sparse = 4,
 }
 
 impl ElemType {
@@ -78,6 +81,7 @@ impl ElemType {
             1 => Some(ElemType::F32),
             2 => Some(ElemType::F16),
             3 => Some(ElemType::Bit),
+            4 => Some(ElemType::Sparse),
             _ => None,
         }
     }
@@ -88,6 +92,8 @@ impl ElemType {
             ElemType::F32 => 4,
             ElemType::F16 => 2,
             ElemType::Bit => 1,
+            // A word of the stored form (the body's length is in its first word).
+            ElemType::Sparse => 4,
         }
     }
 }

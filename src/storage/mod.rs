@@ -24,7 +24,7 @@
 //!                0  u32  magic "HSNW"        4  u32  format version     8  u32  dims
 //!               12  u16  m                  14  u16  ef_construction
 //!               16  u8   metric (1 l2, 2 inner product, 3 cosine, 4 l1)
-//!               17  u8   element (1 float4, 2 half)                  18  u8  max level
+//!               17  u8   element (1 float4, 2 half, 3 bit, 4 sparse)  18  u8  max level
 //!               19  u8   entry level        20  6B   entry vector ref  26  6B  entry node ref
 //!               32  u32  insert page        36  u8   filter columns
 //!               37  u8   quantization (0 none: format 2; 1 sq8, 2 rabitq1: format 3)
@@ -38,7 +38,9 @@
 //!                1  u8   flags (bit 0: element deleted; scans route through it, never return it)
 //!                2  6B   node ref: where this element's node tuple is
 //!                8  ...  the body: dims elements, f32 (vector) or f16 (halfvec), native order,
-//!                        8-aligned; in a quantized index a code body instead:
+//!                        8-aligned; sparsevec: u32 nnz, nnz i32 indices, nnz f32 values (its
+//!                        length varies: 4 + 8 nnz bytes, nnz <= 1000); in a quantized index a
+//!                        code body instead:
 //!                          0 6B ref of the full-vector tuple  6 2B zero
 //!                          8 the code: sq8: f32 LE |x̂|² (the decoded vector's squared
 //!                            norm), then dims u8 codes; rabitq1: 3 f32 LE factors, then

@@ -80,6 +80,15 @@ pub fn read_params(rel: pg_sys::Relation, first: u32) -> Vec<u8> {
     data
 }
 
+/// Bytes of a sparse body of `nnz` elements (see [`ElemType::Sparse`]).
+pub fn sparse_body_len(nnz: usize) -> usize {
+    hnsw_core::sparse::stored_words(nnz) * 4
+}
+
+fn corrupt_tuple(what: &str) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index tuple is corrupted: {what}"))
+}
+
 fn corrupt(what: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED, format!("hnsw index quantization parameters are corrupted: {what}"))
 }
@@ -167,13 +176,40 @@ impl Codec {
         self.trained.as_ref().unwrap_or_else(|| corrupt("quantized index has no trained parameters"))
     }
 
-    /// Bytes of a vector tuple's body.
+    /// Bytes of a vector tuple's body; for a sparse index, whose bodies vary in length (see
+    /// [`Codec::body_of`]), the largest.
     pub fn body_len(&self) -> usize {
         match self.quant {
+            Quant::None if self.elem == ElemType::Sparse => sparse_body_len(crate::am::opclass::MAX_NNZ_SPARSE),
             Quant::None => self.dims * self.elem.size(),
             Quant::Sq8 => CODE_START + 4 + self.dims,
             Quant::RaBitQ1 => CODE_START + rabitq_code_len(self.dims),
         }
+    }
+
+    /// The body of vector tuple `t`: [`Codec::body_len`] bytes, or as many as a sparse body's
+    /// first word says (`ERROR` if the tuple is shorter, or the count beyond the limit).
+    #[inline]
+    pub fn body_of<'a>(&self, t: &VectorTuple<'a>) -> &'a [u8] {
+        t.body(self.tuple_body_len(t))
+    }
+
+    /// The filter values of vector tuple `t`, after its body.
+    #[inline]
+    pub fn payload_of<'a>(&self, t: &VectorTuple<'a>) -> &'a [u8] {
+        t.payload(self.tuple_body_len(t))
+    }
+
+    #[inline]
+    fn tuple_body_len(&self, t: &VectorTuple<'_>) -> usize {
+        if self.elem != ElemType::Sparse {
+            return self.body_len();
+        }
+        let nnz = t.first_word() as usize;
+        if nnz > crate::am::opclass::MAX_NNZ_SPARSE {
+            corrupt_tuple("sparse vector with more elements than an index takes");
+        }
+        sparse_body_len(nnz)
     }
 
     /// Sizes of the tuples of an element's full-precision vector (quantized indexes).
@@ -185,7 +221,8 @@ impl Codec {
     /// inserts and VACUUM): the stored vector, or the code decoded. Only where [`Codec::decodes`].
     pub fn graph_vector<E: VectorElem>(&self, body: &[u8], out: &mut Vec<E>) {
         match (self.quant, self.trained.as_ref()) {
-            (Quant::None, _) => out.extend_from_slice(as_elems::<E>(body, self.dims)),
+            // The body is the vector (its length, for sparse ones: see `body_of`).
+            (Quant::None, _) => out.extend_from_slice(as_elems::<E>(body, body.len() / E::SIZE)),
             (_, Some(Trained::Sq8(sq))) => DECODED.with(|f| {
                 // Once per element an insert's walk measures: decoded into a buffer kept per
                 // backend, not a fresh allocation.
@@ -221,7 +258,8 @@ impl Codec {
     pub fn encode_body<E: VectorElem>(&self, v: &[E], full: ItemRef, out: &mut Vec<u8>) {
         if !self.is_quantized() {
             out.clear();
-            // SAFETY: E is f32 or f16, plain data without padding; we copy its bytes.
+            // SAFETY: E is f32, f16, u8 or SparseWord (a u32), plain data without padding; we
+            // copy its bytes.
             out.extend_from_slice(unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) });
             return;
         }
@@ -273,7 +311,7 @@ pub fn read_graph_vector<E: VectorElem>(codec: &Codec, extent: &Extent, vref: It
         let buf = Buffer::read_recent(extent.rel(), vref.block, Lock::Share);
         let data = buf.page().item(vref.offset)?;
         let t = VectorTuple::parse(data);
-        let body = t.body(codec.body_len());
+        let body = codec.body_of(&t);
         if codec.decodes() {
             codec.graph_vector(body, out);
             return Some((t.node(), t.flags()));

@@ -270,6 +270,13 @@ impl<'a> VectorTuple<'a> {
         self.data.get(VECTOR_HEADER + body..).unwrap_or(&[])
     }
 
+    /// The first word of the body, little-endian (a sparse body's element count); 0 when the
+    /// tuple is too short to have one.
+    #[inline]
+    pub fn first_word(&self) -> u32 {
+        self.data.get(VECTOR_HEADER..VECTOR_HEADER + 4).map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    }
+
     /// The body: `len` bytes after the header (the vector, or a code body).
     #[inline]
     pub fn body(&self, len: usize) -> &'a [u8] {

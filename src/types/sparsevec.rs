@@ -101,8 +101,13 @@ fn check_value(v: f32) {
 }
 
 fn check_same_dims(a: &SparseArg<'_>, b: &SparseArg<'_>) {
-    if a.dim != b.dim {
-        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("different sparsevec dimensions {} and {}", a.dim, b.dim));
+    check_same_dim_counts(a.dim, b.dim);
+}
+
+/// The operators' check of two dimension counts (also an index scan's, of its query).
+pub fn check_same_dim_counts(a: usize, b: usize) {
+    if a != b {
+        raise(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, format!("different sparsevec dimensions {a} and {b}"));
     }
 }
 

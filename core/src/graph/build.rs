@@ -75,8 +75,11 @@ pub struct Cancelled;
 
 pub struct Graph<E: VectorElem> {
     params: Params,
+    /// Elements per vector; 0 for vectors of varying length (sparse), found through `starts`.
     dim: usize,
     vectors: Vec<E>,
+    /// Where each vector starts in `vectors`, and its end (only when `dim` is 0).
+    starts: Vec<usize>,
     levels: Vec<u8>,
     links: LinkStore,
     /// (entry node, its level); `None` while the graph is empty.
@@ -118,11 +121,13 @@ impl Scratch {
 }
 
 impl<E: VectorElem> Graph<E> {
+    /// A graph of `dim`-element vectors, or of vectors of any length with `dim` 0.
     pub fn new(dim: usize, params: Params) -> Self {
         Graph {
             params,
             dim,
             vectors: Vec::new(),
+            starts: if dim == 0 { vec![0] } else { Vec::new() },
             levels: Vec::new(),
             links: LinkStore::new(params.max_links(0)),
             entry: RwLock::new(None),
@@ -140,6 +145,12 @@ impl<E: VectorElem> Graph<E> {
         // The per-node Vec of upper lists, and the level byte.
         let overhead = 24 + 1;
         dim * E::SIZE + layer0 + upper + overhead
+    }
+
+    /// Estimated heap bytes of the graph so far (what [`Graph::bytes_per_node`] estimates,
+    /// with the vectors as they are).
+    pub fn bytes(&self) -> usize {
+        self.len() * Self::bytes_per_node(0, self.params.m) + self.vectors.len() * E::SIZE + self.starts.len() * 8
     }
 
     pub fn params(&self) -> &Params {
@@ -160,10 +171,13 @@ impl<E: VectorElem> Graph<E> {
 
     /// Add a vector (already normalized for cosine); it is linked by [`Graph::build`].
     pub fn push(&mut self, v: &[E]) -> u32 {
-        assert_eq!(v.len(), self.dim, "vector of the wrong dimension");
+        assert!(self.dim == 0 || v.len() == self.dim, "vector of the wrong dimension");
         let id = self.levels.len();
         let level = self.params.level_of(id as u64);
         self.vectors.extend_from_slice(v);
+        if self.dim == 0 {
+            self.starts.push(self.vectors.len());
+        }
         self.levels.push(level as u8);
         self.links.push(level);
         if id.is_multiple_of(64) {
@@ -174,6 +188,9 @@ impl<E: VectorElem> Graph<E> {
 
     #[inline]
     pub fn vector(&self, id: u32) -> &[E] {
+        if self.dim == 0 {
+            return &self.vectors[self.starts[id as usize]..self.starts[id as usize + 1]];
+        }
         let i = id as usize * self.dim;
         &self.vectors[i..i + self.dim]
     }
@@ -361,7 +378,9 @@ impl<E: VectorElem> RepairGraph for MemGraph<'_, E> {
     }
 
     fn nearest(&mut self, id: u32, out: &mut Vec<u32>) {
-        E::to_f32(self.graph.vector(id), &mut self.query);
+        let v = self.graph.vector(id);
+        self.query.resize(v.len(), 0.0);
+        E::to_f32(v, &mut self.query);
         out.clear();
         out.extend(self.graph.search(&self.query, 16, 64).into_iter().map(|c| c.item));
     }

@@ -323,3 +323,67 @@ fn recall_packed_bits() {
         }
     }
 }
+
+/// Sparse vectors (variable-length stored words, a graph of `dim` 0): every node reachable,
+/// recall against brute force with the same distance functions as the SQL operators.
+#[test]
+fn sparse_graph_recall() {
+    use crate::sparse::{encode_words, SparseWord};
+    let (n, dims, k) = (2000usize, 5000u64, 10);
+    let mut state = 99u64;
+    let mut next = || {
+        state = splitmix64(state);
+        state
+    };
+    // Zipf-ish vocabulary: small indices are frequent; 5 to 40 terms a vector.
+    let mut vector = || {
+        let nnz = 5 + (next() % 36) as usize;
+        let mut pairs: Vec<(i32, f32)> = (0..nnz)
+            .map(|_| {
+                let u = (next() >> 11) as f64 / (1u64 << 53) as f64;
+                ((dims as f64).powf(u) as i32 - 1, 1.0 + (next() % 3) as f32)
+            })
+            .collect();
+        pairs.sort_by_key(|p| p.0);
+        pairs.dedup_by_key(|p| p.0);
+        pairs
+    };
+    let raw: Vec<Vec<(i32, f32)>> = (0..n + 50).map(|_| vector()).collect();
+    for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine, Metric::L1] {
+        let words: Vec<Vec<SparseWord>> = raw
+            .iter()
+            .map(|p| {
+                let idx: Vec<i32> = p.iter().map(|x| x.0).collect();
+                let mut val: Vec<f32> = p.iter().map(|x| x.1).collect();
+                if metric.normalizes() {
+                    assert!(normalize(&mut val));
+                }
+                encode_words(&idx, &val)
+            })
+            .collect();
+        let (data, queries) = words.split_at(n);
+        let params = Params { m: 16, ef_construction: 64, metric, max_level: 16, seed: 42 };
+        let mut g = Graph::<SparseWord>::new(0, params);
+        for v in data {
+            g.push(v);
+        }
+        assert!(g.bytes() > data.iter().map(|v| v.len() * 4).sum::<usize>());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
+        assert_eq!(unreachable(&g), Vec::<u32>::new(), "{metric:?}");
+        let mut hits = 0;
+        for q in queries {
+            let mut qf = vec![0.0f32; q.len()];
+            SparseWord::to_f32(q, &mut qf);
+            let mut d: Vec<f32> = data.iter().map(|v| SparseWord::distance_to(metric, &qf, v)).collect();
+            let got: Vec<u32> = g.search(&qf, k, 100).iter().map(|c| c.item).collect();
+            assert_eq!(got.len(), k);
+            let found: Vec<f32> = got.iter().map(|&i| d[i as usize]).collect();
+            d.sort_by(f32::total_cmp);
+            hits += found.iter().filter(|&&x| x <= d[k - 1]).count();
+        }
+        let r = hits as f64 / (queries.len() * k) as f64;
+        eprintln!("sparse {metric:?}: recall {r}");
+        assert!(r >= 0.95, "{metric:?}: recall {r}");
+    }
+}

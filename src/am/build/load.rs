@@ -16,7 +16,7 @@ use crate::am::insert::{body_len, check_row_size, insert_vector};
 use crate::am::mem::TempContext;
 use crate::am::opclass::Kind;
 use crate::storage::buffer::Logging;
-use crate::storage::meta::Quant;
+use crate::storage::meta::{ElemType, Quant};
 use crate::storage::page::ItemRef;
 use crate::storage::quant::{Codec, Trained};
 use crate::storage::tuple::from_tid;
@@ -138,7 +138,8 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     }
     let graph = st.graph.get_or_insert_with(|| {
         let params = Params { m: st.m, ef_construction: st.efc, metric: st.kind.metric, max_level: max_level(st.m), seed: 0x5EED };
-        Graph::new(v.len(), params)
+        // Sparse vectors vary in length: a graph of vectors of any length.
+        Graph::new(if st.kind.elem == ElemType::Sparse { 0 } else { v.len() }, params)
     });
     // A row whose vector (and filter values) a node already has joins that node (see
     // insert.rs for why).
@@ -158,7 +159,7 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     st.slots.extend_from_slice(&attrs.slots);
     st.nulls.push(attrs.nulls);
     let filter_bytes = st.payloads.len() + 8 * st.slots.len() + 5 * st.nulls.len();
-    if graph.len() * Graph::<E>::bytes_per_node(v.len(), st.m) + filter_bytes > st.mem_limit {
+    if graph.bytes() + filter_bytes > st.mem_limit {
         ereport!(
             NOTICE,
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,

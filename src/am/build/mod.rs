@@ -100,6 +100,7 @@ pub unsafe extern "C-unwind" fn ambuild(
         ElemType::F16 => build::<f16>(heap, index, index_info, kind, m, efc),
         ElemType::F32 => build::<f32>(heap, index, index_info, kind, m, efc),
         ElemType::Bit => build::<u8>(heap, index, index_info, kind, m, efc),
+        ElemType::Sparse => build::<hnsw_core::sparse::SparseWord>(heap, index, index_info, kind, m, efc),
     };
     if relation_needs_wal(index) {
         // SAFETY: the index is ours, exclusively, for the whole build.

@@ -11,7 +11,7 @@ use super::{progress, PHASE_WRITE};
 use crate::am::graph::Elem;
 use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Logging, Wal};
-use crate::storage::meta::Meta;
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::quant::{write_params, Codec};
 use crate::storage::tuple::{
@@ -72,8 +72,13 @@ pub(super) fn write_graph<E: Elem>(
     let n = graph.len();
     let m = meta.m as usize;
     // Vector tuples in element order, a page filled before the next; their sizes differ only
-    // when filter values do (text, arrays).
-    let vsize = |i: usize| element_tuple_size(codec.body_len(), filters.payload(i).len()) + ITEM_ID_SIZE;
+    // when filter values (text, arrays) or sparse vectors do.
+    let body_len = |i: usize| match meta.elem {
+        // The vector itself, of its own length.
+        ElemType::Sparse => graph.vector(i as u32).len() * ElemType::Sparse.size(),
+        _ => codec.body_len(),
+    };
+    let vsize = |i: usize| element_tuple_size(body_len(i), filters.payload(i).len()) + ITEM_ID_SIZE;
     let placed = page_order(graph);
     let mut vrefs = vec![ItemRef::INVALID; n];
     // (bytes used, items) of each vector page, from block 1.

@@ -8,16 +8,19 @@ use pgrx::prelude::*;
 
 use super::Report;
 use crate::am::mem::{Budget, Setting};
+use crate::am::opclass::MAX_NNZ_SPARSE;
 use crate::storage::attr::{record_ref, ATTR_DELETED, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Lock, Strategy};
 use crate::storage::element::Extent;
 use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
-use crate::storage::quant::{with_full_at, Codec, PAGE_PARAMS};
+use crate::storage::quant::{sparse_body_len, with_full_at, Codec, PAGE_PARAMS};
+use crate::storage::tuple::as_elems;
 use crate::storage::tuple::{
     code_body_code, code_body_full, NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_FULL, KIND_NODE, KIND_TIDS, KIND_VECTOR,
     VECTOR_HEADER,
 };
+use hnsw_core::sparse::{valid_words, SparseWord};
 
 /// The hash of the code the full vector whose chain starts at `full` gets under the trained
 /// parameters; `None` if the chain is broken.
@@ -28,8 +31,8 @@ fn full_code_hash(codec: &Codec, extent: &Extent, full: ItemRef) -> Option<u64> 
         ElemType::F16 => {
             with_full_at::<half::f16, _>(extent, full, codec.dims, |v| code(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()))
         }
-        // Bit indexes are never quantized (opclass.rs refuses it), so they have no codes.
-        ElemType::Bit => None,
+        // Bit and sparsevec indexes are never quantized (opclass.rs refuses it): no codes.
+        ElemType::Bit | ElemType::Sparse => None,
     }
 }
 
@@ -129,9 +132,24 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             match data.first() {
                 Some(&KIND_VECTOR) => {
                     let t = VectorTuple::parse(data);
+                    // A sparse body's length is in its first word (see `Codec::body_of`).
+                    let nnz = t.first_word() as usize;
+                    if meta.elem == ElemType::Sparse && nnz > MAX_NNZ_SPARSE {
+                        r.problem(format!("({block},{off}): sparse vector of {nnz} elements, more than {MAX_NNZ_SPARSE}"));
+                        continue;
+                    }
+                    let body_len = if meta.elem == ElemType::Sparse { sparse_body_len(nnz) } else { body_len };
                     if data.len() < VECTOR_HEADER + body_len {
                         r.problem(format!("({block},{off}): vector tuple shorter than {} dimensions", meta.dims));
                         continue;
+                    }
+                    if meta.elem == ElemType::Sparse
+                        && !valid_words(as_elems::<SparseWord>(t.body(body_len), body_len / 4), meta.dims as usize, MAX_NNZ_SPARSE)
+                    {
+                        r.problem(format!(
+                            "({block},{off}): sparse vector with indices out of order or beyond {} dimensions, or values not finite",
+                            meta.dims
+                        ));
                     }
                     budget.charge(48, what);
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));

@@ -13,7 +13,7 @@ use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::super::graph::{Elem, Node};
+use super::super::graph::{Arena, Elem, Node};
 use crate::storage::buffer::Logging;
 use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::element::{Elements, Extent, Written};
@@ -26,7 +26,6 @@ use crate::storage::tuple::layer_capacity;
 /// repaired element's new neighbours to it).
 pub(crate) struct Connect<'a, E: Elem> {
     els: Elements,
-    dims: usize,
     /// How stored vectors are read (quantized: codes decoded).
     codec: Codec,
     metric: Metric,
@@ -34,10 +33,10 @@ pub(crate) struct Connect<'a, E: Elem> {
     /// The new element's node tuple.
     new_node: ItemRef,
     /// Vectors of a full list being re-selected that the walk did not measure.
-    scratch: Vec<E>,
+    scratch: Arena<E>,
     /// The insert walk's vector copies, and where each live element it measured has its copy
     /// (by [`ItemRef::visited_key`]) and its node tuple.
-    arena: &'a [E],
+    arena: Option<&'a Arena<E>>,
     measured: Measured,
     /// For the references read from neighbour lists before they are followed.
     extent: Extent,
@@ -88,13 +87,12 @@ impl<'a, E: Elem> Connect<'a, E> {
     pub(crate) fn new(index: pg_sys::Relation, meta: &Meta, codec: &Codec, logging: Logging, vector: &'a [E], node: ItemRef) -> Self {
         Connect {
             els: Elements::new(index, meta.m as usize, logging),
-            dims: meta.dims as usize,
             codec: codec.clone(),
             metric: meta.metric,
             new_vector: vector,
             new_node: node,
-            scratch: Vec::new(),
-            arena: &[],
+            scratch: Arena::default(),
+            arena: None,
             measured: Measured::default(),
             extent: Extent::new(index),
         }
@@ -110,11 +108,11 @@ impl<'a, E: Elem> Connect<'a, E> {
         logging: Logging,
         vector: &'a [E],
         node: ItemRef,
-        arena: &'a [E],
+        arena: &'a Arena<E>,
         arena_refs: &[(ItemRef, ItemRef, bool)],
     ) -> Self {
         let mut c = Connect::new(index, meta, codec, logging, vector, node);
-        c.arena = arena;
+        c.arena = Some(arena);
         // Elements the walk met alive: their refs cannot be freed and reused before this
         // insert ends (VACUUM's barrier waits for it), so their copies stand in for buffer
         // reads when a full list is re-selected. Deleted ones may be freed and reused
@@ -231,37 +229,34 @@ impl<'a, E: Elem> Connect<'a, E> {
         layer: usize,
         force: bool,
     ) -> Option<(Vec<ItemRef>, ItemRef, ItemRef)> {
-        let dims = self.dims;
         self.scratch.clear();
         // (vector ref, node ref, where its vector is: `Some(arena slot)`, `None` for scratch
         // slot `usize`); candidates point into this.
         let mut members: Vec<(ItemRef, ItemRef, Option<u32>, usize)> = Vec::with_capacity(list.len() + 1);
         let mut cands: Vec<Candidate<usize>> = Vec::with_capacity(list.len() + 1);
         for r in list {
-            if let Some(&(slot, node)) = self.measured.get(&r.visited_key()) {
-                let v = &self.arena[slot as usize * dims..(slot as usize + 1) * dims];
+            if let (Some(&(slot, node)), Some(arena)) = (self.measured.get(&r.visited_key()), self.arena) {
+                let v = arena.get(slot as usize);
                 cands.push(Candidate::new(E::distance(self.metric, e_vec, v), members.len()));
                 members.push((*r, node, Some(slot), 0));
                 continue;
             }
-            let at = self.scratch.len();
-            let node = read_graph_vector(&self.codec, &self.extent, *r, &mut self.scratch).map(|(node, _)| node);
-            let Some(node) = node.filter(|&n| self.extent.holds(n)) else {
-                self.scratch.truncate(at);
-                continue;
-            };
-            cands.push(Candidate::new(E::distance(self.metric, e_vec, &self.scratch[at..]), members.len()));
-            members.push((*r, node, None, at / dims));
+            let (codec, extent) = (&self.codec, &self.extent);
+            let read =
+                self.scratch.push_with(|out| read_graph_vector(codec, extent, *r, out).map(|(node, _)| node).filter(|&n| extent.holds(n)));
+            let Some((at, node)) = read else { continue };
+            cands.push(Candidate::new(E::distance(self.metric, e_vec, self.scratch.get(at)), members.len()));
+            members.push((*r, node, None, at));
         }
         let new_at = members.len();
         cands.push(Candidate::new(d_new, new_at));
-        members.push((new, self.new_node, None, self.scratch.len() / dims));
-        self.scratch.extend_from_slice(self.new_vector);
+        let at = self.scratch.push(self.new_vector);
+        members.push((new, self.new_node, None, at));
         cands.sort_by(|a, b| a.dist.total_cmp(&b.dist));
         let (scratch, arena, metric) = (&self.scratch, self.arena, self.metric);
-        let vec_of = |i: usize| match members[i].2 {
-            Some(slot) => &arena[slot as usize * dims..(slot as usize + 1) * dims],
-            None => &scratch[members[i].3 * dims..(members[i].3 + 1) * dims],
+        let vec_of = |i: usize| match (members[i].2, arena) {
+            (Some(slot), Some(arena)) => arena.get(slot as usize),
+            _ => scratch.get(members[i].3),
         };
         let refs_of = |rest: &[usize]| -> Vec<ItemRef> { rest.iter().map(|&i| members[i].0).collect() };
         let this = &*self;

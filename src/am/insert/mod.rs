@@ -76,6 +76,7 @@ pub unsafe extern "C-unwind" fn aminsert(
             ElemType::F16 => insert_datum::<f16>(index, &kind, datum, &attrs, tid, Logging::Wal),
             ElemType::F32 => insert_datum::<f32>(index, &kind, datum, &attrs, tid, Logging::Wal),
             ElemType::Bit => insert_datum::<u8>(index, &kind, datum, &attrs, tid, Logging::Wal),
+            ElemType::Sparse => insert_datum::<hnsw_core::sparse::SparseWord>(index, &kind, datum, &attrs, tid, Logging::Wal),
         }
     });
     false
@@ -135,13 +136,13 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
             if meta.quant != Quant::None && meta.params == 0 {
                 meta = train_first(index, meta.quant, vector, logging);
             }
-            let codec = Codec::load(index, &Meta { dims: vector.len() as u32, ..meta });
+            let codec = Codec::load(index, &Meta { dims: vector_dims(&meta, vector.len()), ..meta });
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
             let lists = vec![Vec::new(); level + 1];
             let new = NewElement { vector, attrs, level, lists: &lists, tid };
             let (vref, nref, level) = place::place(&Writer { index, meta: &meta, codec: &codec, logging }, &new);
             Meta::update(index, logging, |m| {
-                m.dims = vector.len() as u32;
+                m.dims = vector_dims(m, vector.len());
                 m.entry_vector = vref;
                 m.entry_node = nref;
                 m.entry_level = level as u8;
@@ -168,7 +169,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
     for c in &entries {
         if walk.arena_vector(c.item.slot) == seen.as_slice()
             && (!codec.is_quantized() || !codec.decodes() || same_full(index, &codec, c.item.vector, vector))
-            && same_payload(index, c.item.vector, codec.body_len(), &attrs.payload)
+            && same_payload(index, c.item.vector, &codec, &attrs.payload)
             && add_heap_tid(index, &meta, c.item.node, tid, logging)
         {
             return;
@@ -249,8 +250,12 @@ fn search<E: Elem, F: Fn(&[u8]) -> f32>(
     (entries, selected)
 }
 
-/// Bytes of a vector tuple's body for `dims` dimensions (see [`Codec::body_len`]).
+/// Bytes of a vector tuple's body for `dims` dimensions (see [`Codec::body_len`]); for a
+/// sparse vector, `dims` counts its stored words.
 pub fn body_len(quant: Quant, elem: ElemType, dims: usize) -> usize {
+    if elem == ElemType::Sparse {
+        return dims * elem.size();
+    }
     Codec { quant, dims, elem, trained: None }.body_len()
 }
 
@@ -289,11 +294,21 @@ fn train_first<E: Elem>(index: pg_sys::Relation, quant: Quant, vector: &[E], log
     })
 }
 
+/// The index's dimensions once a vector of `len` elements is in: a sparse index's are its
+/// column's from the start (`len` counts stored words there).
+fn vector_dims(meta: &Meta, len: usize) -> u32 {
+    if meta.elem == ElemType::Sparse {
+        meta.dims
+    } else {
+        len as u32
+    }
+}
+
 /// The caller checked the vector against the dimensions it read from the meta page; on a
 /// column without declared dimensions, the first insert of another session may have fixed
 /// them since (under FIRST_INSERT_LOCK, which the first-insert path holds when it checks).
 fn same_dims(meta: &Meta, len: usize) {
-    if meta.dims != 0 {
+    if meta.dims != 0 && meta.elem != ElemType::Sparse {
         crate::types::check_expected_dim(meta.dims as i32, len);
     }
 }

@@ -10,7 +10,7 @@ use super::super::graph::Elem;
 use crate::storage::attr::{self, encode_record};
 use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::element::Extent;
-use crate::storage::meta::Meta;
+use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::quant::Codec;
 use crate::storage::tuple::{
@@ -114,10 +114,10 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
 
 /// Whether the element whose vector tuple is `vref` (with a body of `body` bytes) has exactly
 /// these filter values.
-pub(super) fn same_payload(index: pg_sys::Relation, vref: ItemRef, body: usize, payload: &[u8]) -> bool {
+pub(super) fn same_payload(index: pg_sys::Relation, vref: ItemRef, codec: &Codec, payload: &[u8]) -> bool {
     let buf = Buffer::read_recent(index, vref.block, Lock::Share);
     let Some(data) = buf.page().item(vref.offset) else { return false };
-    let stored = VectorTuple::parse(data).payload(body);
+    let stored = codec.payload_of(&VectorTuple::parse(data));
     // A reused tuple may be longer than its payload (zero padding after it).
     stored.len() >= payload.len() && &stored[..payload.len()] == payload && stored[payload.len()..].iter().all(|&b| b == 0)
 }
@@ -159,12 +159,12 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
         }
         // Only those whose vector tuple can take this row's (checked without the node page's
         // lock: one buffer lock at a time; rechecked when claiming). Every vector tuple of an
-        // index has the same size unless filter values vary in length.
+        // index has the same size unless filter values vary in length, or sparse vectors do.
         let mut fitting: Vec<(u16, usize, ItemRef)> = free
             .iter()
             .copied()
             .filter(|&(_, _, vref)| {
-                meta.filters == 0 || {
+                (meta.filters == 0 && meta.elem != ElemType::Sparse) || {
                     let buf = Buffer::read_recent(index, vref.block, Lock::Share);
                     buf.page().item(vref.offset).is_some_and(|d| d.len() >= tuple.len())
                 }

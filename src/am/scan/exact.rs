@@ -54,6 +54,7 @@ impl ExactSource {
             ElemType::F16 => exact_pass::<f16>,
             ElemType::F32 => exact_pass::<f32>,
             ElemType::Bit => exact_pass::<u8>,
+            ElemType::Sparse => exact_pass::<hnsw_core::sparse::SparseWord>,
         };
         let cap = (Setting::WorkMem.bytes() / 2 / core::mem::size_of::<Keyed>()).max(width).max(1);
         let (query, kept, next, complete) = (query.map(<[f32]>::to_vec), Vec::new(), 0, false);
@@ -147,7 +148,6 @@ fn exact_pass<E: Elem>(
     let metric = meta.metric;
     let (dims, size) = (meta.dims as usize, meta.attr_record as usize);
     let codec = Codec::load(index, meta);
-    let body_len = codec.body_len();
     let single = filter.single_int_eq();
     let mut st = PassState { filter, refs: Vec::new(), heap: std::collections::BinaryHeap::new(), cap, dropped: false };
     let extent = Extent::new(index);
@@ -170,10 +170,10 @@ fn exact_pass<E: Elem>(
                 for r in group {
                     let Some(item) = page.item(r.offset) else { continue };
                     let t = VectorTuple::parse(item);
-                    if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !st.filter.payload_matches(t.payload(body_len)) {
+                    if t.flags() & FLAG_DELETED != 0 || !extent.holds(t.node()) || !st.filter.payload_matches(codec.payload_of(&t)) {
                         continue;
                     }
-                    let body = t.body(body_len);
+                    let body = codec.body_of(&t);
                     let (d, full) = match (query, codec.is_quantized()) {
                         (None, _) => (0.0, ItemRef::INVALID),
                         (Some(_), true) => (f32::INFINITY, code_body_full(body)),

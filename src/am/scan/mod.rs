@@ -246,6 +246,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         ElemType::F16 => prepare_query::<f16>(d, &kind, meta.dims),
         ElemType::F32 => prepare_query::<f32>(d, &kind, meta.dims),
         ElemType::Bit => prepare_query::<u8>(d, &kind, meta.dims),
+        ElemType::Sparse => prepare_query::<hnsw_core::sparse::SparseWord>(d, &kind, meta.dims),
     });
     let query = query.map(|q| Aligned::new(&q));
     let m = meta.m as usize;
@@ -286,6 +287,7 @@ fn start(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, kind: Kind, colum
         ElemType::F16 => start_search::<f16>(index, &meta, query, filter, switch),
         ElemType::F32 => start_search::<f32>(index, &meta, query, filter, switch),
         ElemType::Bit => start_search::<u8>(index, &meta, query, filter, switch),
+        ElemType::Sparse => start_search::<hnsw_core::sparse::SparseWord>(index, &meta, query, filter, switch),
     };
     let mut results = Vec::new();
     source.next_round(width, &mut results);

@@ -101,6 +101,10 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 reconnect::<u8>(index, &meta, strategy, true);
                 repair::<u8>(index, &meta, strategy, &scan.deleted);
             }
+            ElemType::Sparse => {
+                reconnect::<hnsw_core::sparse::SparseWord>(index, &meta, strategy, true);
+                repair::<hnsw_core::sparse::SparseWord>(index, &meta, strategy, &scan.deleted);
+            }
         }
         free(index, &meta, &scan.deleted);
     } else if !meta.has_entry() && scan.top.is_some() {
@@ -130,6 +134,7 @@ pub unsafe extern "C-unwind" fn amvacuumcleanup(
         ElemType::F16 => reconnect::<f16>(index, &meta, strategy, false),
         ElemType::F32 => reconnect::<f32>(index, &meta, strategy, false),
         ElemType::Bit => reconnect::<u8>(index, &meta, strategy, false),
+        ElemType::Sparse => reconnect::<hnsw_core::sparse::SparseWord>(index, &meta, strategy, false),
     };
     let had_stats = !stats.is_null();
     let stats = stats_or_new(stats);

@@ -9,7 +9,7 @@ use hnsw_core::graph::Candidate;
 use hnsw_core::metric::Metric;
 use pgrx::pg_sys;
 
-use super::super::graph::Elem;
+use super::super::graph::{Arena, Elem};
 use super::super::insert::Connect;
 use super::delay_point;
 use crate::storage::buffer::{Buffer, Lock, Logging};
@@ -30,8 +30,7 @@ pub(super) fn repair<E: Elem>(
     let m = meta.m as usize;
     let metric = meta.metric;
     let codec = Codec::load(index, meta);
-    let mut r =
-        Repair::<E> { index, meta, m, dims: meta.dims as usize, metric, deleted, arena: Vec::new(), extent: Extent::new(index), codec };
+    let mut r = Repair::<E> { index, meta, m, metric, deleted, arena: Arena::default(), extent: Extent::new(index), codec };
     for block in 1..nblocks(index) {
         delay_point();
         // Which live elements on this page need work, and on which layers.
@@ -60,11 +59,10 @@ struct Repair<'a, E: Elem> {
     index: pg_sys::Relation,
     meta: &'a Meta,
     m: usize,
-    dims: usize,
     metric: Metric,
     deleted: &'a HashMap<ItemRef, ItemRef>,
     /// Vectors of the element being repaired (slot 0) and of its candidates.
-    arena: Vec<E>,
+    arena: Arena<E>,
     extent: Extent,
     /// How stored vectors are read (quantized: codes decoded).
     codec: Codec,
@@ -72,19 +70,16 @@ struct Repair<'a, E: Elem> {
 
 impl<E: Elem> Repair<'_, E> {
     fn vector(&self, slot: usize) -> &[E] {
-        &self.arena[slot * self.dims..(slot + 1) * self.dims]
+        self.arena.get(slot)
     }
 
     /// Copy the vector at `r` into the arena; its slot and node ref, or None if it is gone.
     fn load(&mut self, r: ItemRef) -> Option<(usize, ItemRef)> {
-        let at = self.arena.len();
-        match read_graph_vector(&self.codec, &self.extent, r, &mut self.arena) {
-            Some((node, flags)) if flags & FLAG_DELETED == 0 && self.extent.holds(node) => Some((at / self.dims, node)),
-            _ => {
-                self.arena.truncate(at);
-                None
-            }
-        }
+        let (codec, extent) = (&self.codec, &self.extent);
+        self.arena.push_with(|out| match read_graph_vector(codec, extent, r, out) {
+            Some((node, flags)) if flags & FLAG_DELETED == 0 && extent.holds(node) => Some(node),
+            _ => None,
+        })
     }
 
     fn repair(&mut self, node: ItemRef, layer: usize) {
