@@ -6,7 +6,8 @@ high ef_search; each shard's Remote SQL carries the distance ORDER BY and the LI
 shards run as an async Append); the coordinator's hnsw settings (per session and SET LOCAL)
 are what the shards' scans use; a 1% filter returns k rows and is an Index Cond on the shards;
 INSERT / UPDATE / DELETE through the coordinator land on the right shard and are searchable;
-a streaming standby of a shard answers the same queries and postgres_fdw can be pointed at it.
+a streaming standby of a shard answers the same queries and postgres_fdw can be pointed at it;
+a shard that refuses the settings statement makes the query fail with its error.
 
 Servers of their own: coordinator 5460, shards 5461 and 5462, a standby of shard 0 5463
 (+ HNSW_EXT_PORT_OFFSET).
@@ -312,3 +313,42 @@ def test_dml_through_the_coordinator(cluster):
         assert holder(new_ids[2]) is None
         assert new_ids[2] not in sharded(c, fresh[2])
         assert c.execute("SELECT count(*) FROM items").fetchone()[0] == N + len(new_ids) - 1
+
+
+def test_a_shard_refusing_the_settings_is_an_error(cluster):
+    """The error path of the settings statement: a shard that refuses it (here a role that may
+    not run set_config) makes the coordinator's query fail with the shard's error and SQLSTATE,
+    as postgres_fdw reports its own remote errors; the session goes on working afterwards, and
+    with hnsw.shard_settings = off the same query runs (with the shard's own settings)."""
+    coord, shards, *_ = cluster
+    shard = shards[0]
+    shard.sql("DROP ROLE IF EXISTS hnsw_app")
+    shard.sql("CREATE ROLE hnsw_app LOGIN")
+    shard.sql("GRANT SELECT ON items TO hnsw_app")
+    shard.sql("REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC")
+    try:
+        coord.sql("DROP SERVER IF EXISTS app_shard0 CASCADE")
+        coord.sql(
+            f"CREATE SERVER app_shard0 FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{shard.port}',"
+            " dbname 'postgres', extensions 'hnsw_ext')"
+        )
+        coord.sql("CREATE USER MAPPING FOR CURRENT_USER SERVER app_shard0 OPTIONS (user 'hnsw_app')")
+        coord.sql(f"CREATE FOREIGN TABLE items_app (id bigint, v vector({DIM}), cat int) SERVER app_shard0 OPTIONS (table_name 'items')")
+        q = "[" + ",".join(["0.5"] * DIM) + "]"
+        knn = f"SELECT id FROM items_app ORDER BY v <-> '{q}' LIMIT {K}"
+        with connect(coord) as c:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="set_config"):
+                c.execute(knn)
+            assert c.execute("SELECT 1").fetchone() == (1,)
+            c.execute("SET hnsw.shard_settings = off")
+            assert len(c.execute(knn).fetchall()) == K
+            c.execute("RESET hnsw.shard_settings")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(knn)
+            # The shards of the collection (superuser mappings) are not affected.
+            assert len(sharded(c, np.full(DIM, 0.5, dtype=np.float32))) == K
+    finally:
+        shard.sql("GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO PUBLIC")
+        coord.sql("DROP SERVER IF EXISTS app_shard0 CASCADE")
+        shard.sql("DROP OWNED BY hnsw_app")
+        shard.sql("DROP ROLE IF EXISTS hnsw_app")
