@@ -238,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"and runs the sweep again with WHERE catN = 0 (default none; --quick: {QUICK['filter']})")
     i.add_argument("--filter-columns", action=argparse.BooleanOptionalAction, default=False,
                    help="make the catN filter columns key columns of the hnsw index after the vector "
-                        "(hnsw_ext's filter pushdown: WHERE catN = 0 becomes an index condition). pgvector "
-                        "cannot build such an index; default off")
+                        "(hnsw_ext's filter pushdown: WHERE catN = 0 becomes an index condition) of --ext only: a "
+                        "--compare extension gets its plain index (pgvector cannot build such an index); default off")
     i.add_argument("--force-index", action=argparse.BooleanOptionalAction, default=None,
                    help="SET enable_seqscan, enable_bitmapscan and enable_sort to off in the query sessions so the "
                         "planner uses the hnsw index even where it estimates a sequential scan + sort as cheaper "
@@ -442,6 +442,13 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
     }
 
 
+def index_filter_columns(filter_columns: bool, ours: bool, moduli) -> list[str]:
+    """The catN columns to make key columns of a run's index. Filter columns are ours: a --compare
+    extension (pgvector cannot build a multicolumn hnsw index) gets its plain index and filters
+    its rows after the scan, as its users do."""
+    return [db.filter_column(m) for m in sorted(moduli)] if filter_columns and ours else []
+
+
 def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, conninfo: str, run: BenchRun,
                    loaded: bool = False) -> dict:
     """Create and fill the table, build the index (or reuse both); returns the build figures.
@@ -452,7 +459,7 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
     a, ds = cfg.args, data.ds
     n = ds.base.shape[0]
     table_fp = {"data": data.base_hash, "rows": n, "dim": ds.dim, "type": a.type, "filters": sorted(cfg.moduli)}
-    filter_columns = [db.filter_column(m) for m in sorted(cfg.moduli)] if a.filter_columns else []
+    filter_columns = index_filter_columns(a.filter_columns, run.ours, cfg.moduli)
     index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": run.m, "filter_columns": filter_columns,
                 "ef_construction": run.ef_construction, "workers": a.workers, "build_session": dict(a.set),
                 "with": run.options}

@@ -366,3 +366,11 @@ def test_reference_option_and_plot(tmp_path):
     png = tmp_path / "ref.png"
     report.plot(records, png, "synthetic", 10, references=[rec])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_filter_columns_only_on_our_index():
+    """--compare vector --filter-columns used to stop at pgvector's "access method hnsw does not
+    support multicolumn indexes": the compared extension gets its plain index."""
+    assert cli.index_filter_columns(True, True, {100, 10}) == ["cat10", "cat100"]
+    assert cli.index_filter_columns(True, False, {100, 10}) == []
+    assert cli.index_filter_columns(False, True, {10}) == []
