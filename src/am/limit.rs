@@ -110,6 +110,24 @@ unsafe extern "C-unwind" fn forget(arg: *mut c_void) {
 /// `root` is null or the root of an initialized plan state tree.
 unsafe fn limited_scans(root: *mut pg_sys::PlanState) -> Vec<(*mut pg_sys::LimitState, *mut pg_sys::IndexScanState)> {
     let mut found = Vec::new();
+    // SAFETY: per the contract; `visit` gets nodes of the tree, each valid.
+    unsafe {
+        for_each_state(root, |ps| {
+            if (*ps).type_ == pg_sys::NodeTag::T_LimitState {
+                if let Some(scan) = hnsw_scan_below((*ps).lefttree) {
+                    found.push((ps as *mut pg_sys::LimitState, scan));
+                }
+            }
+        });
+    }
+    found
+}
+
+/// Call `visit` on every node of a plan state tree (see [`child_states`] for what is a child).
+///
+/// # Safety
+/// `root` is null or the root of an initialized plan state tree.
+pub(super) unsafe fn for_each_state(root: *mut pg_sys::PlanState, mut visit: impl FnMut(*mut pg_sys::PlanState)) {
     let mut stack = vec![root];
     // SAFETY: every pointer pushed comes from the tree itself, null or a valid node.
     unsafe {
@@ -118,14 +136,9 @@ unsafe fn limited_scans(root: *mut pg_sys::PlanState) -> Vec<(*mut pg_sys::Limit
                 continue;
             }
             child_states(ps, &mut stack);
-            if (*ps).type_ == pg_sys::NodeTag::T_LimitState {
-                if let Some(scan) = hnsw_scan_below((*ps).lefttree) {
-                    found.push((ps as *mut pg_sys::LimitState, scan));
-                }
-            }
+            visit(ps);
         }
     }
-    found
 }
 
 /// Push the child nodes of a plan state node (outer and inner plans, init plans and subplans,
@@ -133,7 +146,7 @@ unsafe fn limited_scans(root: *mut pg_sys::PlanState) -> Vec<(*mut pg_sys::Limit
 ///
 /// # Safety
 /// `ps` is a node of an initialized plan state tree.
-pub(super) unsafe fn child_states(ps: *mut pg_sys::PlanState, stack: &mut Vec<*mut pg_sys::PlanState>) {
+unsafe fn child_states(ps: *mut pg_sys::PlanState, stack: &mut Vec<*mut pg_sys::PlanState>) {
     // SAFETY: per the contract; every pointer read is a field of the tree, null or valid.
     unsafe {
         stack.push((*ps).lefttree);

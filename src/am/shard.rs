@@ -32,7 +32,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::limit::child_states;
+use super::limit::for_each_state;
 use super::options::SHARD_SETTINGS;
 use crate::types::{raise, raise_hint};
 
@@ -154,27 +154,21 @@ pub(crate) fn is_knn_sql(sql: &str) -> bool {
 /// `root` is null or the root of an initialized plan state tree.
 unsafe fn knn_foreign_scans(root: *mut pg_sys::PlanState) -> Vec<(*mut pg_sys::ForeignScanState, Fdw)> {
     let mut found = Vec::new();
-    let mut stack = vec![root];
-    // SAFETY: every pointer pushed comes from the tree itself, null or a valid node.
+    // SAFETY: per the contract; `visit` gets nodes of the tree, each valid.
     unsafe {
-        while let Some(ps) = stack.pop() {
-            if ps.is_null() {
-                continue;
-            }
-            child_states(ps, &mut stack);
+        for_each_state(root, |ps| {
             if (*ps).type_ != pg_sys::NodeTag::T_ForeignScanState {
-                continue;
+                return;
             }
             let fss = ps as *mut pg_sys::ForeignScanState;
-            let plan = (*ps).plan as *mut pg_sys::ForeignScan;
-            let Some(sql) = remote_sql(plan) else { continue };
+            let Some(sql) = remote_sql((*ps).plan as *mut pg_sys::ForeignScan) else { return };
             if !is_knn_sql(sql) {
-                continue;
+                return;
             }
             if let Some(fdw) = postgres_fdw((*fss).fdwroutine) {
                 found.push((fss, fdw));
             }
-        }
+        });
     }
     found
 }
