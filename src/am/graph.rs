@@ -14,7 +14,9 @@ pub use crate::storage::element::Extent;
 use crate::storage::meta::{ElemType, Quant};
 use crate::storage::page::{ItemRef, Page};
 use crate::storage::quant::{sparse_body_len, with_full_at, Codec, Trained};
-use crate::storage::tuple::{as_elems, code_body_code, code_body_full, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER};
+use crate::storage::tuple::{
+    as_elems, code_body_code, code_body_full, code_body_generation, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER,
+};
 use crate::storage::Meta;
 use crate::types::bit::{check_same_bits, BitArg};
 use crate::types::ops::Aligned;
@@ -285,15 +287,34 @@ pub fn scorer<E: Elem>(codec: &Codec, metric: Metric, query: Query<'_, E>) -> Sc
             // Vectors with huge components can make an estimate inf - inf; such an element is
             // far as far goes (re-ranking measures it exactly if the walk returns it).
             let finite = |d: f32| if d.is_nan() { f32::INFINITY } else { d };
-            match codec.trained() {
-                Trained::Sq8(sq) => {
-                    let q = sq.query(metric, &f);
-                    Box::new(move |b: &[u8]| finite(q.distance(code_body_code(b))))
-                }
-                Trained::RaBitQ(rq) => {
-                    let q = rq.query(metric, &f);
-                    Box::new(move |b: &[u8]| finite(q.distance(code_body_code(b))))
-                }
+            // Codes of the other generation (see `Codec`: the first parameters' codes in a
+            // retrained index, or re-encoded ones met by a walk that began before the
+            // retraining) are measured with a query prepared for their parameters when first met.
+            let generation = codec.generation();
+            let codec = codec.clone();
+            macro_rules! measure {
+                ($kind:ident, $params:expr) => {{
+                    let q = $params.query(metric, &f);
+                    let other = std::cell::OnceCell::new();
+                    Box::new(move |b: &[u8]| {
+                        let g = code_body_generation(b);
+                        if g == generation {
+                            return finite(q.distance(code_body_code(b)));
+                        }
+                        let o = other.get_or_init(|| match codec.params_of(g) {
+                            Trained::$kind(p) => p.query(metric, &f),
+                            _ => crate::types::raise(
+                                pgrx::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+                                "hnsw index quantization parameters are corrupted: generations of different kinds",
+                            ),
+                        });
+                        finite(o.distance(code_body_code(b)))
+                    })
+                }};
+            }
+            match codec.trained().clone() {
+                Trained::Sq8(sq) => measure!(Sq8, sq),
+                Trained::RaBitQ(rq) => measure!(RaBitQ, rq),
             }
         }
     }

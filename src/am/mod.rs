@@ -20,6 +20,8 @@ pub mod vacuum;
 mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests_issue9;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests_retrain;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;

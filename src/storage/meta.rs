@@ -127,7 +127,19 @@ pub struct Meta {
     pub quant: Quant,
     pub params: u32,
     pub cold_page: u32,
+    /// Once a quantized index trained on fewer than [`RETRAIN_AT`] vectors has been retrained:
+    /// the first page of its first parameters, which codes of generation 0 were made with
+    /// (`params` are then generation 1); 0 otherwise.
+    pub params_first: u32,
+    /// While a quantized index's parameters come from fewer than [`RETRAIN_AT`] vectors (an
+    /// index built on a small or empty table): the rows it was trained on plus the inserts
+    /// since; 0 once trained on enough (by a build, or by retraining).
+    pub provisional: u32,
 }
+
+/// Rows after which a quantized index trained on fewer is retrained by an insert (see
+/// `am::insert::retrain`).
+pub const RETRAIN_AT: u32 = 1000;
 
 /// The meta record as stored at PageGetContents of block 0 ("meta page" in the `storage`
 /// layout table).
@@ -155,10 +167,13 @@ struct MetaData {
     /// Zero in format 2 (meta pages of format 2 were written 48 bytes long on zeroed pages).
     params: U32,
     cold_page: U32,
+    /// Zero in meta records written before retraining existed (56 bytes long).
+    params_first: U32,
+    provisional: U32,
 }
 
 const LEN: usize = core::mem::size_of::<MetaData>();
-const _: () = assert!(LEN == 56);
+const _: () = assert!(LEN == 64);
 /// Length of the meta record of format 2 indexes written before quantization existed.
 const LEN_V2: usize = 48;
 
@@ -196,6 +211,8 @@ impl Meta {
             attr_last: self.attr_last.into(),
             params: self.params.into(),
             cold_page: self.cold_page.into(),
+            params_first: self.params_first.into(),
+            provisional: self.provisional.into(),
         }
     }
 
@@ -242,6 +259,8 @@ impl Meta {
             quant,
             params: d.params.get(),
             cold_page: d.cold_page.get(),
+            params_first: d.params_first.get(),
+            provisional: d.provisional.get(),
         }
     }
 

@@ -21,7 +21,8 @@ use super::element::Extent;
 use super::meta::{ElemType, Meta, Quant};
 use super::page::{page_capacity, ItemRef, ITEM_ID_SIZE};
 use super::tuple::{
-    as_elems, code_body_code, code_body_full, encode_code_body, full_chunk, full_chunks, full_values, VectorTuple, CODE_START,
+    as_elems, code_body_code, code_body_full, code_body_generation, encode_code_body, full_chunk, full_chunks, full_values, VectorTuple,
+    CODE_START,
 };
 use crate::types::raise;
 
@@ -106,22 +107,49 @@ pub const RABITQ_SEED: u64 = 0x4842_5157_5241_4251;
 
 /// How this index's vector tuples hold vectors: the vectors themselves, or codes of trained
 /// parameters (`None` until trained).
+///
+/// Parameters have a generation, stored with each code: 0 for those of the build or of the
+/// first insert; 1 for those an index trained on too few rows gets when an insert retrains it
+/// (`am::insert::retrain`), which then re-encodes every code. Codes it has not reached yet (an
+/// insert racing it, a crash before it finished) keep generation 0 and are measured and decoded
+/// with the first parameters, kept for them (`first`). A codec loaded before a retraining (a
+/// scan, a VACUUM in progress) meets codes of generation 1 afterwards: it reads their
+/// parameters then (`later`), with a data page's share lock held, which is safe because the
+/// meta page's lock is only ever taken on its own and parameter pages are never locked
+/// exclusively once published.
 #[derive(Clone)]
 pub struct Codec {
     pub quant: Quant,
     pub dims: usize,
     pub elem: ElemType,
     pub trained: Option<Trained>,
+    /// The generation-0 parameters of a retrained index.
+    pub first: Option<Trained>,
+    /// Where `later` comes from (null for a build's codec, whose parameters are the newest).
+    rel: pg_sys::Relation,
+    /// The generation-1 parameters of an index retrained after this codec was loaded.
+    later: Rc<std::cell::OnceCell<Option<Trained>>>,
 }
 
 impl Codec {
     /// The index's codec: its parameters read from their pages.
     pub fn load(rel: pg_sys::Relation, meta: &Meta) -> Codec {
-        let trained = match meta.quant {
+        let trained = Self::load_params(rel, meta, meta.params);
+        let first = if trained.is_some() { Self::load_params(rel, meta, meta.params_first) } else { None };
+        Codec { quant: meta.quant, dims: meta.dims as usize, elem: meta.elem, trained, first, rel, later: Rc::default() }
+    }
+
+    /// A codec that holds no parameters (to size tuples).
+    pub fn untrained(quant: Quant, dims: usize, elem: ElemType) -> Codec {
+        Codec { quant, dims, elem, trained: None, first: None, rel: core::ptr::null_mut(), later: Rc::default() }
+    }
+
+    fn load_params(rel: pg_sys::Relation, meta: &Meta, params: u32) -> Option<Trained> {
+        match meta.quant {
             Quant::None => None,
-            _ if meta.params == 0 => None,
+            _ if params == 0 => None,
             quant => {
-                let blob = read_params(rel, meta.params);
+                let blob = read_params(rel, params);
                 let t = match quant {
                     Quant::Sq8 => Trained::Sq8(Rc::new(Sq8::from_bytes(&blob).unwrap_or_else(|e| corrupt(&e)))),
                     _ => Trained::RaBitQ(Rc::new(RaBitQ::from_bytes(&blob).unwrap_or_else(|e| corrupt(&e)))),
@@ -135,13 +163,46 @@ impl Codec {
                 }
                 Some(t)
             }
-        };
-        Codec { quant: meta.quant, dims: meta.dims as usize, elem: meta.elem, trained }
+        }
     }
 
     /// A codec with the given parameters (builds and first inserts, before they are on disk).
     pub fn with(meta: &Meta, dims: usize, trained: Trained) -> Codec {
-        Codec { quant: meta.quant, dims, elem: meta.elem, trained: Some(trained) }
+        Codec { trained: Some(trained), ..Codec::untrained(meta.quant, dims, meta.elem) }
+    }
+
+    /// The generation of the current parameters: what new codes get.
+    pub fn generation(&self) -> u8 {
+        u8::from(self.first.is_some())
+    }
+
+    /// The parameters codes of `generation` were made with; `None` for a generation the index
+    /// does not have.
+    pub fn params_for(&self, generation: u8) -> Option<&Trained> {
+        match (generation, &self.first) {
+            (0, Some(first)) => Some(first),
+            (0, None) | (1, Some(_)) => self.trained.as_ref(),
+            (1, None) => self.later.get_or_init(|| self.load_later()).as_ref(),
+            _ => None,
+        }
+    }
+
+    /// As [`Codec::params_for`], `ERROR` for a generation the index does not have.
+    pub fn params_of(&self, generation: u8) -> &Trained {
+        self.params_for(generation)
+            .unwrap_or_else(|| corrupt(&format!("a code of generation {generation}, which the index has no parameters for")))
+    }
+
+    /// The generation-1 parameters of an index retrained since this codec was loaded.
+    fn load_later(&self) -> Option<Trained> {
+        if self.rel.is_null() || self.trained.is_none() {
+            return None;
+        }
+        let meta = Meta::read(self.rel);
+        if meta.params_first == 0 {
+            return None;
+        }
+        Self::load_params(self.rel, &meta, meta.params)
     }
 
     /// Train a quantizer of kind `quant` on `vectors` (a sample of the index's, f32), or on
@@ -223,7 +284,8 @@ impl Codec {
         match (self.quant, self.trained.as_ref()) {
             // The body is the vector (its length, for sparse ones: see `body_of`).
             (Quant::None, _) => out.extend_from_slice(as_elems::<E>(body, body.len() / E::SIZE)),
-            (_, Some(Trained::Sq8(sq))) => DECODED.with(|f| {
+            (_, Some(_)) if self.decodes() => DECODED.with(|f| {
+                let Trained::Sq8(sq) = self.params_of(code_body_generation(body)) else { corrupt("1-bit codes do not decode") };
                 // Once per element an insert's walk measures: decoded into a buffer kept per
                 // backend, not a fresh allocation.
                 let mut f = f.borrow_mut();
@@ -237,9 +299,14 @@ impl Codec {
         }
     }
 
-    /// The code of `f` (the vector in f32) under the trained parameters.
+    /// The code of `f` (the vector in f32) under the current parameters.
     pub fn encode_f32(&self, f: &[f32]) -> Vec<u8> {
-        match self.trained() {
+        self.encode_f32_with(self.trained(), f)
+    }
+
+    /// The code of `f` under `params`.
+    pub fn encode_f32_with(&self, params: &Trained, f: &[f32]) -> Vec<u8> {
+        match params {
             Trained::Sq8(q) => {
                 let mut code = vec![0u8; q.code_len()];
                 q.encode(f, &mut code);
@@ -265,7 +332,7 @@ impl Codec {
         }
         let mut f = vec![0.0f32; v.len()];
         E::to_f32(v, &mut f);
-        encode_code_body(full, &self.encode_f32(&f), out);
+        encode_code_body(full, self.generation(), &self.encode_f32(&f), out);
     }
 }
 

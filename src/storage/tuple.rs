@@ -136,23 +136,42 @@ pub fn element_tuple_size(body: usize, payload: usize) -> usize {
 }
 
 /// The fixed start of a code body (quantized indexes): where the element's full-precision
-/// vector tuple is; the code follows at [`CODE_START`].
+/// vector tuple is, and the generation of the parameters the code was made with (see
+/// `storage::quant`: 0, or 1 once an index trained on too few rows has been retrained); the
+/// code follows at [`CODE_START`].
 #[repr(C)]
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 struct CodeHeader {
     full: DiskRef,
-    reserved: [u8; 2],
+    /// Zero in codes written before generations existed: generation 0, as they are.
+    generation: u8,
+    reserved: u8,
 }
 
 /// Offset of the code in a code body.
 pub const CODE_START: usize = core::mem::size_of::<CodeHeader>();
 const _: () = assert!(CODE_START == 8);
 
-/// A code body: the full vector's ref, then `code`.
-pub fn encode_code_body(full: ItemRef, code: &[u8], out: &mut Vec<u8>) {
+/// A code body: the full vector's ref, the generation of the parameters of `code`, then `code`.
+pub fn encode_code_body(full: ItemRef, generation: u8, code: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(CodeHeader { full: full.into(), reserved: [0; 2] }.as_bytes());
+    out.extend_from_slice(CodeHeader { full: full.into(), generation, reserved: 0 }.as_bytes());
     out.extend_from_slice(code);
+}
+
+/// The generation of the parameters a code body's code was made with.
+#[inline]
+pub fn code_body_generation(body: &[u8]) -> u8 {
+    header::<CodeHeader>(body).generation
+}
+
+/// Replace the code (and its generation) of a code body in place, keeping its full vector's ref.
+pub fn rewrite_code_body(body: &mut [u8], generation: u8, code: &[u8]) {
+    if body.len() != CODE_START + code.len() {
+        corrupt("code body of another length than its new code");
+    }
+    header_mut::<CodeHeader>(body).generation = generation;
+    body[CODE_START..].copy_from_slice(code);
 }
 
 /// The full vector's ref in a code body.

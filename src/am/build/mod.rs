@@ -80,6 +80,8 @@ fn base_meta(kind: &Kind, columns: &Columns, m: usize, efc: usize, dims: u32, qu
         quant,
         params: 0,
         cold_page: 0,
+        params_first: 0,
+        provisional: 0,
     }
 }
 

@@ -11,7 +11,7 @@ use super::{progress, PHASE_WRITE};
 use crate::am::graph::Elem;
 use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Logging, Wal};
-use crate::storage::meta::{ElemType, Meta};
+use crate::storage::meta::{ElemType, Meta, RETRAIN_AT};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::quant::{write_params, Codec};
 use crate::storage::tuple::{
@@ -210,6 +210,10 @@ pub(super) fn write_graph<E: Elem>(
     if codec.is_quantized() {
         // Written by `write_params` right after the attribute pages.
         meta.params = last + attr_pages + 1;
+        // Trained on a few rows: an insert retrains it once the table holds more.
+        if (n as u64) < u64::from(RETRAIN_AT) {
+            meta.provisional = n as u32;
+        }
     }
     {
         let buf = Buffer::extend(index, pg_sys::ForkNumber::MAIN_FORKNUM);

@@ -33,6 +33,11 @@ pub struct Report {
     pub heap_tids: u64,
     pub links: u64,
     pub max_level: usize,
+    /// A quantized index's parameters: trained on this many rows and inserts so far (0: on
+    /// enough), retrained by an insert, and codes of the first parameters left.
+    pub provisional: u32,
+    pub retrained: bool,
+    pub first_generation_codes: u64,
     pub problems: Vec<String>,
 }
 
@@ -56,6 +61,19 @@ impl Report {
             s.push_str(&format!(
                 "{} unreachable element(s) without a visible row (inserts that did not commit), left for the next VACUUM\n",
                 self.unlinked_invisible
+            ));
+        }
+        if self.provisional > 0 {
+            s.push_str(&format!(
+                "quantization parameters trained on few rows ({} rows and inserts so far); an insert retrains them at {}\n",
+                self.provisional,
+                crate::storage::meta::RETRAIN_AT
+            ));
+        }
+        if self.retrained {
+            s.push_str(&format!(
+                "quantization parameters retrained by an insert; {} code(s) of the first parameters left (REINDEX re-encodes them)\n",
+                self.first_generation_codes
             ));
         }
         if self.problems.is_empty() {

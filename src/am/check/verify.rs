@@ -17,15 +17,16 @@ use crate::storage::page::{ItemRef, MAX_ITEMS, PAGE_DATA, PAGE_META};
 use crate::storage::quant::{sparse_body_len, with_full_at, Codec, PAGE_PARAMS};
 use crate::storage::tuple::as_elems;
 use crate::storage::tuple::{
-    code_body_code, code_body_full, NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_FULL, KIND_NODE, KIND_TIDS, KIND_VECTOR,
-    VECTOR_HEADER,
+    code_body_code, code_body_full, code_body_generation, NodeTuple, TidList, VectorTuple, FLAG_DELETED, KIND_FULL, KIND_NODE, KIND_TIDS,
+    KIND_VECTOR, VECTOR_HEADER,
 };
 use hnsw_core::sparse::{valid_words, SparseWord};
 
-/// The hash of the code the full vector whose chain starts at `full` gets under the trained
-/// parameters; `None` if the chain is broken.
-fn full_code_hash(codec: &Codec, extent: &Extent, full: ItemRef) -> Option<u64> {
-    let code = |v: &[f32]| hash_bytes(&codec.encode_f32(v));
+/// The hash of the code the full vector whose chain starts at `full` gets under the parameters
+/// of `generation`; `None` if the chain is broken.
+fn full_code_hash(codec: &Codec, generation: u8, extent: &Extent, full: ItemRef) -> Option<u64> {
+    let params = codec.params_of(generation);
+    let code = |v: &[f32]| hash_bytes(&codec.encode_f32_with(params, v));
     match codec.elem {
         ElemType::F32 => with_full_at::<f32, _>(extent, full, codec.dims, code),
         ElemType::F16 => {
@@ -77,11 +78,13 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
     // Quantized: the parameters (an ERROR if unreadable), each code tuple's full-vector ref
     // and a hash of its code, and per full-vector tuple the hash of the code its vector gets.
     let codec = Codec::load(index, &meta);
+    r.provisional = meta.provisional;
+    r.retrained = meta.params_first != 0;
     if codec.is_quantized() && meta.has_entry() && codec.trained.is_none() {
         r.problem("quantized index with elements but no trained parameters".into());
     }
     let body_len = codec.body_len();
-    let mut codes: HashMap<ItemRef, (ItemRef, u64)> = HashMap::new();
+    let mut codes: HashMap<ItemRef, (ItemRef, u8, u64)> = HashMap::new();
     let extent = Extent::new(index);
     // Everything is held in maps until the end: bounded by maintenance_work_mem (estimated
     // bytes per entry, hash table slack and the later per-element sets included).
@@ -156,7 +159,16 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                     if codec.is_quantized() {
                         let b = t.body(body_len);
                         budget.charge(48, what);
-                        codes.insert(at, (code_body_full(b), hash_bytes(code_body_code(b))));
+                        let generation = code_body_generation(b);
+                        if codec.params_for(generation).is_none() {
+                            r.problem(format!(
+                                "({block},{off}): code of parameters of generation {generation}, which the index does not have"
+                            ));
+                        }
+                        if generation < codec.generation() {
+                            r.first_generation_codes += 1;
+                        }
+                        codes.insert(at, (code_body_full(b), generation, hash_bytes(code_body_code(b))));
                     }
                     if meta.filters > 0 {
                         let payload = t.payload(body_len);
@@ -260,7 +272,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             let at = format!("({},{})", e.node.block, e.node.offset);
             match codes.get(vref) {
                 None => {}
-                Some((full, code)) => match full_code_hash(&codec, &extent, *full) {
+                Some((full, generation, code)) => match full_code_hash(&codec, *generation, &extent, *full) {
                     None => r.problem(format!("{at}: full-vector ref ({},{}) leads to no full vector", full.block, full.offset)),
                     Some(want) if want != *code => {
                         r.problem(format!("{at}: its code is not its full vector's under the trained parameters"))

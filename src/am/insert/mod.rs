@@ -20,6 +20,7 @@
 
 mod link;
 mod place;
+pub(crate) mod retrain;
 
 use std::cell::Cell;
 
@@ -123,8 +124,16 @@ pub fn check_row_size(body: usize, payload: usize) {
     }
 }
 
-/// Insert a prepared vector (checked, normalized) for heap row `tid`.
+/// Insert a prepared vector (checked, normalized) for heap row `tid`; then, in an index
+/// trained on too few rows, count it (see [`retrain`]).
 pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid: ItemRef, logging: Logging) {
+    if insert_one(index, vector, attrs, tid, logging) {
+        retrain::count_insert::<E>(index, logging);
+    }
+}
+
+/// Insert a prepared vector; whether the index is to count it (see [`retrain`]).
+fn insert_one<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid: ItemRef, logging: Logging) -> bool {
     let _insert = PageLock::share(index, INSERT_LOCK);
     let mut meta = Meta::read(index);
     check_row_size(body_len(meta.quant, meta.elem, vector.len()), attrs.payload.len());
@@ -133,7 +142,8 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
         meta = Meta::read(index);
         same_dims(&meta, vector.len());
         if !meta.has_entry() {
-            if meta.quant != Quant::None && meta.params == 0 {
+            let trains = meta.quant != Quant::None && meta.params == 0;
+            if trains {
                 meta = train_first(index, meta.quant, vector, logging);
             }
             let codec = Codec::load(index, &Meta { dims: vector_dims(&meta, vector.len()), ..meta });
@@ -148,9 +158,11 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
                 m.entry_level = level as u8;
                 true
             });
-            return;
+            // One that trains the index starts the count at 1: itself.
+            return !trains && meta.provisional > 0;
         }
     }
+    let counted = meta.provisional > 0;
     same_dims(&meta, vector.len());
     let metric = meta.metric;
     let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
@@ -172,7 +184,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
             && same_payload(index, c.item.vector, &codec, &attrs.payload)
             && add_heap_tid(index, &meta, c.item.node, tid, logging)
         {
-            return;
+            return counted;
         }
     }
     let mut lists: Vec<Vec<ItemRef>> = selected.iter().map(|s| s.iter().map(|c| c.item.vector).collect()).collect();
@@ -211,6 +223,7 @@ pub fn insert_vector<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Att
             }
         });
     }
+    counted
 }
 
 /// The insert's search, as the build's: greedy descent to the new element's level, then a
@@ -256,7 +269,7 @@ pub fn body_len(quant: Quant, elem: ElemType, dims: usize) -> usize {
     if elem == ElemType::Sparse {
         return dims * elem.size();
     }
-    Codec { quant, dims, elem, trained: None }.body_len()
+    Codec::untrained(quant, dims, elem).body_len()
 }
 
 /// `vector` as the walk's arena holds it: itself, or its code decoded (8-bit codes).
@@ -290,6 +303,7 @@ fn train_first<E: Elem>(index: pg_sys::Relation, quant: Quant, vector: &[E], log
     Meta::update(index, logging, |m| {
         m.dims = vector.len() as u32;
         m.params = first;
+        m.provisional = 1;
         true
     })
 }
