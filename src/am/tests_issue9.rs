@@ -201,4 +201,61 @@ mod tests {
         let (dead, r) = unsafe { (&*(state as *const std::collections::HashSet<ItemRef>), from_tid(&*tid)) };
         dead.contains(&r)
     }
+
+    /// A forced link (an insert every neighbour turned down) gives up the entry of a full list
+    /// that nothing else links to, and the new element adopts that entry so that it stays
+    /// reachable. An entry read afresh may be an element a VACUUM marked deleted before this
+    /// insert began (so its barrier did not wait for it), and that VACUUM's repair may already
+    /// have passed the new element: adopting it left a live element linking to it once it was
+    /// freed (test_crash sq8_3072, once: "link to (430,1), a freed element"). A deleted element
+    /// is never adopted; a live one still is.
+    #[pg_test]
+    fn a_forced_link_never_adopts_a_deleted_element() {
+        use crate::am::insert::Connect;
+        use crate::storage::element::Elements;
+        use crate::storage::quant::Codec;
+        use crate::storage::tuple::{FLAG_DELETED, KIND_NODE};
+
+        Spi::run("CREATE TABLE adopt (id int, v vector(2))").unwrap();
+        Spi::run("INSERT INTO adopt SELECT g, ARRAY[g, g % 5]::vector FROM generate_series(1, 40) g").unwrap();
+        Spi::run("CREATE INDEX adopt_idx ON adopt USING hnsw (v vector_l2_ops) WITH (m = 4, ef_construction = 16)").unwrap();
+        with_index("adopt_idx", |rel| {
+            let meta = Meta::read(rel);
+            let m = meta.m as usize;
+            // (node ref, vector ref) of every element.
+            let mut elements = Vec::new();
+            // SAFETY: the index is open.
+            let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
+            for block in 1..nblocks {
+                let buf = Buffer::read(rel, block, Lock::Share);
+                let page = buf.page();
+                if page.is_new() || page.opaque().kind != PAGE_DATA {
+                    continue;
+                }
+                for off in 1..=page.max_offset() {
+                    let Some(data) = page.item(off) else { continue };
+                    if data[0] == KIND_NODE {
+                        elements.push((ItemRef::new(block, off), NodeTuple::parse(data, m).vector()));
+                    }
+                }
+            }
+            let els = Elements::new(rel, m, Logging::Wal);
+            let list = |node: ItemRef| els.read_list(node, 0).unwrap().refs;
+            let (n_node, n_vec) = elements[0];
+            let outside: Vec<(ItemRef, ItemRef)> =
+                elements.iter().copied().filter(|&(_, v)| v != n_vec && !list(n_node).contains(&v)).collect();
+            let ((x_node, x_vec), (y_node, y_vec)) = (outside[0], outside[1]);
+            els.mark(&[(x_node, x_vec, None)], FLAG_DELETED, |_, _| true, || {});
+            let vector: Vec<f32> = {
+                let buf = Buffer::read(rel, n_vec.block, Lock::Share);
+                VectorTuple::parse(buf.page().item(n_vec.offset).unwrap()).values::<f32>(2).to_vec()
+            };
+            let codec = Codec::load(rel, &meta);
+            let connect = Connect::<f32>::new(rel, &meta, &codec, Logging::Wal, &vector, n_node);
+            assert!(!connect.adopt_if_live(x_vec, x_node, 0));
+            assert!(!list(n_node).contains(&x_vec));
+            assert!(connect.adopt_if_live(y_vec, y_node, 0));
+            assert!(list(n_node).contains(&y_vec));
+        });
+    }
 }

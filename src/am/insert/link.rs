@@ -267,12 +267,32 @@ impl<'a, E: Elem> Connect<'a, E> {
             force,
             |a: &usize, b: &usize| E::distance(metric, vec_of(*a), vec_of(*b)),
             |x, rest| this.witness(members[x].0, members[x].1, &refs_of(rest), layer),
-            |x| this.adopt(members[x].0, layer).then_some(this.new_node),
+            |x| this.adopt_if_live(members[x].0, members[x].1, layer).then_some(this.new_node),
         );
         match outcome {
             Reselect::Keep => None,
             Reselect::Replace { list, dropped, witness } => Some((refs_of(&list), members[dropped].0, witness)),
         }
+    }
+
+    /// [`Connect::adopt`], unless `x` (node tuple `x_node`) is deleted, freed or claimed for
+    /// reuse: a deleted element needs no way in, and a link to it created now could outlive it.
+    /// The entries of a list read afresh (not met alive by this insert's walk, which VACUUM's
+    /// barrier protects) may have been deleted by a VACUUM whose barrier this insert did not
+    /// hold up; that VACUUM's repair may already have passed the new element's page, and would
+    /// then free `x` with the new element still linking to it (seen once after a crash test
+    /// round: "link to (430,1), a freed element").
+    pub(crate) fn adopt_if_live(&self, x: ItemRef, x_node: ItemRef, layer: usize) -> bool {
+        let live = {
+            let buf = Buffer::read_recent(self.els.rel, x_node.block, Lock::Share);
+            buf.page().item(x_node.offset).is_some_and(|d| {
+                d.first() == Some(&crate::storage::tuple::KIND_NODE) && {
+                    let t = crate::storage::tuple::NodeTuple::parse(d, self.els.m);
+                    !t.is_deleted() && !t.is_free() && !t.is_claimed() && t.vector() == x
+                }
+            })
+        };
+        live && self.adopt(x, layer)
     }
 
     /// Make the new element link to `x` on `layer`, taking the place of its farthest link
