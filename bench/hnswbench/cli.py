@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from . import __version__, datasets, db, groundtruth, reference, report, workload
+from . import __version__, datasets, db, filters, groundtruth, reference, report, workload
 
 DEFAULT_DSN = "host=127.0.0.1 port=5499 user=postgres dbname=postgres"
 DEFAULT_EF = "10,20,40,80,120,200,400"
@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--filter", type=selectivity_list,
                    help="filter selectivities, each 1/N (e.g. 0.1,0.01,0.001 or 1%%): adds column catN = id %% N "
                         f"and runs the sweep again with WHERE catN = 0 (default none; --quick: {QUICK['filter']})")
+    i.add_argument("--filter-shape", type=shape_list, default=["eq"],
+                   help="filter shapes run at each --filter selectivity (comma list, default eq): eq (WHERE catN = 0, "
+                        "catN = id %% N), range (WHERE rnk < rows/N, rnk a random permutation of the ids), near "
+                        "(WHERE cluN = the k-means cluster whose centre is nearest the query: a correlated filter), "
+                        "far (the farthest cluster: no row near the query matches, an anti-correlated filter)")
     i.add_argument("--filter-columns", action=argparse.BooleanOptionalAction, default=False,
                    help="make the catN filter columns key columns of the hnsw index after the vector "
                         "(hnsw_ext's filter pushdown: WHERE catN = 0 becomes an index condition) of --ext only: a "
@@ -255,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"small run for tests: {QUICK['rows']} rows, ef {QUICK['ef']}, clients {QUICK['clients']}, "
                         f"filter {QUICK['filter']}, --force-index (explicit options still win); < 2 minutes on 2 cores")
     return p
+
+
+def shape_list(text: str) -> list[str]:
+    """Filter shapes, e.g. ``eq,range,far`` (see filters.SHAPES)."""
+    shapes = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in shapes if t not in filters.SHAPES]
+    if bad or not shapes:
+        raise argparse.ArgumentTypeError(f"filter shapes are {', '.join(filters.SHAPES)}; got {text!r}")
+    return list(dict.fromkeys(shapes))
 
 
 @dataclass
@@ -326,6 +340,16 @@ class Config:
         """Filter moduli N (selectivity 1/N)."""
         return [round(1 / f) for f in self.filters]
 
+    @property
+    def cases(self) -> list:
+        """Filtered workloads: every --filter-shape at every --filter selectivity."""
+        return filters.cases(self.moduli, self.args.filter_shape)
+
+    @property
+    def filter_columns(self) -> list[str]:
+        """The table's filter columns."""
+        return filters.columns(self.cases)
+
     def dbname(self, ext: str) -> str:
         """Benchmark database of an extension."""
         if self.args.db:
@@ -392,8 +416,15 @@ class PreparedData:
     query_hash: str
     gt: groundtruth.GroundTruth
     gt_source: str
-    filtered: dict  # modulus -> GroundTruth
+    filtered: dict  # FilterCase -> GroundTruth
     texts: list[str]
+    columns: filters.Columns | None = None
+
+    def case_texts(self, case) -> list:
+        """Each query's statement parameters under ``case`` (a filter value first for near/far)."""
+        if case is None or not case.per_query:
+            return self.texts
+        return [(int(v), t) for v, t in zip(self.columns.params[case], self.texts)]
 
 
 def prepare_data(cfg: Config) -> PreparedData:
@@ -415,12 +446,19 @@ def prepare_data(cfg: Config) -> PreparedData:
     gt, how = groundtruth.compute_ground_truth(ds, GT_K, cache, base_hash, query_hash)
     print(f"ground truth: top-{gt.k} ({how})")
     filtered = {}
-    for mod in cfg.moduli:
-        filtered[mod], cached = groundtruth.compute_filtered_ground_truth(ds, GT_K, mod, cache, base_hash, query_hash)
-        print(f"filtered ground truth 1/{mod}: {filtered[mod].candidates} matching rows "
+    t0 = time.perf_counter()
+    cols = filters.make_columns(ds.base, ds.queries, ds.metric, cfg.cases)
+    if any(c.per_query for c in cfg.cases):
+        print(f"filter clusters (k-means) in {time.perf_counter() - t0:.1f}s")
+    for case in cfg.cases:
+        filtered[case], cached = groundtruth.compute_case_ground_truth(ds, GT_K, case, cols, cache, base_hash, query_hash)
+        gt_case = filtered[case]
+        spread = "" if gt_case.per_query is None else \
+            f" per query (min {gt_case.per_query.min()}, max {gt_case.per_query.max()})"
+        print(f"filtered ground truth {case.label}: {gt_case.candidates} matching rows{spread} "
               f"({'cache' if cached else 'computed'})")
     texts = [workload.vector_text(q) for q in ds.queries]
-    return PreparedData(ds, base_hash, query_hash, gt, how, filtered, texts)
+    return PreparedData(ds, base_hash, query_hash, gt, how, filtered, texts, cols)
 
 
 def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
@@ -435,18 +473,24 @@ def run_record(cfg: Config, data: PreparedData, run_id: str) -> dict:
         "config": {"exts": cfg.exts, "with": a.with_options, "variants": a.variants, "rounds": a.rounds,
                    "runs": [r.label for r in cfg.runs], "references": [d["path"] for d in cfg.references], "type": a.type, "m": a.m,
                    "ef_construction": a.ef_construction, "workers": a.workers, "ef_search": cfg.ef,
-                   "clients": cfg.clients, "filters": cfg.filters, "filter_columns": bool(a.filter_columns), "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
+                   "clients": cfg.clients, "filters": cfg.filters, "filter_shapes": a.filter_shape, "filter_columns": bool(a.filter_columns), "force_index": cfg.force_index, "k": a.k, "queries": len(data.texts), "warmup": cfg.warmup,
                    "session": cfg.session, "dsn": db.redact(a.dsn)},
         "host": {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
                  "python": platform.python_version(), "numpy": np.__version__, "psycopg": psycopg.__version__},
     }
 
 
-def index_filter_columns(filter_columns: bool, ours: bool, moduli) -> list[str]:
-    """The catN columns to make key columns of a run's index. Filter columns are ours: a --compare
-    extension (pgvector cannot build a multicolumn hnsw index) gets its plain index and filters
-    its rows after the scan, as its users do."""
-    return [db.filter_column(m) for m in sorted(moduli)] if filter_columns and ours else []
+def index_filter_columns(filter_columns: bool, ours: bool, moduli, columns: list[str] | None = None) -> list[str]:
+    """The filter columns (catN for the moduli, or ``columns``) to make key columns of a run's
+    index. Filter columns are ours: a --compare extension (pgvector cannot build a multicolumn
+    hnsw index) gets its plain index and filters its rows after the scan, as its users do."""
+    if not (filter_columns and ours):
+        return []
+    cols = list(columns) if columns is not None else [db.filter_column(m) for m in sorted(moduli)]
+    if len(cols) > 8:
+        raise db.BenchError(f"--filter-columns: {len(cols)} filter columns ({', '.join(cols)}), more than an hnsw "
+                            "index takes (8): run fewer --filter selectivities or --filter-shape shapes")
+    return cols
 
 
 def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, conninfo: str, run: BenchRun,
@@ -459,7 +503,9 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
     a, ds = cfg.args, data.ds
     n = ds.base.shape[0]
     table_fp = {"data": data.base_hash, "rows": n, "dim": ds.dim, "type": a.type, "filters": sorted(cfg.moduli)}
-    filter_columns = index_filter_columns(a.filter_columns, run.ours, cfg.moduli)
+    if a.filter_shape != ["eq"]:
+        table_fp["filter_columns"] = cfg.filter_columns
+    filter_columns = index_filter_columns(a.filter_columns, run.ours, cfg.moduli, cfg.filter_columns)
     index_fp = {"opclass": f"{a.type}_{db.OPCLASS_SUFFIX[ds.metric]}", "m": run.m, "filter_columns": filter_columns,
                 "ef_construction": run.ef_construction, "workers": a.workers, "build_session": dict(a.set),
                 "with": run.options}
@@ -475,8 +521,8 @@ def load_and_build(cfg: Config, data: PreparedData, conn: psycopg.Connection, co
             raise db.BenchError(f"database {conn.info.dbname!r} has a table {db.TABLE!r} that this tool did not "
                                 "create; not dropping it (choose another --db)")
         db.apply_settings(conn, dict(a.set))
-        db.create_table(conn, ds.dim, a.type, cfg.moduli)
-        load_s = db.copy_rows(conn, ds.base, a.type, cfg.moduli)
+        db.create_table(conn, ds.dim, a.type, cfg.filter_columns)
+        load_s = db.copy_rows(conn, ds.base, a.type, {c: data.columns.values[c] for c in cfg.filter_columns})
         t0 = time.perf_counter()
         conn.execute(f"VACUUM ANALYZE {db.TABLE}")
         load = {"load_s": load_s, "vacuum_analyze_s": time.perf_counter() - t0}
@@ -528,34 +574,36 @@ def sweep(cfg: Config, data: PreparedData, ext: str, conninfo: str, common: dict
         # One untimed pass over all queries at the largest ef_search brings the index into cache.
         stmt = workload.query_statement(a.type, ds.metric, a.k)
         workload.run_workload(conninfo, stmt, data.texts, {**cfg.session, "hnsw.ef_search": max(cfg.ef)}, 1, 0)
-        for mod in [None] + cfg.moduli:
-            stmt = workload.query_statement(a.type, ds.metric, a.k, mod)
-            gt = data.gt if mod is None else data.filtered[mod]
+        for case in [None] + cfg.cases:
+            stmt = workload.query_statement(a.type, ds.metric, a.k, case=case, rows=ds.base.shape[0])
+            gt = data.gt if case is None else data.filtered[case]
+            texts = data.case_texts(case)
+            name = "-" if case is None else case.label
             for ef in cfg.ef:
                 session = {**cfg.session, "hnsw.ef_search": ef}
                 db.apply_settings(conn, session)
-                uses_index, plan = workload.explain(conn, stmt, data.texts[0])
+                uses_index, plan = workload.explain(conn, stmt, texts[0])
                 conn.execute("RESET ALL")
                 for clients in cfg.clients:
                     before = db.scan_counts(conn)
-                    res = workload.run_workload(conninfo, stmt, data.texts, session, clients, cfg.warmup)
+                    res = workload.run_workload(conninfo, stmt, texts, session, clients, cfg.warmup)
                     after = db.scan_counts(conn)
                     seq_scans, idx_scans = (after[k] - before[k] for k in ("seq_scan", "idx_scan"))
                     indexed = uses_index and seq_scans == 0
                     rec = groundtruth.recall(ds.base, ds.queries, ds.metric, res.answers, gt, a.k)
                     record = writer.write({
-                        "type": "query", **common, "filter": None if mod is None else 1 / mod,
-                        "filter_rows": gt.candidates, "ef_search": ef, "clients": clients, "k": a.k,
+                        "type": "query", **common, "filter": None if case is None else case.selectivity,
+                        "filter_shape": None if case is None else case.shape, "filter_rows": gt.candidates, "ef_search": ef, "clients": clients, "k": a.k,
                         "queries": len(res.latencies), **rec, "qps": res.qps, **res.latency_ms(),
                         "wall_s": res.wall_s, "plan_uses_index": uses_index, "plan": plan,
                         "seq_scans": seq_scans, "index_scans": idx_scans, "session": session,
                     })
                     flag = "hnsw index" if indexed else f"NOT INDEX ({seq_scans} seq scans)"
-                    print(f"{'-' if mod is None else f'1/{mod}':>8} {ef:>5} {clients:>3} {record['recall']:>9.4f} "
+                    print(f"{name:>8} {ef:>5} {clients:>3} {record['recall']:>9.4f} "
                           f"{record['qps']:>9.1f} {record['p50_ms']:>8.2f} {record['p95_ms']:>8.2f} "
                           f"{record['p99_ms']:>8.2f} {record['rows_per_query']:>7.2f}  {flag}")
                     if not indexed:
-                        print(f"WARNING: ef_search={ef} filter={mod and f'1/{mod}'}: the hnsw index was not used for "
+                        print(f"WARNING: ef_search={ef} filter={case and case.label}: the hnsw index was not used for "
                               f"every query (plan: {plan}; {seq_scans} sequential scans of {db.TABLE}); "
                               "see --force-index", file=sys.stderr)
                     for key in ("duplicate_answers", "invalid_id_answers"):

@@ -158,15 +158,16 @@ def filter_column(modulus: int) -> str:
     return f"cat{modulus}"
 
 
-def create_table(conn: psycopg.Connection, dim: int, vtype: str, moduli: list[int]) -> None:
-    """(Re)create the ``items`` table: id, embedding and one ``cat<N>`` column per filter."""
+def create_table(conn: psycopg.Connection, dim: int, vtype: str, columns: list[str]) -> None:
+    """(Re)create the ``items`` table: id, embedding and an int column per filter column
+    (``catN``, ``rnk``, ``cluN``: see ``filters``)."""
     cols = [sql.SQL("id int PRIMARY KEY"), sql.SQL("embedding {}({})").format(sql.Identifier(vtype), sql.Literal(dim))]
-    cols += [sql.SQL("{} int").format(sql.Identifier(filter_column(m))) for m in moduli]
+    cols += [sql.SQL("{} int").format(sql.Identifier(c)) for c in columns]
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(TABLE)))
     conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(TABLE), sql.SQL(", ").join(cols)))
 
 
-def _copy_record_dtype(dim: int, vtype: str, moduli: list[int]) -> np.dtype:
+def _copy_record_dtype(dim: int, vtype: str, columns: list[str]) -> np.dtype:
     """numpy layout of one binary COPY tuple (big-endian, as PostgreSQL's binary format wants).
 
     vector/halfvec binary form (typsend/typreceive, same in pgvector): int16 dim, int16 unused,
@@ -175,17 +176,19 @@ def _copy_record_dtype(dim: int, vtype: str, moduli: list[int]) -> np.dtype:
     elem = ">f4" if vtype == "vector" else ">f2"
     fields = [("nfields", ">i2"), ("id_len", ">i4"), ("id", ">i4"),
               ("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("vec", elem, (dim,))]
-    for m in moduli:
-        fields += [(f"c{m}_len", ">i4"), (f"c{m}", ">i4")]
+    for c in columns:
+        fields += [(f"{c}_len", ">i4"), (c, ">i4")]
     return np.dtype(fields)
 
 
-def copy_rows(conn: psycopg.Connection, base: np.ndarray, vtype: str, moduli: list[int], chunk: int = 5000) -> float:
-    """Load ``base`` (row i gets id i) with ``COPY ... FROM STDIN (FORMAT BINARY)``; returns seconds."""
+def copy_rows(conn: psycopg.Connection, base: np.ndarray, vtype: str, values: dict, chunk: int = 5000) -> float:
+    """Load ``base`` (row i gets id i) and the filter columns' ``values`` (column -> one int per
+    row) with ``COPY ... FROM STDIN (FORMAT BINARY)``; returns seconds."""
     n, dim = base.shape
-    dtype = _copy_record_dtype(dim, vtype, moduli)
+    columns = list(values)
+    dtype = _copy_record_dtype(dim, vtype, columns)
     elem_size = 4 if vtype == "vector" else 2
-    cols = [sql.Identifier("id"), sql.Identifier("embedding")] + [sql.Identifier(filter_column(m)) for m in moduli]
+    cols = [sql.Identifier("id"), sql.Identifier("embedding")] + [sql.Identifier(c) for c in columns]
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT BINARY)").format(
         sql.Identifier(TABLE), sql.SQL(", ").join(cols))
     bar = ProgressBar("load (COPY)", total=n, unit="rows")
@@ -196,12 +199,12 @@ def copy_rows(conn: psycopg.Connection, base: np.ndarray, vtype: str, moduli: li
             rows = base[r0 : r0 + chunk]
             rec = np.zeros(rows.shape[0], dtype=dtype)
             ids = np.arange(r0, r0 + rows.shape[0])
-            rec["nfields"] = 2 + len(moduli)
+            rec["nfields"] = 2 + len(columns)
             rec["id_len"], rec["id"] = 4, ids
             rec["vec_len"], rec["dim"] = 4 + elem_size * dim, dim
             rec["vec"] = rows
-            for m in moduli:
-                rec[f"c{m}_len"], rec[f"c{m}"] = 4, ids % m
+            for c in columns:
+                rec[f"{c}_len"], rec[c] = 4, values[c][r0 : r0 + rows.shape[0]]
             copy.write(rec.tobytes())
             bar.update(r0 + rows.shape[0])
         copy.write(b"\xff\xff")

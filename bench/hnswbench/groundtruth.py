@@ -40,6 +40,9 @@ class GroundTruth:
     ids: np.ndarray
     dists: np.ndarray
     candidates: int
+    #: Rows matching each query's filter, where that differs per query (near/far filters); the
+    #: rows of ``ids``/``dists`` past it are -1 / inf. ``candidates`` is then their mean.
+    per_query: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -166,10 +169,11 @@ class GroundTruthCache:
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, base_hash: str, query_hash: str, metric: str, k: int, modulus: int | None) -> Path | None:
+    def _path(self, base_hash: str, query_hash: str, metric: str, k: int, modulus) -> Path | None:
         if not self.directory:
             return None
-        tag = f"-mod{modulus}" if modulus else ""
+        # A modulus (the eq filter, as cached always) or a filter case's tag (see filters.FilterCase).
+        tag = "" if not modulus else f"-mod{modulus}" if isinstance(modulus, int) else f"-{modulus}"
         return self.directory / f"gt-{metric}-k{k}-{base_hash}-{query_hash}{tag}.npz"
 
     def get_or_compute(self, base_hash, query_hash, metric, k, modulus, compute) -> tuple[GroundTruth, bool]:
@@ -178,13 +182,15 @@ class GroundTruthCache:
         if path and path.exists():
             try:
                 with np.load(path) as z:
-                    return GroundTruth(z["ids"].astype(np.int64), z["dists"], int(z["candidates"])), True
+                    per_query = z["per_query"] if "per_query" in z.files else None
+                    return GroundTruth(z["ids"].astype(np.int64), z["dists"], int(z["candidates"]), per_query), True
             except (OSError, KeyError, ValueError) as e:  # corrupt file: recompute
                 print(f"warning: ignoring unreadable cache file {path}: {e}", file=sys.stderr)
         gt = compute()
         if path:
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, ids=gt.ids.astype(np.int32), dists=gt.dists, candidates=gt.candidates)
+            extra = {} if gt.per_query is None else {"per_query": gt.per_query}
+            np.savez(tmp, ids=gt.ids.astype(np.int32), dists=gt.dists, candidates=gt.candidates, **extra)
             tmp.replace(path)
         return gt, False
 
@@ -241,6 +247,35 @@ def compute_filtered_ground_truth(ds, k, modulus, cache, base_hash, query_hash) 
     return cache.get_or_compute(base_hash, query_hash, ds.metric, k, modulus, compute)
 
 
+def compute_case_ground_truth(ds, k, case, cols, cache, base_hash, query_hash) -> tuple[GroundTruth, bool]:
+    """Exact top-k among the rows matching a filter case (``filters.FilterCase``, column values
+    ``cols``: ``filters.Columns``); per query where the filter's value is (near/far)."""
+    nq = ds.queries.shape[0]
+    if not case.per_query:
+        def compute():
+            rows = np.nonzero(cols.mask(case))[0]
+            if rows.size == 0:
+                return GroundTruth(np.empty((nq, 0), np.int64), np.empty((nq, 0)), 0)
+            sub = brute_force_knn(ds.base[rows], ds.queries, ds.metric, k, label=f"filtered ground truth {case.label}")
+            return GroundTruth(rows[sub.ids], sub.dists, int(rows.size))
+    else:
+        def compute():
+            ids, dists = np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf)
+            per_query = np.zeros(nq, np.int64)
+            values = cols.params[case]
+            for value in np.unique(values):
+                qs = np.nonzero(values == value)[0]
+                rows = np.nonzero(cols.mask(case, int(qs[0])))[0]
+                per_query[qs] = rows.size
+                kk = min(k, rows.size)
+                if kk == 0:
+                    continue
+                sub = brute_force_knn(ds.base[rows], ds.queries[qs], ds.metric, kk)
+                ids[qs, :kk], dists[qs, :kk] = rows[sub.ids], sub.dists
+            return GroundTruth(ids, dists, int(round(per_query.mean())), per_query)
+    return cache.get_or_compute(base_hash, query_hash, ds.metric, k, case.tag, compute)
+
+
 def recall(base: np.ndarray, queries: np.ndarray, metric: str, results: list, gt: GroundTruth, k: int) -> dict:
     """Recall@k of returned ids against ground truth, counting ties like ann-benchmarks.
 
@@ -253,7 +288,9 @@ def recall(base: np.ndarray, queries: np.ndarray, metric: str, results: list, gt
     kk = min(k, gt.k)
     per_query, rows, short, dupes, bad = [], [], 0, 0, 0
     n = base.shape[0]
+    all_kk = kk
     for qi, ids in results:
+        kk = all_kk if gt.per_query is None else min(all_kk, int(gt.per_query[qi]))
         ids = np.asarray(ids[:k], dtype=np.int64)
         rows.append(len(ids))
         if len(ids) < kk:

@@ -60,9 +60,34 @@ def label(rec: dict) -> str:
     return rec.get("label") or rec["ext"]
 
 
+class Filter(float):
+    """A filter's selectivity that also carries its shape (see ``filters``): curves of the same
+    selectivity and different shapes are different curves, and the legend names the shape."""
+
+    def __new__(cls, value: float, shape: str | None):
+        f = super().__new__(cls, value)
+        f.shape = shape or "eq"
+        return f
+
+    def __eq__(self, other):
+        return float(self) == float(other) and getattr(other, "shape", "eq") == self.shape
+
+    def __hash__(self):
+        return hash((float(self), self.shape))
+
+    def text(self) -> str:
+        return f"{self * 100:g}%" + ("" if self.shape == "eq" else f" {self.shape}")
+
+
+def filter_text(flt) -> str:
+    """'10%' or '10% far'."""
+    return flt.text() if isinstance(flt, Filter) else f"{flt * 100:g}%"
+
+
 def curve_key(rec: dict) -> tuple:
-    """(label, filter, clients): one recall/QPS curve per key."""
-    return label(rec), rec["filter"], rec["clients"]
+    """(label, filter, clients): one recall/QPS curve per key (the filter with its shape)."""
+    flt = rec["filter"]
+    return label(rec), (None if flt is None else Filter(flt, rec.get("filter_shape"))), rec["clients"]
 
 
 def curves(records: list[dict]) -> dict:
@@ -120,7 +145,8 @@ def compare(records: list[dict], ours: str, theirs: str) -> dict:
         for target in RECALL_TARGETS:
             q1, how1 = qps_at_recall([(r, q) for _, r, q in pts], target)
             q2, how2 = qps_at_recall([(r, q) for _, r, q in other], target)
-            qps.append({"filter": flt, "clients": clients, "recall": target, "ours_qps": q1, "theirs_qps": q2,
+            qps.append({"filter": None if flt is None else float(flt),
+                        "filter_shape": getattr(flt, "shape", None), "clients": clients, "recall": target, "ours_qps": q1, "theirs_qps": q2,
                         "ours_how": how1, "theirs_how": how2, "ratio": _ratio(q1, q2)})
     return {
         "type": "compare",
@@ -147,7 +173,8 @@ def format_compare(rec: dict) -> str:
     if rec.get("recorded"):
         lines.append(f"  (theirs: recorded figures from {rec.get('reference_file')}, not measured in this run)")
     for q in rec["qps_at_recall"]:
-        flt = "no filter" if q["filter"] is None else f"filter {q['filter']:g}"
+        shape = q.get("filter_shape")
+        flt = "no filter" if q["filter"] is None else f"filter {q['filter']:g}" + (f" {shape}" if shape not in (None, "eq") else "")
         head = f"  QPS at recall {q['recall']:.2f}, {flt}, {q['clients']} client(s): "
         if q["ours_how"] == q["theirs_how"] == "not reached":
             lines.append(head + "not reached by either")
@@ -188,14 +215,14 @@ def plot(records: list[dict], path: Path, title: str, k: int, references: list[d
     for (ext, flt, c), pts in sorted(cv.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
         ax = axes[0][1 if (filtered and flt is not None) else 0]
         efs, recalls, qps = zip(*pts)
-        legend = f"{ext}" + ("" if flt is None else f" filter {flt * 100:g}%") + f", {c} client{'s' if c > 1 else ''}"
+        legend = f"{ext}" + ("" if flt is None else f" filter {filter_text(flt)}") + f", {c} client{'s' if c > 1 else ''}"
         ax.plot(recalls, qps, linestyle=styles[c], marker=markers[c], color=colours[(ext, flt)], label=legend,
                 markersize=4)
         if c == clients[0]:
             for ef, r, q in pts:
                 ax.annotate(str(ef), (r, q), textcoords="offset points", xytext=(3, 3), fontsize=7,
                             color=colours[(ext, flt)])
-    run_filters = sorted({flt for _, flt, _ in cv if flt is not None})
+    run_filters = sorted({float(flt) for _, flt, _ in cv if flt is not None and getattr(flt, "shape", "eq") == "eq"})
     for i, ref in enumerate(r for r in references if r.get("figures")):
         colour, marker = REFERENCE_STYLES[i % len(REFERENCE_STYLES)]
         fig_ = ref["figures"]

@@ -19,10 +19,19 @@ import psycopg
 from .db import INDEX, OPERATORS, TABLE, apply_settings, filter_column, flush_stats
 
 
-def query_statement(vtype: str, metric: str, k: int, modulus: int | None = None) -> str:
-    """The benchmark statement, with ``%s`` for the query vector."""
-    where = f" WHERE {filter_column(modulus)} = 0" if modulus else ""
+def query_statement(vtype: str, metric: str, k: int, modulus: int | None = None, case=None, rows: int = 0) -> str:
+    """The benchmark statement, with ``%s`` for the query vector (after the per-query filter value
+    of a near/far ``case``: see ``filters``). ``modulus`` alone is the ``eq`` filter."""
+    if case is not None:
+        where = f" WHERE {case.where(rows)}"
+    else:
+        where = f" WHERE {filter_column(modulus)} = 0" if modulus else ""
     return f"SELECT id FROM {TABLE}{where} ORDER BY embedding {OPERATORS[metric]} %s::{vtype} LIMIT {k}"
+
+
+def _args(p) -> tuple:
+    """A query's statement parameters: its vector text, or a tuple (filter value, vector text)."""
+    return p if isinstance(p, tuple) else (p,)
 
 
 def vector_text(v: np.ndarray) -> str:
@@ -30,9 +39,9 @@ def vector_text(v: np.ndarray) -> str:
     return "[" + ",".join(str(x) for x in np.asarray(v, dtype=np.float32)) + "]"
 
 
-def explain(conn: psycopg.Connection, stmt: str, param: str) -> tuple[bool, str]:
+def explain(conn: psycopg.Connection, stmt: str, param) -> tuple[bool, str]:
     """Plan of ``stmt``: (whether it scans the hnsw index, a one-line summary of the plan)."""
-    plan = conn.execute("EXPLAIN (FORMAT JSON) " + stmt, (param,)).fetchone()[0][0]["Plan"]
+    plan = conn.execute("EXPLAIN (FORMAT JSON) " + stmt, _args(param)).fetchone()[0][0]["Plan"]
     parts, uses_index = [], False
 
     def walk(node):
@@ -85,7 +94,7 @@ def _client(conninfo, stmt, texts, order, session, warmup, barrier, slot, out):
             apply_settings(conn, session)
             cur = conn.cursor()
             for qi in order[len(order) - warmup:]:
-                cur.execute(stmt, (texts[qi],))
+                cur.execute(stmt, _args(texts[qi]))
                 cur.fetchall()
             barrier.wait()
             lat = np.empty(len(order))
@@ -93,7 +102,7 @@ def _client(conninfo, stmt, texts, order, session, warmup, barrier, slot, out):
             clock = time.perf_counter
             for j, qi in enumerate(order):
                 t0 = clock()
-                cur.execute(stmt, (texts[qi],))
+                cur.execute(stmt, _args(texts[qi]))
                 rows = cur.fetchall()
                 lat[j] = clock() - t0
                 answers.append((qi, [r[0] for r in rows]))
@@ -107,7 +116,8 @@ def _client(conninfo, stmt, texts, order, session, warmup, barrier, slot, out):
 
 def run_workload(conninfo: str, stmt: str, texts: list[str], session: dict, clients: int = 1,
                  warmup: int = 50) -> WorkloadResult:
-    """Run every query text through ``stmt`` on ``clients`` concurrent connections.
+    """Run every query text through ``stmt`` on ``clients`` concurrent connections (an entry of
+    ``texts`` may be a tuple of the statement's parameters, for filters with a value per query).
 
     Each client applies ``session`` (``SET name = value``, e.g. ``hnsw.ef_search``), runs
     ``warmup`` untimed queries, then all queries starting at offset ``i * len(texts) / clients``.

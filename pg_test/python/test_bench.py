@@ -374,3 +374,82 @@ def test_filter_columns_only_on_our_index():
     assert cli.index_filter_columns(True, True, {100, 10}) == ["cat10", "cat100"]
     assert cli.index_filter_columns(True, False, {100, 10}) == []
     assert cli.index_filter_columns(False, True, {10}) == []
+
+
+def blobs(n_per=200, centres=10, dim=8, seed=3):
+    """Well separated clusters: centres on the axes scaled by 100, points within unit noise."""
+    rng = np.random.default_rng(seed)
+    c = np.zeros((centres, dim), np.float32)
+    for i in range(centres):
+        c[i, i % dim] = 100.0 * (1 + i // dim)
+    base = np.concatenate([c[i] + rng.normal(size=(n_per, dim)).astype(np.float32) for i in range(centres)])
+    return base, c
+
+
+def test_filter_shapes_select_the_rows_they_say():
+    """eq keeps id % N == 0, range rnk < rows/N, near the cluster around the query, far one whose
+    rows are all farther from the query than any row of near's."""
+    from hnswbench import filters
+
+    base, centres = blobs()
+    queries = centres[[2, 7]] + 0.5
+    cases = filters.cases([10], ["eq", "range", "near", "far"])
+    assert [c.column for c in cases] == ["cat10", "rnk", "clu10", "clu10"]
+    assert filters.columns(cases) == ["cat10", "rnk", "clu10"]
+    cols = filters.make_columns(base, queries, "l2", cases)
+    eq, rng_, near, far = cases
+    assert np.array_equal(np.nonzero(cols.mask(eq))[0], np.arange(0, base.shape[0], 10))
+    assert cols.mask(rng_).sum() == base.shape[0] // 10
+    assert sorted(cols.values["rnk"]) == list(range(base.shape[0]))
+    for qi, q in enumerate(queries):
+        d = np.sqrt(((base - q) ** 2).sum(axis=1))
+        mine = cols.mask(near, qi)
+        assert np.argmin(d) in np.nonzero(mine)[0]
+        # k-means found the blobs: the query's cluster is its blob.
+        assert mine.sum() == 200 and d[mine].max() < 10
+        other = cols.mask(far, qi)
+        assert other.sum() > 0 and d[other].min() > d[mine].max()
+    assert near.where(2000) == "clu10 = %s" and rng_.where(2000) == "rnk < 200" and eq.where(2000) == "cat10 = 0"
+
+
+def test_per_query_ground_truth_and_recall(tmp_path):
+    """near/far ground truth is the exact top-k among each query's own matching rows; recall
+    scores each query against its own matches (fewer than k where the cluster is small)."""
+    from hnswbench import datasets, filters
+
+    base, centres = blobs(n_per=6)
+    queries = centres[[1, 4, 9]] + 0.25
+    ds = datasets.Dataset.__new__(datasets.Dataset)
+    ds.base, ds.queries, ds.metric = base, queries, "l2"
+    case = filters.FilterCase("near", 10)
+    cols = filters.make_columns(base, queries, "l2", [case])
+    cache = groundtruth.GroundTruthCache(tmp_path)
+    gt, cached = groundtruth.compute_case_ground_truth(ds, 10, case, cols, cache, "b", "q")
+    assert not cached and list(gt.per_query) == [6, 6, 6]
+    for qi, q in enumerate(queries):
+        rows = np.nonzero(cols.mask(case, qi))[0]
+        want = rows[np.argsort(((base[rows] - q) ** 2).sum(axis=1))]
+        assert list(gt.ids[qi, :6]) == list(want) and list(gt.ids[qi, 6:]) == [-1] * 4
+    again, cached = groundtruth.compute_case_ground_truth(ds, 10, case, cols, cache, "b", "q")
+    assert cached and np.array_equal(again.per_query, gt.per_query)
+    answers = [(qi, list(gt.ids[qi, :6])) for qi in range(3)]
+    assert groundtruth.recall(base, queries, "l2", answers, gt, 10)["recall"] == 1.0
+    answers[0] = (0, list(gt.ids[0, :3]))
+    assert groundtruth.recall(base, queries, "l2", answers, gt, 10)["recall"] == pytest.approx((0.5 + 2) / 3)
+
+
+def test_filter_shape_statements_and_column_limit():
+    from hnswbench import filters, workload
+
+    far = filters.FilterCase("far", 100)
+    stmt = workload.query_statement("vector", "cosine", 10, case=far, rows=5000)
+    assert stmt == "SELECT id FROM items WHERE clu100 = %s ORDER BY embedding <=> %s::vector LIMIT 10"
+    assert workload._args((3, "[1,2]")) == (3, "[1,2]") and workload._args("[1,2]") == ("[1,2]",)
+    cols = filters.columns(filters.cases([2, 10, 100, 1000], ["eq", "range", "far"]))
+    assert len(cols) == 9
+    with pytest.raises(Exception, match="more than an hnsw index takes"):
+        cli.index_filter_columns(True, True, set(), cols)
+    assert cli.index_filter_columns(True, False, set(), cols) == []
+    k = report.curve_key({"label": "x", "filter": 0.1, "filter_shape": "far", "clients": 1})
+    assert k != report.curve_key({"label": "x", "filter": 0.1, "filter_shape": "eq", "clients": 1})
+    assert k[1].text() == "10% far"
