@@ -18,9 +18,9 @@
 //! space      0  u16  page kind (1 meta, 2 data, 3 attribute, 4 parameters)   2  u16  magic 0x4857
 //!            4  u32  next attribute (or parameter) page; 0 on others
 //!
-//! block 0   meta page      the meta record at PageGetContents; pd_lower past it (56 bytes;
-//!                          format 2 indexes written before quantization have 48, read as if
-//!                          the rest were zeros):
+//! block 0   meta page      the meta record at PageGetContents; pd_lower past it (64 bytes;
+//!                          format 2 indexes written before quantization have 48, and indexes
+//!                          written before retraining 56, read as if the rest were zeros):
 //!                0  u32  magic "HSNW"        4  u32  format version     8  u32  dims
 //!               12  u16  m                  14  u16  ef_construction
 //!               16  u8   metric (1 l2, 2 inner product, 3 cosine, 4 l1)
@@ -31,6 +31,9 @@
 //!               38  u16  attribute record size    40  u32  first, 44  u32  last attr page
 //!               48  u32  first parameter page (quantized; 0 until trained)
 //!               52  u32  page where inserts put full-vector tuples (quantized)
+//!               56  u32  first page of the first parameters, once an insert retrained them
+//!                        (codes of generation 0 use them; 0 otherwise)
+//!               60  u32  rows + inserts while trained on fewer than 1,000 rows (0 otherwise)
 //! block 1.. data pages     at most 64 items each (so a page is one word of the visited
 //!                          bitmap), each item a vector tuple, a node tuple or a TID list:
 //!
@@ -41,7 +44,8 @@
 //!                        8-aligned; sparsevec: u32 nnz, nnz i32 indices, nnz f32 values (its
 //!                        length varies: 4 + 8 nnz bytes, nnz <= 1000); in a quantized index a
 //!                        code body instead:
-//!                          0 6B ref of the full-vector tuple  6 2B zero
+//!                          0 6B ref of the full-vector tuple  6 u8 generation of the
+//!                            parameters of the code (0, or 1 after a retraining)  7 u8 zero
 //!                          8 the code: sq8: f32 LE |x̂|² (the decoded vector's squared
 //!                            norm), then dims u8 codes; rabitq1: 3 f32 LE factors, then
 //!                            padded_dims / 8 bytes of sign bits (see hnsw_core::quant)
