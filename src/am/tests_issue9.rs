@@ -214,7 +214,7 @@ mod tests {
         use crate::am::insert::Connect;
         use crate::storage::element::Elements;
         use crate::storage::quant::Codec;
-        use crate::storage::tuple::{FLAG_DELETED, KIND_NODE};
+        use crate::storage::tuple::{node_tuples, FLAG_DELETED};
 
         Spi::run("CREATE TABLE adopt (id int, v vector(2))").unwrap();
         Spi::run("INSERT INTO adopt SELECT g, ARRAY[g, g % 5]::vector FROM generate_series(1, 40) g").unwrap();
@@ -228,16 +228,7 @@ mod tests {
             let nblocks = unsafe { pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) };
             for block in 1..nblocks {
                 let buf = Buffer::read(rel, block, Lock::Share);
-                let page = buf.page();
-                if page.is_new() || page.opaque().kind != PAGE_DATA {
-                    continue;
-                }
-                for off in 1..=page.max_offset() {
-                    let Some(data) = page.item(off) else { continue };
-                    if data[0] == KIND_NODE {
-                        elements.push((ItemRef::new(block, off), NodeTuple::parse(data, m).vector()));
-                    }
-                }
+                elements.extend(node_tuples(buf.page(), m).map(|(off, t)| (ItemRef::new(block, off), t.vector())));
             }
             let els = Elements::new(rel, m, Logging::Wal);
             let list = |node: ItemRef| els.read_list(node, 0).unwrap().refs;

@@ -16,9 +16,8 @@ mod tests {
     use crate::storage::buffer::{Buffer, Lock, Logging};
     use crate::storage::element::{nblocks, Extent};
     use crate::storage::meta::RETRAIN_AT;
-    use crate::storage::page::PAGE_DATA;
     use crate::storage::quant::{with_full_at, Codec};
-    use crate::storage::tuple::{code_body_full, code_body_generation, VectorTuple, KIND_VECTOR};
+    use crate::storage::tuple::{code_body_full, code_body_generation, vector_tuples};
     use crate::storage::Meta;
 
     fn with_index<T>(name: &str, f: impl FnOnce(pg_sys::Relation) -> T) -> T {
@@ -87,16 +86,8 @@ mod tests {
             let mut seen = [0usize; 2];
             for block in 1..nblocks(rel) {
                 let buf = Buffer::read(rel, block, Lock::Share);
-                let page = buf.page();
-                if page.is_new() || page.opaque().kind != PAGE_DATA {
-                    continue;
-                }
-                for off in 1..=page.max_offset() {
-                    let Some(data) = page.item(off) else { continue };
-                    if data[0] != KIND_VECTOR {
-                        continue;
-                    }
-                    let body = codec.body_of(&VectorTuple::parse(data));
+                for (_, t) in vector_tuples(buf.page()) {
+                    let body = codec.body_of(&t);
                     let generation = code_body_generation(body);
                     let exact = with_full_at::<f32, _>(&extent, code_body_full(body), 16, |v| {
                         v.iter().zip(&q).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>()

@@ -357,6 +357,16 @@ pub fn node_tuples(page: Page<'_>, m: usize) -> impl Iterator<Item = (u16, NodeT
     })
 }
 
+/// The vector tuples on a data page, with their offsets (none on a new page or a page of
+/// another kind). The page's lock must outlive the iteration.
+pub fn vector_tuples(page: Page<'_>) -> impl Iterator<Item = (u16, VectorTuple<'_>)> {
+    let last = if page.is_new() || page.opaque().kind != PAGE_DATA { 0 } else { page.max_offset() };
+    (1..=last).filter_map(move |off| {
+        let data = page.item(off)?;
+        (data.first() == Some(&KIND_VECTOR)).then(|| (off, VectorTuple::parse(data)))
+    })
+}
+
 /// A node tuple read in place.
 pub struct NodeTuple<'a> {
     data: &'a [u8],

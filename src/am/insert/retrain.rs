@@ -28,10 +28,10 @@ use crate::storage::buffer::{Buffer, Lock, Logging, Wal};
 use crate::storage::element::{nblocks, Extent};
 use crate::storage::lock::{PageLock, INSERT_LOCK};
 use crate::storage::meta::{Meta, Quant, RETRAIN_AT};
-use crate::storage::page::{ItemRef, PAGE_DATA};
+use crate::storage::page::ItemRef;
 use crate::storage::quant::{with_full_at, write_params, Codec};
 use crate::storage::tuple::{
-    code_body_full, code_body_generation, rewrite_code_body, VectorTuple, FLAG_DELETED, KIND_VECTOR, VECTOR_HEADER,
+    code_body_full, code_body_generation, rewrite_code_body, vector_tuples, FLAG_DELETED, KIND_VECTOR, VECTOR_HEADER,
 };
 
 /// Count an insert into an index trained on too few rows, and retrain it once it has
@@ -68,7 +68,7 @@ pub(crate) fn retrain<E: Elem>(index: pg_sys::Relation, logging: Logging, pages:
     let codec = Codec::load(index, &meta);
     let extent = Extent::new(index);
     let dims = meta.dims as usize;
-    let coded = vector_tuples(index, &codec);
+    let coded = coded_elements(index, &codec);
 
     // Train on the live elements (an evenly spread sample, where they would not all fit in
     // maintenance_work_mem), as a build would on these rows.
@@ -130,38 +130,20 @@ pub(crate) fn retrain<E: Elem>(index: pg_sys::Relation, logging: Logging, pages:
         drop(buf);
         check_for_interrupts!();
     }
-    debug1!(
-        "hnsw: index \"{}\" retrained on {} of {} elements; {} codes re-encoded",
-        // SAFETY: the relation is open; its name lives as long.
-        unsafe { std::ffi::CStr::from_ptr((*(*index).rd_rel).relname.data.as_ptr()) }.to_string_lossy(),
-        live.len().div_ceil(step),
-        coded.len(),
-        rewritten
-    );
+    debug1!("hnsw: index retrained on {} of {} elements; {} codes re-encoded", live.len().div_ceil(step), coded.len(), rewritten);
 }
 
 /// Every element's vector tuple (a code body) and the full vector it names.
-fn vector_tuples(index: pg_sys::Relation, codec: &Codec) -> Vec<Coded> {
+fn coded_elements(index: pg_sys::Relation, codec: &Codec) -> Vec<Coded> {
     let body_len = codec.body_len();
     let mut out = Vec::new();
     for block in 1..nblocks(index) {
         let buf = Buffer::read(index, block, Lock::Share);
-        let page = buf.page();
-        if page.is_new() || page.opaque().kind != PAGE_DATA {
-            continue;
-        }
-        for off in 1..=page.max_offset() {
-            let Some(data) = page.item(off) else { continue };
-            if data.first() != Some(&KIND_VECTOR) {
-                continue;
-            }
-            let t = VectorTuple::parse(data);
-            out.push(Coded {
-                vector: ItemRef::new(block, off),
-                full: code_body_full(t.body(body_len)),
-                deleted: t.flags() & FLAG_DELETED != 0,
-            });
-        }
+        out.extend(vector_tuples(buf.page()).map(|(off, t)| Coded {
+            vector: ItemRef::new(block, off),
+            full: code_body_full(t.body(body_len)),
+            deleted: t.flags() & FLAG_DELETED != 0,
+        }));
     }
     out
 }
