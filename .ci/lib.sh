@@ -33,9 +33,9 @@ install_packages() {
 }
 
 install_python_deps() {
-    if ! python3 -c 'import psycopg, numpy, pgvector, matplotlib, pytest' 2>/dev/null; then
-        log "installing Python packages (psycopg, numpy, pgvector, matplotlib, pytest)"
-        python3 -m pip install -q 'psycopg[binary]>=3.1' numpy pgvector matplotlib pytest
+    if ! python3 -c 'import psycopg, numpy, pgvector, matplotlib, pytest, wordllama' 2>/dev/null; then
+        log "installing Python packages (psycopg, numpy, pgvector, matplotlib, pytest, wordllama)"
+        python3 -m pip install -q 'psycopg[binary]>=3.1' numpy pgvector matplotlib pytest 'wordllama==0.4.0.post1'
     fi
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Churn benchmark: single-row INSERT throughput, VACUUM time after deletes, and recall before
-and after, on MiniLM-384 (cosine) — the figures of ../shared/data/README.md that the recall/QPS
-tool (hnsw_bench.py) does not measure.
+and after, on MiniLM-384 or wordllama-1m (cosine) — the figures of ../shared/data/README.md that
+the recall/QPS tool (hnsw_bench.py) does not measure.
 
 On a database of its own (hnsw_churn_<ext>, dropped and recreated), with the same protocol as
 the reference figures: rows loaded with binary COPY, VACUUM ANALYZE, CREATE INDEX ... USING hnsw
@@ -15,6 +15,10 @@ the reference figures: rows loaded with binary COPY, VACUUM ANALYZE, CREATE INDE
      the same rows again (binary COPY) and report the index size before and after.
 
     python3 bench/churn.py --dsn 'host=127.0.0.1 port=5499 user=postgres dbname=postgres'
+
+With --db NAME --reuse it works on a table `items (id, embedding)` with an hnsw index that is
+already there and has the data set's first --rows rows (e.g. the one hnsw_bench.py left in
+hnsw_bench_<ext>; `{ext}` in NAME is replaced), instead of loading and building its own.
 
 Prints one line per figure and, with --out FILE, writes them as one JSON object.
 """
@@ -30,6 +34,9 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from hnswbench import datasets  # noqa: E402
 
 
 def vec_text(v):
@@ -40,7 +47,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dsn", default="host=127.0.0.1 port=5499 user=postgres dbname=postgres")
     p.add_argument("--ext", default="hnsw_ext", help="extension under test (vector for pgvector)")
-    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
+    p.add_argument("--dataset", choices=("minilm", "wordllama-1m"), default="minilm")
+    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"), help="minilm's files")
+    p.add_argument("--db", default="hnsw_churn_{ext}", help="database ({ext} is replaced; default hnsw_churn_{ext})")
+    p.add_argument("--reuse", action="store_true",
+                   help="use the table and index already in --db (they must hold the first --rows rows)")
     p.add_argument("--rows", type=int, default=0, help="first N base rows (default all)")
     p.add_argument("--nq", type=int, default=500, help="queries for recall and rows for the INSERT test")
     p.add_argument("--ef", type=int, default=100, help="hnsw.ef_search for recall")
@@ -48,44 +59,55 @@ def main():
     p.add_argument("--out", help="write the figures as JSON here")
     a = p.parse_args()
 
-    base = np.load(Path(a.data_dir) / "minilm-384-base.npy").astype(np.float32)
-    queries = np.load(Path(a.data_dir) / "minilm-384-queries.npy").astype(np.float32)
-    if a.rows:
-        base = base[: a.rows]
+    ds = datasets.load_dataset(a.dataset, rows=a.rows or None, n_queries=a.nq, data_dir=Path(a.data_dir))
+    base, queries = ds.base, ds.queries
     n = len(base)
-    queries = queries[: a.nq]
     nb = base / np.linalg.norm(base, axis=1, keepdims=True)
     nq = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     sims = nq @ nb.T
     qtext = [vec_text(q) for q in queries]
-    db = f"hnsw_churn_{a.ext}"
-    out = {"ext": a.ext, "rows": n, "ef_search": a.ef}
+    db = a.db.replace("{ext}", a.ext)
+    out = {"ext": a.ext, "dataset": ds.name, "rows": n, "ef_search": a.ef}
 
-    with psycopg.connect(a.dsn, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {db}")
-        c.execute(f"CREATE DATABASE {db}")
+    if not a.reuse:
+        with psycopg.connect(a.dsn, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {db}")
+            c.execute(f"CREATE DATABASE {db}")
     conn = psycopg.connect(a.dsn + f" dbname={db}", autocommit=True)
     conn.execute(f"CREATE EXTENSION IF NOT EXISTS {a.ext}")
     register_vector(conn)
-    conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]}))")
-    t = time.time()
-    with conn.cursor().copy("COPY items (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-        copy.set_types(["int4", "vector"])
-        for i, v in enumerate(base):
-            copy.write_row((i, v))
-    conn.execute("VACUUM ANALYZE items")
-    out["load_s"] = time.time() - t
-    t = time.time()
-    conn.execute("CREATE INDEX items_idx ON items USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
-    out["build_s"] = time.time() - t
-    print(f"{n} rows loaded in {out['load_s']:.1f} s, index built in {out['build_s']:.1f} s", flush=True)
+    if a.reuse:
+        have = conn.execute("SELECT count(*), max(id) FROM items").fetchone()
+        if have != (n, n - 1):
+            raise SystemExit(f"--reuse: {db}.items has {have[0]} rows (max id {have[1]}), not ids 0..{n - 1}")
+    else:
+        conn.execute(f"CREATE TABLE items (id int PRIMARY KEY, embedding vector({base.shape[1]}))")
+        t = time.time()
+        with conn.cursor().copy("COPY items (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "vector"])
+            for i, v in enumerate(base):
+                copy.write_row((i, v))
+        conn.execute("VACUUM ANALYZE items")
+        out["load_s"] = time.time() - t
+        t = time.time()
+        conn.execute("CREATE INDEX items_idx ON items USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+        out["build_s"] = time.time() - t
+        print(f"{n} rows loaded in {out['load_s']:.1f} s, index built in {out['build_s']:.1f} s", flush=True)
+    index = conn.execute(
+        "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = 'items'::regclass AND am.amname = 'hnsw'"
+    ).fetchall()
+    if len(index) != 1:
+        raise SystemExit(f"{db}.items has {len(index)} hnsw indexes, not one")
+    index = index[0][0]
+    out["index_size"] = conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
 
     alive = np.ones(n, bool)
 
     def recall():
         conn.execute(f"SET hnsw.ef_search = {a.ef}")
         s = np.where(alive, sims, -np.inf)
-        truth = np.argsort(-s, axis=1)[:, :10]
+        truth = np.argpartition(-s, 10, axis=1)[:, :10]
         hits = 0
         with conn.cursor() as cur:
             for i, q in enumerate(qtext):
@@ -94,7 +116,7 @@ def main():
         return hits / (len(qtext) * 10)
 
     def size():
-        return conn.execute("SELECT pg_relation_size('items_idx')").fetchone()[0]
+        return conn.execute("SELECT pg_relation_size(%s::regclass)", (index,)).fetchone()[0]
 
     steps = a.steps.split(",")
     # 1. single-row INSERT throughput.

@@ -65,6 +65,8 @@ data sets:
                  (../shared/data/minilm-384-*.npy, shipped top-100 used when the base is whole)
   fashion-mnist  fashion-mnist-784, 60k base / 10k queries, L2 (Debian package
                  dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/*-idx3-ubyte.gz)
+  wordllama-1m   1M Debian documentation sentences embedded with wordllama, 256-d, 1000 queries,
+                 cosine (make it first: python3 bench/make_wordllama_1m.py; --wordllama-dir)
   custom         your own --base and --queries files (.npy, .fvecs, .bvecs), --metric
 
 output (--out PREFIX):
@@ -178,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"directory of the MiniLM files (default {datasets.DEFAULT_DATA_DIR})")
     d.add_argument("--fashion-dir", type=Path, default=datasets.DEFAULT_FASHION_DIR,
                    help=f"directory of the fashion-mnist idx files (default {datasets.DEFAULT_FASHION_DIR})")
+    d.add_argument("--wordllama-dir", type=Path, default=None,
+                   help="directory of the wordllama-1m files (default $HNSW_BENCH_CACHE/wordllama-1m "
+                        "or ~/.cache/hnsw_ext_bench/wordllama-1m)")
     d.add_argument("--cache-dir", type=Path,
                    default=Path(os.environ.get("HNSW_BENCH_CACHE",
                                                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -432,7 +437,8 @@ def prepare_data(cfg: Config) -> PreparedData:
     a = cfg.args
     t0 = time.perf_counter()
     ds = datasets.load_dataset(a.dataset, rows=cfg.rows, n_queries=a.nq, metric=a.metric, data_dir=a.data_dir,
-                               fashion_dir=a.fashion_dir, base_file=a.base, query_file=a.queries)
+                               fashion_dir=a.fashion_dir, base_file=a.base, query_file=a.queries,
+                               wordllama_dir=a.wordllama_dir)
     print(f"data: {ds.name}, {ds.base.shape[0]} rows x {ds.dim} dims, {ds.queries.shape[0]} queries, "
           f"metric {ds.metric}  ({time.perf_counter() - t0:.1f}s)")
     if a.type == "halfvec":

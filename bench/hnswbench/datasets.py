@@ -20,7 +20,7 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 METRICS = ("l2", "cosine", "ip", "l1")
-BUILTIN = ("minilm", "fashion-mnist", "custom")
+BUILTIN = ("minilm", "fashion-mnist", "wordllama-1m", "custom")
 
 
 @dataclass
@@ -150,6 +150,26 @@ def load_fashion_mnist(fashion_dir: Path) -> Dataset:
     )
 
 
+def load_wordllama(data_dir: Path | None = None) -> Dataset:
+    """wordllama-1m: Debian documentation sentences embedded with wordllama (256-d, cosine),
+    made by bench/make_wordllama_1m.py, with its exact top-100."""
+    from . import wordllama
+
+    d = Path(data_dir) if data_dir else wordllama.default_dir()
+    base_f, query_f, gt_f = d / "base.npy", d / "queries.npy", d / "gt100-ids.npy"
+    for f in (base_f, query_f):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found: make it with python3 bench/make_wordllama_1m.py")
+    return Dataset(
+        name="wordllama-256",
+        metric="cosine",
+        base=read_vectors(base_f),
+        queries=read_vectors(query_f),
+        provided_gt=np.load(gt_f).astype(np.int64) if gt_f.exists() else None,
+        sources={"base": base_f, "queries": query_f, "gt": gt_f},
+    )
+
+
 def load_custom(base: str, queries: str, metric: str) -> Dataset:
     """A user's own base and query files (.npy / .fvecs / .bvecs)."""
     if not base or not queries:
@@ -176,6 +196,7 @@ def load_dataset(
     fashion_dir: Path = DEFAULT_FASHION_DIR,
     base_file: str | None = None,
     query_file: str | None = None,
+    wordllama_dir: Path | None = None,
 ) -> Dataset:
     """Load a data set by name and cut it down to ``rows`` base rows and ``n_queries`` queries.
 
@@ -187,6 +208,8 @@ def load_dataset(
         ds = load_minilm(Path(data_dir))
     elif name == "fashion-mnist":
         ds = load_fashion_mnist(Path(fashion_dir))
+    elif name == "wordllama-1m":
+        ds = load_wordllama(wordllama_dir)
     elif name == "custom":
         ds = load_custom(base_file, query_file, metric)
     else:
