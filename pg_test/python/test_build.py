@@ -94,3 +94,65 @@ def test_build_beyond_maintenance_work_mem(dsn):
         assert conn.execute("SELECT count(*) FROM (SELECT id FROM small_mem ORDER BY v <-> %s LIMIT 10) s", (queries[0],)).fetchone()[0] == 10
         r = recall(conn, "small_mem", "vector", "<->", "l2", base, queries)
         assert r >= 0.99, r
+
+
+def temp_files(conn):
+    return conn.execute("SELECT count(*) FROM pg_ls_tmpdir()").fetchone()[0]
+
+
+def test_build_with_vectors_in_a_temporary_file(dsn):
+    """Room for the links but not the vectors (5,000 784-d rows: 16 MB of vectors, about 3 MB
+    of links and bookkeeping): the vectors move to a temporary file, the whole graph is still
+    built in memory (no on-disk inserts), the file is gone afterwards, and the index is as good
+    as an in-memory build."""
+    base = read_idx(f"{DATA}/train-images-idx3-ubyte.gz", 5_000)
+    queries = read_idx(f"{DATA}/t10k-images-idx3-ubyte.gz", 50)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("CREATE TABLE spill_mem (id int PRIMARY KEY, v vector(784))")
+        load(conn, "spill_mem", "vector", base)
+        # Rows with the same vector still share an element when the first copy is in the file.
+        conn.execute("INSERT INTO spill_mem SELECT 5000 + id / 10, v FROM spill_mem WHERE id % 10 = 0")
+        base = np.vstack([base, base[::10]])
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute("SET maintenance_work_mem = '8MB'")
+        conn.execute("CREATE INDEX spill_mem_idx ON spill_mem USING hnsw (v vector_l2_ops)")
+        assert any("vectors no longer fit into maintenance_work_mem" in n for n in notices), notices
+        assert not any("graph no longer fits" in n for n in notices), notices
+        assert temp_files(conn) == 0
+        report = conn.execute("SELECT hnsw_index_check('spill_mem_idx')").fetchone()[0]
+        assert report.rstrip().endswith("OK"), report
+        assert "5000 elements" in report and "5500 heap TIDs" in report, report
+        r = recall(conn, "spill_mem", "vector", "<->", "l2", base, queries)
+        assert r >= 0.99, r
+        # A duplicate comes back with its original under the same element.
+        ids = {row[0] for row in conn.execute("SELECT id FROM spill_mem ORDER BY v <-> %s LIMIT 2", (base[20],))}
+        assert ids == {20, 5002}, ids
+
+
+def test_cancelled_build_with_vectors_in_a_temporary_file(dsn, big_table):
+    """A build cancelled while its vectors are in a temporary file (being written or mapped)
+    leaves no file behind, and the backend goes on."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '32MB'")
+        conn.execute("SET client_min_messages = warning")
+        for timeout in ("300ms", "1500ms"):
+            conn.execute(f"SET statement_timeout = '{timeout}'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("CREATE INDEX big_spill_cancelled ON big USING hnsw (v vector_l2_ops)")
+            conn.execute("RESET statement_timeout")
+            assert temp_files(conn) == 0
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'big_spill_cancelled'").fetchone()[0] == 0
+
+
+def test_temp_file_limit_stops_a_build_with_an_error(dsn, big_table):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '16MB'")
+        conn.execute("SET client_min_messages = warning")
+        conn.execute("SET temp_file_limit = '2MB'")
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
+            conn.execute("CREATE INDEX big_limited ON big USING hnsw (v vector_l2_ops)")
+        conn.execute("RESET temp_file_limit")
+        assert temp_files(conn) == 0
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 60_000

@@ -117,6 +117,28 @@ def test_build_past_maintenance_work_mem_does_not_keep_rows(dsn):
         assert grew < rows * VECTOR_BYTES / 2, f"build grew {grew >> 20} MB for {rows} rows"
 
 
+# What a build holds beyond maintenance_work_mem, whatever the table's size (README,
+# "Builds and memory"): the temporary file's write buffer (1 MB), the pool's threads and their
+# search scratch, and Postgres's own per-statement memory.
+BUILD_CONSTANT = 8 << 20
+
+
+@pytest.mark.parametrize("mwm_mb", [4, 12])
+def test_build_stays_within_maintenance_work_mem(dsn, mwm_mb):
+    # 3,000 rows of 1536-d vectors: 18 MB of vectors and about 1 MB of links (m = 4). With 4 MB
+    # the vectors go to a temporary file and the links stay; with 12 MB part of the vectors
+    # had been read into memory first. Either way the whole graph is built in memory.
+    rows = 3000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        make_table(conn, "mem_build_spill", rows)
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        grew = build_growth(conn, "mem_build_spill", rows, f"{mwm_mb}MB")
+        assert any("vectors no longer fit" in n for n in notices), notices
+        assert not any("graph no longer fits" in n for n in notices), notices
+        assert grew < (mwm_mb << 20) + BUILD_CONSTANT, f"build grew {grew / 2**20:.1f} MB with maintenance_work_mem {mwm_mb} MB"
+
+
 def test_insert_select_does_not_keep_detoasted_rows(dsn):
     rows = 3000
     with psycopg.connect(dsn, autocommit=True) as conn:

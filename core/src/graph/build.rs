@@ -69,6 +69,19 @@ pub fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Memory that holds a graph's vectors for it, back to back in node order (for sparse graphs,
+/// at the offsets [`Graph::push_detached`] recorded): a build whose vectors do not fit its
+/// memory budget writes them to a file and maps it ([`Graph::detach_vectors`], [`Graph::attach`]).
+pub trait VectorMemory<E>: Send + Sync {
+    fn as_slice(&self) -> &[E];
+}
+
+impl<E: Send + Sync> VectorMemory<E> for Vec<E> {
+    fn as_slice(&self) -> &[E] {
+        self
+    }
+}
+
 /// The build was cancelled through its flag (query cancel, statement timeout).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Cancelled;
@@ -78,6 +91,11 @@ pub struct Graph<E: VectorElem> {
     /// Elements per vector; 0 for vectors of varying length (sparse), found through `starts`.
     dim: usize,
     vectors: Vec<E>,
+    /// Set once the vectors live elsewhere (see [`VectorMemory`]); `vectors` is then empty.
+    attached: Option<Box<dyn VectorMemory<E>>>,
+    /// Whether vectors are kept outside (pushed with [`Graph::push_detached`]), and how many
+    /// elements of them there are.
+    detached: Option<usize>,
     /// Where each vector starts in `vectors`, and its end (only when `dim` is 0).
     starts: Vec<usize>,
     levels: Vec<u8>,
@@ -127,6 +145,8 @@ impl<E: VectorElem> Graph<E> {
             params,
             dim,
             vectors: Vec::new(),
+            attached: None,
+            detached: None,
             starts: if dim == 0 { vec![0] } else { Vec::new() },
             levels: Vec::new(),
             links: LinkStore::new(params.max_links(0)),
@@ -136,21 +156,22 @@ impl<E: VectorElem> Graph<E> {
         }
     }
 
-    /// Estimated heap bytes per node, for maintenance_work_mem accounting.
-    pub fn bytes_per_node(dim: usize, m: usize) -> usize {
-        // Layer 0: state word and 2m ids, plus 2m (distance, pruner) pairs.
-        let layer0 = (2 * m + 1) * 4 + 2 * m * 8;
-        // A node has 1/(m-1) upper layers on average, each a Vec of up to m+1 links.
-        let upper = (24 + 16 + (m + 1) * core::mem::size_of::<Link>()) / (m.max(2) - 1) + 1;
-        // The per-node Vec of upper lists, and the level byte.
-        let overhead = 24 + 1;
-        dim * E::SIZE + layer0 + upper + overhead
+    /// Heap bytes of the graph so far, for maintenance_work_mem accounting: the links, the
+    /// heuristic's bookkeeping until [`Graph::release_bookkeeping`], and the vectors the graph
+    /// holds itself (none once detached).
+    pub fn bytes(&self) -> usize {
+        self.links.bytes() + self.vectors.len() * E::SIZE + self.starts.len() * 8 + self.levels.len() + self.done.len() * 8
     }
 
-    /// Estimated heap bytes of the graph so far (what [`Graph::bytes_per_node`] estimates,
-    /// with the vectors as they are).
-    pub fn bytes(&self) -> usize {
-        self.len() * Self::bytes_per_node(0, self.params.m) + self.vectors.len() * E::SIZE + self.starts.len() * 8
+    /// Bytes a node's link bookkeeping takes until [`Graph::release_bookkeeping`].
+    pub fn bookkeeping_per_node(&self) -> usize {
+        self.links.bookkeeping_per_node()
+    }
+
+    /// Free what only linking needs, once [`Graph::build`] is over: the graph can still be
+    /// read and searched, not built further.
+    pub fn release_bookkeeping(&mut self) {
+        self.links.release_bookkeeping();
     }
 
     pub fn params(&self) -> &Params {
@@ -172,11 +193,46 @@ impl<E: VectorElem> Graph<E> {
     /// Add a vector (already normalized for cosine); it is linked by [`Graph::build`].
     pub fn push(&mut self, v: &[E]) -> u32 {
         assert!(self.dim == 0 || v.len() == self.dim, "vector of the wrong dimension");
+        assert!(self.detached.is_none(), "push after detach_vectors: use push_detached");
+        self.vectors.extend_from_slice(v);
+        self.push_node(self.vectors.len())
+    }
+
+    /// Hand the vectors pushed so far to the caller, who keeps them (and those of later
+    /// [`Graph::push_detached`] calls) outside the graph until [`Graph::attach`].
+    pub fn detach_vectors(&mut self) -> Vec<E> {
+        assert!(self.detached.is_none() && self.attached.is_none(), "vectors detached twice");
+        self.detached = Some(self.vectors.len());
+        std::mem::take(&mut self.vectors)
+    }
+
+    /// Add a node whose vector, of `len` elements, the caller keeps (after
+    /// [`Graph::detach_vectors`]).
+    pub fn push_detached(&mut self, len: usize) -> u32 {
+        assert!(self.dim == 0 || len == self.dim, "vector of the wrong dimension");
+        let end = self.detached.expect("push_detached before detach_vectors") + len;
+        self.detached = Some(end);
+        self.push_node(end)
+    }
+
+    /// Give the graph the memory that holds its detached vectors, before [`Graph::build`].
+    pub fn attach(&mut self, memory: Box<dyn VectorMemory<E>>) {
+        let want = self.detached.expect("attach without detach_vectors");
+        assert_eq!(memory.as_slice().len(), want, "attached vectors of the wrong length");
+        self.attached = Some(memory);
+    }
+
+    /// Whether the vectors live outside the graph's own memory.
+    pub fn is_detached(&self) -> bool {
+        self.detached.is_some()
+    }
+
+    /// A node whose vector ends at element `end` of the vectors.
+    fn push_node(&mut self, end: usize) -> u32 {
         let id = self.levels.len();
         let level = self.params.level_of(id as u64);
-        self.vectors.extend_from_slice(v);
         if self.dim == 0 {
-            self.starts.push(self.vectors.len());
+            self.starts.push(end);
         }
         self.levels.push(level as u8);
         self.links.push(level);
@@ -186,13 +242,25 @@ impl<E: VectorElem> Graph<E> {
         id as u32
     }
 
+    /// Where node `id`'s vector lies among all the vectors, in elements.
+    pub fn vector_range(&self, id: u32) -> core::ops::Range<usize> {
+        if self.dim == 0 {
+            return self.starts[id as usize]..self.starts[id as usize + 1];
+        }
+        id as usize * self.dim..(id as usize + 1) * self.dim
+    }
+
     #[inline]
     pub fn vector(&self, id: u32) -> &[E] {
+        let all = match &self.attached {
+            Some(m) => m.as_slice(),
+            None => &self.vectors,
+        };
         if self.dim == 0 {
-            return &self.vectors[self.starts[id as usize]..self.starts[id as usize + 1]];
+            return &all[self.starts[id as usize]..self.starts[id as usize + 1]];
         }
         let i = id as usize * self.dim;
-        &self.vectors[i..i + self.dim]
+        &all[i..i + self.dim]
     }
 
     pub fn level(&self, id: u32) -> usize {
@@ -227,6 +295,7 @@ impl<E: VectorElem> Graph<E> {
     /// Link every pushed node, `threads` at a time. `progress` counts linked nodes; setting
     /// `cancel` stops the build at the next node.
     pub fn build(&self, pool: &rayon::ThreadPool, progress: &AtomicUsize, cancel: &AtomicBool) -> Result<(), Cancelled> {
+        assert!(self.detached.is_none() || self.attached.is_some(), "build with detached vectors not attached");
         let n = self.len();
         if n == 0 {
             return Ok(());

@@ -15,7 +15,7 @@ pub mod maintain;
 pub mod search;
 pub mod visited;
 
-pub use build::{Cancelled, Graph, Params};
+pub use build::{Cancelled, Graph, Params, VectorMemory};
 pub use search::{Candidate, SearchScratch, Walk};
 pub use visited::Visited;
 

@@ -387,3 +387,67 @@ fn sparse_graph_recall() {
         assert!(r >= 0.95, "{metric:?}: recall {r}");
     }
 }
+
+/// A graph whose vectors live outside it (detached part way, as a build that outgrows its
+/// memory does, then attached) links exactly as the same graph holding them: same lists on
+/// every layer with one thread, dense and sparse.
+#[test]
+fn detached_vectors_build_the_same_graph() {
+    fn lists<E: VectorElem>(g: &Graph<E>) -> Vec<Vec<u32>> {
+        (0..g.len() as u32).flat_map(|i| (0..=g.level(i)).map(move |l| (i, l))).map(|(i, l)| g.neighbors(i, l)).collect()
+    }
+    fn both<E: VectorElem + PartialEq + core::fmt::Debug + Send + Sync + 'static>(dim: usize, data: &[Vec<E>], metric: Metric) {
+        let params = Params { m: 8, ef_construction: 32, metric, max_level: 16, seed: 5 };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let mut plain = Graph::<E>::new(dim, params);
+        data.iter().for_each(|v| {
+            plain.push(v);
+        });
+        plain.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
+
+        let mut g = Graph::<E>::new(dim, params);
+        let (first, rest) = data.split_at(data.len() / 3);
+        first.iter().for_each(|v| {
+            g.push(v);
+        });
+        let before = g.bytes();
+        let mut outside = g.detach_vectors();
+        assert!(g.is_detached() && g.bytes() < before, "detaching frees the vectors' share");
+        for v in rest {
+            g.push_detached(v.len());
+            outside.extend_from_slice(v);
+        }
+        g.attach(Box::new(outside));
+        g.build(&pool, &AtomicUsize::new(0), &AtomicBool::new(false)).unwrap();
+        for (i, v) in data.iter().enumerate() {
+            assert_eq!(g.vector(i as u32), v.as_slice());
+        }
+        assert_eq!(lists(&g), lists(&plain));
+    }
+    let dense = clustered(1500, 16, 6, 11);
+    both::<f32>(16, &dense, Metric::L2);
+    let sparse: Vec<Vec<crate::sparse::SparseWord>> = (0..800u64)
+        .map(|i| {
+            let idx: Vec<i32> = (0..1 + i % 7)
+                .map(|j| (splitmix64(i * 31 + j) % 500) as i32)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let val: Vec<f32> = idx.iter().map(|&x| 1.0 + (x % 5) as f32).collect();
+            crate::sparse::encode_words(&idx, &val)
+        })
+        .collect();
+    both(0, &sparse, Metric::L2);
+}
+
+#[test]
+#[should_panic(expected = "attached vectors of the wrong length")]
+fn attaching_too_few_vectors_is_refused() {
+    let params = Params { m: 8, ef_construction: 32, metric: Metric::L2, max_level: 16, seed: 5 };
+    let mut g = Graph::<f32>::new(4, params);
+    g.push(&[1.0, 2.0, 3.0, 4.0]);
+    let mut outside = g.detach_vectors();
+    g.push_detached(4);
+    outside.extend_from_slice(&[1.0; 3]);
+    g.attach(Box::new(outside));
+}

@@ -1,5 +1,7 @@
-//! The heap scan of a build: rows into the in-memory graph (duplicates joining their node),
-//! until the graph is written and the rest go through the on-disk insert path.
+//! The heap scan of a build: rows into the in-memory graph (duplicates joining their node).
+//! What the build holds is kept within `maintenance_work_mem`: when it would outgrow it, the
+//! vectors move to a temporary file ([`super::spill`]) and the graph keeps its links; when the
+//! links alone outgrow it, the graph is written and the rest go through the on-disk insert path.
 
 use std::collections::HashMap;
 
@@ -8,6 +10,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::link::link;
+use super::spill::SpillFile;
 use super::write::{write_empty, write_graph, Filters};
 use super::{base_meta, max_level, progress, PHASE_LOAD};
 use crate::am::filter::Columns;
@@ -39,7 +42,9 @@ struct BuildState<E: Elem> {
     tids: Vec<ItemRef>,
     more_tids: HashMap<u32, Vec<ItemRef>>,
     /// Node of each distinct vector seen, by content hash (duplicates join it).
-    by_hash: HashMap<u64, u32>,
+    /// (32 bits of the hash: a rare false match is told apart by comparing the vectors, and
+    /// only costs the earlier node its chance to be found again.)
+    by_hash: HashMap<u32, u32>,
     mem_limit: usize,
     /// The graph was written; remaining rows are inserted on disk.
     on_disk: bool,
@@ -48,6 +53,30 @@ struct BuildState<E: Elem> {
     quant: Quant,
     /// Reset after every row: the detoasted vector and filter values (see [`TempContext`]).
     row_cx: TempContext,
+    /// The vectors, once they no longer fit in memory (the graph is then detached from them).
+    spill: Option<SpillFile<E>>,
+    /// A vector read back from `spill` to compare with a row of the same hash.
+    dup: Vec<E>,
+}
+
+/// Bytes per element that the write phase allocates on top of the graph (page positions of
+/// its tuples and the writing order; quantized, also its full-vector chunks), reserved up front.
+const WRITE_BYTES_PER_NODE: usize = 32;
+const WRITE_BYTES_PER_QUANTIZED_NODE: usize = 72;
+
+impl<E: Elem> BuildState<E> {
+    /// What the build holds in the backend's memory for the elements read so far, and will
+    /// allocate to write them: what `maintenance_work_mem` bounds.
+    fn memory(&self) -> usize {
+        let Some(graph) = &self.graph else { return 0 };
+        let filters = self.payloads.capacity() + 8 * self.slots.capacity() + self.nulls.capacity() + 4 * self.payload_at.capacity();
+        // A HashMap<u32, u32> bucket is 8 bytes and a control byte; capacity() is 7/8 of them.
+        let rows = 8 * self.tids.capacity() + 9 * 8 / 7 * self.by_hash.capacity() + 32 * self.more_tids.capacity();
+        let spill = self.spill.as_ref().map_or(0, SpillFile::memory);
+        // Writing the pages allocates less than the link bookkeeping it frees first.
+        let write = if self.quant == Quant::None { WRITE_BYTES_PER_NODE } else { WRITE_BYTES_PER_QUANTIZED_NODE };
+        graph.bytes() + filters + rows + spill + write.saturating_sub(graph.bookkeeping_per_node()) * graph.len()
+    }
 }
 
 pub(super) fn build<E: Elem>(
@@ -76,13 +105,17 @@ pub(super) fn build<E: Elem>(
         graph: None,
         tids: Vec::new(),
         more_tids: HashMap::new(),
-        by_hash: HashMap::new(),
+        // Sized for the rows the table is expected to have (what fits the memory at most), so
+        // that it does not double, and count twice, near the end of a large build.
+        by_hash: HashMap::with_capacity(expected_rows(heap, mwm_kb as usize * 1024)),
         mem_limit: mwm_kb as usize * 1024,
         on_disk: false,
         indexed: 0.0,
         threads: (workers.max(0) as usize + 1).min(cores).max(1),
         quant: crate::am::options::index_quantization(index),
         row_cx: TempContext::new(c"hnsw build row"),
+        spill: None,
+        dup: Vec::new(),
     };
     progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
     // SAFETY: the standard heap scan for index builds; the callback gets `state` back.
@@ -144,26 +177,56 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
     // A row whose vector (and filter values) a node already has joins that node (see
     // insert.rs for why).
     let hash = hash_vector(&v) ^ hnsw_core::graph::build::splitmix64(crate::am::filter::hash_bytes(&attrs.payload));
+    let hash = (hash ^ (hash >> 32)) as u32;
     if let Some(&id) = st.by_hash.get(&hash) {
         let payload = &st.payloads[st.payload_at[id as usize] as usize..st.payload_at[id as usize + 1] as usize];
-        if graph.vector(id) == v.as_slice() && payload == attrs.payload.as_slice() {
+        let same = match &st.spill {
+            Some(spill) => {
+                spill.read(graph.vector_range(id), &mut st.dup);
+                st.dup == v.as_slice()
+            }
+            None => graph.vector(id) == v.as_slice(),
+        };
+        if same && payload == attrs.payload.as_slice() {
             st.more_tids.entry(id).or_default().push(tid);
             return;
         }
     }
-    let id = graph.push(&v);
+    let id = match &mut st.spill {
+        Some(spill) => {
+            spill.append(&v);
+            graph.push_detached(v.len())
+        }
+        None => graph.push(&v),
+    };
     st.by_hash.insert(hash, id);
     st.tids.push(tid);
     st.payloads.extend_from_slice(&attrs.payload);
     st.payload_at.push(st.payloads.len() as u32);
     st.slots.extend_from_slice(&attrs.slots);
     st.nulls.push(attrs.nulls);
-    let filter_bytes = st.payloads.len() + 8 * st.slots.len() + 5 * st.nulls.len();
-    if graph.bytes() + filter_bytes > st.mem_limit {
+    if st.memory() <= st.mem_limit {
+        return;
+    }
+    if let (true, Some(graph)) = (st.spill.is_none(), st.graph.as_mut()) {
+        let tuples = graph.len();
+        let mut spill = SpillFile::create();
+        spill.append(&graph.detach_vectors());
+        st.spill = Some(spill);
         ereport!(
             NOTICE,
             PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-            format!("hnsw graph no longer fits into maintenance_work_mem after {} tuples", graph.len()),
+            format!("hnsw graph's vectors no longer fit into maintenance_work_mem after {tuples} tuples"),
+            "The build keeps them in a temporary file and reads them through the operating system's cache; it keeps \
+             the links in memory. Increase maintenance_work_mem to keep the vectors in memory too."
+        );
+    }
+    if st.memory() > st.mem_limit {
+        let tuples = st.graph.as_ref().map_or(0, Graph::len);
+        ereport!(
+            NOTICE,
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!("hnsw graph no longer fits into maintenance_work_mem after {tuples} tuples"),
             "Building will take significantly more time. Increase maintenance_work_mem to speed up builds."
         );
         flush(st);
@@ -173,12 +236,19 @@ unsafe extern "C-unwind" fn build_callback<E: Elem>(
 /// Link the graph read so far and write it out; afterwards rows are inserted on disk.
 fn flush<E: Elem>(st: &mut BuildState<E>) {
     let meta = base_meta(&st.kind, &st.columns, st.m, st.efc, st.dims, st.quant);
+    let held = st.memory();
     match st.graph.take() {
         None => write_empty(st.index, &meta),
-        Some(graph) => {
+        Some(mut graph) => {
+            // Only the scan looks for duplicates.
+            st.by_hash = HashMap::new();
+            if let Some(spill) = st.spill.take() {
+                graph.attach(Box::new(spill.map()));
+            }
             let t = std::time::Instant::now();
             link(&graph, st.threads);
             let linked = t.elapsed();
+            graph.release_bookkeeping();
             let filters = Filters { payloads: &st.payloads, payload_at: &st.payload_at, slots: &st.slots, nulls: &st.nulls };
             let codec = match meta.quant {
                 Quant::None => Codec::load(st.index, &meta),
@@ -186,11 +256,13 @@ fn flush<E: Elem>(st: &mut BuildState<E>) {
             };
             write_graph(st.index, &graph, &st.tids, &st.more_tids, &filters, meta, &codec);
             debug1!(
-                "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}",
+                "hnsw build: {} elements linked on {} threads in {:.2?}, pages written in {:.2?}; {} MB held{}",
                 graph.len(),
                 st.threads,
                 linked,
-                t.elapsed() - linked
+                t.elapsed() - linked,
+                held >> 20,
+                if graph.is_detached() { ", the vectors in a temporary file" } else { "" }
             );
         }
     }
@@ -231,6 +303,18 @@ fn train<E: Elem>(graph: &Graph<E>, quant: Quant) -> Trained {
         }
     }
     Codec::train(quant, dims, [&lo[..], &hi[..]].into_iter())
+}
+
+/// The heap's row estimate, bounded by the nodes `mem_limit` could hold (at 300 bytes each,
+/// less than any node takes).
+fn expected_rows(heap: pg_sys::Relation, mem_limit: usize) -> usize {
+    // SAFETY: the heap is open and locked for the build; rd_rel is its pg_class row.
+    let reltuples = unsafe { (*(*heap).rd_rel).reltuples };
+    if reltuples > 0.0 {
+        (reltuples as usize).min(mem_limit / 300)
+    } else {
+        0
+    }
 }
 
 /// A content hash of a vector, to find rows with identical vectors while reading the heap.

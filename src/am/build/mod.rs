@@ -14,6 +14,7 @@
 
 mod link;
 mod load;
+mod spill;
 mod write;
 
 use half::f16;
