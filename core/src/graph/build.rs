@@ -243,6 +243,7 @@ impl<E: VectorElem> Graph<E> {
     }
 
     /// Where node `id`'s vector lies among all the vectors, in elements.
+    #[inline]
     pub fn vector_range(&self, id: u32) -> core::ops::Range<usize> {
         if self.dim == 0 {
             return self.starts[id as usize]..self.starts[id as usize + 1];
@@ -256,11 +257,7 @@ impl<E: VectorElem> Graph<E> {
             Some(m) => m.as_slice(),
             None => &self.vectors,
         };
-        if self.dim == 0 {
-            return &all[self.starts[id as usize]..self.starts[id as usize + 1]];
-        }
-        let i = id as usize * self.dim;
-        &all[i..i + self.dim]
+        &all[self.vector_range(id)]
     }
 
     pub fn level(&self, id: u32) -> usize {

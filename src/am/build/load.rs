@@ -71,7 +71,7 @@ impl<E: Elem> BuildState<E> {
         let Some(graph) = &self.graph else { return 0 };
         let filters = self.payloads.capacity() + 8 * self.slots.capacity() + self.nulls.capacity() + 4 * self.payload_at.capacity();
         // A HashMap<u32, u32> bucket is 8 bytes and a control byte; capacity() is 7/8 of them.
-        let rows = 8 * self.tids.capacity() + 9 * 8 / 7 * self.by_hash.capacity() + 32 * self.more_tids.capacity();
+        let rows = 8 * self.tids.capacity() + 9 * 8 * self.by_hash.capacity() / 7 + 32 * self.more_tids.capacity();
         let spill = self.spill.as_ref().map_or(0, SpillFile::memory);
         // Writing the pages allocates less than the link bookkeeping it frees first.
         let write = if self.quant == Quant::None { WRITE_BYTES_PER_NODE } else { WRITE_BYTES_PER_QUANTIZED_NODE };
