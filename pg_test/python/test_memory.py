@@ -274,6 +274,42 @@ def test_exact_scan_within_work_mem(filtered):
         assert got == truth
 
 
+def test_iterative_scan_memory_per_row_handed_out(dsn):
+    # An iterative scan asked for 40,000 rows (max_scan_tuples raised) at work_mem = 64kB: the
+    # LIMIT's rows all come, in distance order, and the walk holds two candidates for each
+    # element it measured (~150 bytes a row handed out; README, hnsw.scan_mem_multiplier), not
+    # a copy of any vector or tuple (264 bytes a row here). Shedding the farthest candidates past work_mem was tried
+    # and lost rows (37,070 of these 40,000).
+    rows, limit, dims = 50_000, 40_000, 64
+    q = "[" + ",".join(["0.5"] * dims) + "]"
+    query = f"SELECT id, v <-> '{q}' FROM mem_iter ORDER BY v <-> '{q}' LIMIT {limit}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS mem_iter")
+        conn.execute(f"CREATE TABLE mem_iter (id int, v vector({dims}))")
+        conn.execute(
+            f"INSERT INTO mem_iter SELECT i, (SELECT array_agg(random())::vector({dims}) FROM generate_series(1, {dims}) WHERE i > 0)"
+            f" FROM generate_series(1, {rows}) i"
+        )
+        conn.execute("CREATE INDEX mem_iter_idx ON mem_iter USING hnsw (v vector_l2_ops)")
+        conn.execute("ANALYZE mem_iter")
+    # A backend of its own: the build's freed memory stays in this one's allocator.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET work_mem = '64kB'")
+        conn.execute("SET hnsw.max_scan_tuples = 1000000")
+        conn.execute("SET hnsw.iterative_scan = strict_order")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + query))
+        assert "mem_iter_idx" in plan, plan
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with PeakAnon(pid) as p:
+            got = conn.execute(query).fetchall()
+        assert len(got) == limit
+        dist = [d for _, d in got]
+        assert dist == sorted(dist)
+        assert len({i for i, _ in got}) == limit
+        assert p.grew < limit * 200, f"the scan grew {p.grew / 2**20:.1f} MB for {limit} rows"
+
+
 def test_index_check_bounded_by_maintenance_work_mem(filtered):
     with psycopg.connect(filtered, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1MB'")
@@ -283,6 +319,38 @@ def test_index_check_bounded_by_maintenance_work_mem(filtered):
         conn.execute("SET maintenance_work_mem = '64MB'")
         report = conn.execute("SELECT hnsw_index_check('filtered_idx')").fetchone()[0]
         assert report.rstrip().endswith("OK"), report
+
+
+def test_index_check_holds_no_more_than_maintenance_work_mem(dsn):
+    # The checker holds every element and link until its cross-checks: at the smallest
+    # maintenance_work_mem it accepts (found by raising it 25% at a time), the backend must not
+    # grow past it by more than a small constant (at 1M rows it held 1,105 MB with 1 GB before
+    # its links went from 16 to 8 bytes and its estimates counted the allocator's chunks).
+    rows, dims = 30_000, 4
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS mem_check")
+        conn.execute(f"CREATE TABLE mem_check (id int, v vector({dims}))")
+        conn.execute(
+            f"INSERT INTO mem_check SELECT i, (SELECT array_agg(random())::vector({dims}) FROM generate_series(1, {dims}) WHERE i > 0)"
+            f" FROM generate_series(1, {rows}) i"
+        )
+        conn.execute("CREATE INDEX mem_check_idx ON mem_check USING hnsw (v vector_l2_ops)")
+        kb = 2048
+        while True:
+            conn.execute(f"SET maintenance_work_mem = '{kb}kB'")
+            try:
+                conn.execute("SELECT hnsw_index_check('mem_check_idx')")
+                break
+            except psycopg.errors.OutOfMemory:
+                kb = kb * 5 // 4
+    # A backend of its own: the failed attempts' memory stays in this one's allocator.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"SET maintenance_work_mem = '{kb}kB'")
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with PeakAnon(pid) as p:
+            report = conn.execute("SELECT hnsw_index_check('mem_check_idx')").fetchone()[0]
+        assert report.rstrip().endswith("OK"), report
+        assert p.grew < kb * 1024 + (2 << 20), f"the check grew {p.grew / 2**20:.1f} MB with maintenance_work_mem {kb / 1024:.1f} MB"
 
 
 def test_vacuum_reachability_pass_skipped_beyond_maintenance_work_mem(filtered):

@@ -49,9 +49,34 @@ struct Element {
     free: bool,
     overflow: ItemRef,
     attr: ItemRef,
-    links: Vec<(usize, ItemRef)>,
+    /// Neighbours, layer 0 first (8 bytes a link: a 1M-row index has 30M of them).
+    links: Box<[ItemRef]>,
+    /// Where each layer below the top one ends in `links` (empty for level-0 elements).
+    ends: Vec<u16>,
     /// Inline heap TIDs (the TID lists are only counted).
-    tids: Vec<pg_sys::ItemPointerData>,
+    tids: Box<[pg_sys::ItemPointerData]>,
+}
+
+impl Element {
+    /// (layer, neighbour) of every link.
+    fn layered(&self) -> impl Iterator<Item = (usize, ItemRef)> + '_ {
+        let mut layer = 0;
+        self.links.iter().enumerate().map(move |(i, &n)| {
+            while layer < self.ends.len() && i >= self.ends[layer] as usize {
+                layer += 1;
+            }
+            (layer, n)
+        })
+    }
+}
+
+/// Bytes the allocator hands out for `bytes` (its chunk header and rounding), for the budget.
+fn alloc_bytes(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 8).next_multiple_of(16).max(32)
+    }
 }
 
 pub(crate) fn check(index: pg_sys::Relation) -> Report {
@@ -110,7 +135,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
         if kind == PAGE_ATTR && meta.filters > 0 {
             let size = meta.attr_record as usize;
             for (i, rec) in page.attr_records(size).enumerate() {
-                budget.charge(64 + rec.slots().len(), what);
+                budget.charge(2 * core::mem::size_of::<(ItemRef, (ItemRef, u8, u8, Vec<u8>))>() + alloc_bytes(rec.slots().len()), what);
                 records.insert(record_ref(block, i), (rec.vector(), rec.flags(), rec.nulls(), rec.slots().to_vec()));
             }
             attr_next.insert(block, page.attr_next());
@@ -158,7 +183,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                     vectors.insert(at, (t.node(), t.flags() & FLAG_DELETED != 0));
                     if codec.is_quantized() {
                         let b = t.body(body_len);
-                        budget.charge(48, what);
+                        budget.charge(2 * core::mem::size_of::<(ItemRef, (ItemRef, u8, u64))>(), what);
                         let generation = code_body_generation(b);
                         if codec.params_for(generation).is_none() {
                             r.problem(format!(
@@ -172,18 +197,29 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                     }
                     if meta.filters > 0 {
                         let payload = t.payload(body_len);
-                        budget.charge(64 + payload.len(), what);
+                        budget.charge(2 * core::mem::size_of::<(ItemRef, Vec<u8>)>() + alloc_bytes(payload.len()), what);
                         payloads.insert(at, payload.to_vec());
                     }
                 }
                 Some(&KIND_NODE) => {
                     let t = NodeTuple::parse(data, m);
-                    let links: Vec<(usize, ItemRef)> = (0..=t.level()).flat_map(|l| t.neighbors(l).map(move |n| (l, n))).collect();
+                    let mut links = Vec::new();
+                    let mut ends = Vec::new();
+                    for l in 0..=t.level() {
+                        links.extend(t.neighbors(l));
+                        if l < t.level() {
+                            ends.push(links.len() as u16);
+                        }
+                    }
+                    let links = links.into_boxed_slice();
+                    // The map's entry twice (its slack, and both tables while it grows), the
+                    // allocations, and the later per-element sets (owners, levels, reached).
                     budget.charge(
                         2 * core::mem::size_of::<(ItemRef, (ItemRef, Element))>()
                             + 96
-                            + links.len() * core::mem::size_of::<(usize, ItemRef)>()
-                            + t.heap_tid_count() * core::mem::size_of::<pg_sys::ItemPointerData>(),
+                            + alloc_bytes(links.len() * core::mem::size_of::<ItemRef>())
+                            + alloc_bytes(ends.capacity() * 2)
+                            + alloc_bytes(t.heap_tid_count() * core::mem::size_of::<pg_sys::ItemPointerData>()),
                         what,
                     );
                     if !t.is_deleted() {
@@ -205,6 +241,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                         overflow: t.overflow(),
                         attr: t.attr(),
                         links,
+                        ends,
                         tids: t.heap_tids().collect(),
                     };
                     elements.insert(at, (t.vector(), e));
@@ -345,7 +382,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
             continue;
         }
         let (mut layer0, mut layer0_live) = (0, 0);
-        for &(layer, n) in &e.links {
+        for (layer, n) in e.layered() {
             r.links += 1;
             match level_of_vector.get(&n) {
                 None => r.problem(format!(
@@ -389,7 +426,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
         while let Some(v) = stack.pop() {
             let Some((node, _)) = vectors.get(&v) else { continue };
             let Some((_, e)) = elements.get(node) else { continue };
-            for &(layer, n) in e.links.iter().filter(|_| !e.free) {
+            for (layer, n) in e.layered().filter(|_| !e.free) {
                 if layer == 0 && reached.insert(n) {
                     stack.push(n);
                 }

@@ -37,7 +37,7 @@ pub(in crate::am) fn return_visited(mut v: Visited) {
     // A scan whose memory is freed by an abort returns its set after the transaction-end trim:
     // keep it only while it would be trimmed later.
     // SAFETY: reads the backend's transaction state.
-    if !unsafe { pg_sys::IsTransactionState() } && v.bytes() > crate::am::mem::CACHE_KEEP / 2 {
+    if !unsafe { pg_sys::IsTransactionState() } && v.bytes() > crate::am::mem::cache_keep() / 2 {
         return;
     }
     v.clear();
