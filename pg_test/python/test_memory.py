@@ -72,13 +72,13 @@ class PeakAnon:
         return (self.peak - self.base) * 1024
 
 
-def make_table(conn, name, rows):
-    """`rows` random 1536-d vectors, stored out of line (TOAST), generated server-side."""
+def make_table(conn, name, rows, dims=DIMS):
+    """`rows` random vectors generated server-side (1536-d by default: stored out of line, TOAST)."""
     conn.execute(f"DROP TABLE IF EXISTS {name}")
-    conn.execute(f"CREATE TABLE {name} (id int, v vector({DIMS}))")
+    conn.execute(f"CREATE TABLE {name} (id int, v vector({dims}))")
     conn.execute(
         f"""INSERT INTO {name}
-            SELECT i, (SELECT array_agg(random())::vector({DIMS}) FROM generate_series(1, {DIMS}) WHERE i > 0)
+            SELECT i, (SELECT array_agg(random())::vector({dims}) FROM generate_series(1, {dims}) WHERE i > 0)
             FROM generate_series(1, {rows}) i"""
     )
     conn.execute(f"VACUUM ANALYZE {name}")
@@ -278,20 +278,14 @@ def test_iterative_scan_memory_per_row_handed_out(dsn):
     # An iterative scan asked for 40,000 rows (max_scan_tuples raised) at work_mem = 64kB: the
     # LIMIT's rows all come, in distance order, and the walk holds two candidates for each
     # element it measured (~150 bytes a row handed out; README, hnsw.scan_mem_multiplier), not
-    # a copy of any vector or tuple (264 bytes a row here). Shedding the farthest candidates past work_mem was tried
-    # and lost rows (37,070 of these 40,000).
+    # a copy of any vector or tuple (264 bytes a row here). Shedding the farthest candidates
+    # past work_mem was tried and lost rows (37,070 of these 40,000).
     rows, limit, dims = 50_000, 40_000, 64
     q = "[" + ",".join(["0.5"] * dims) + "]"
     query = f"SELECT id, v <-> '{q}' FROM mem_iter ORDER BY v <-> '{q}' LIMIT {limit}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS mem_iter")
-        conn.execute(f"CREATE TABLE mem_iter (id int, v vector({dims}))")
-        conn.execute(
-            f"INSERT INTO mem_iter SELECT i, (SELECT array_agg(random())::vector({dims}) FROM generate_series(1, {dims}) WHERE i > 0)"
-            f" FROM generate_series(1, {rows}) i"
-        )
+        make_table(conn, "mem_iter", rows, dims)
         conn.execute("CREATE INDEX mem_iter_idx ON mem_iter USING hnsw (v vector_l2_ops)")
-        conn.execute("ANALYZE mem_iter")
     # A backend of its own: the build's freed memory stays in this one's allocator.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
@@ -325,15 +319,11 @@ def test_index_check_holds_no_more_than_maintenance_work_mem(dsn):
     # The checker holds every element and link until its cross-checks: at the smallest
     # maintenance_work_mem it accepts (found by raising it 25% at a time), the backend must not
     # grow past it by more than a small constant (at 1M rows it held 1,105 MB with 1 GB before
-    # its links went from 16 to 8 bytes and its estimates counted the allocator's chunks).
+    # its links went from 16 to 8 bytes and its estimates counted the allocator's chunks; at
+    # this size the old layout stayed within too: 27.6 MB at 29.1 MB). A guard, not a replay.
     rows, dims = 30_000, 4
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS mem_check")
-        conn.execute(f"CREATE TABLE mem_check (id int, v vector({dims}))")
-        conn.execute(
-            f"INSERT INTO mem_check SELECT i, (SELECT array_agg(random())::vector({dims}) FROM generate_series(1, {dims}) WHERE i > 0)"
-            f" FROM generate_series(1, {rows}) i"
-        )
+        make_table(conn, "mem_check", rows, dims)
         conn.execute("CREATE INDEX mem_check_idx ON mem_check USING hnsw (v vector_l2_ops)")
         kb = 2048
         while True:
