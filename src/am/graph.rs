@@ -9,10 +9,11 @@ use pgrx::pg_sys;
 
 use super::filter::Filter;
 use super::opclass::Kind;
-use crate::storage::buffer::{Buffer, Lock, Pin};
+use crate::storage::buffer::{Buffer, Lock};
 pub use crate::storage::element::Extent;
 use crate::storage::meta::{ElemType, Quant};
 use crate::storage::page::{ItemRef, Page};
+use crate::storage::prefetch::visit_items;
 use crate::storage::quant::{sparse_body_len, with_full_at, Codec, Trained};
 use crate::storage::tuple::{
     as_elems, code_body_code, code_body_full, code_body_generation, NodeTuple, VectorTuple, FLAG_DELETED, VECTOR_HEADER,
@@ -531,52 +532,6 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
 /// have to be guessed before a body is read.
 const TYPICAL_NNZ: usize = 128;
 
-/// Pins held at once while measuring a node's neighbours.
-const PIN_BATCH: usize = 8;
-
-/// Hint the cache about item `offset`'s line pointer on a pinned page.
-#[inline(always)]
-fn prefetch_line_pointer(page: *const u8, offset: u16) {
-    prefetch(page.wrapping_add(LINE_POINTERS + (offset as usize).saturating_sub(1) * 4));
-}
-
-/// Hint the cache about the tuple item `offset` points at. The line pointer is read without
-/// the content lock, which is fine for a hint: the address is only prefetched, never
-/// dereferenced, and line pointers of existing items never change anyway.
-#[inline(always)]
-fn prefetch_tuple(page: *const u8, offset: u16, bytes: usize) {
-    let lp = page.wrapping_add(LINE_POINTERS + (offset as usize).saturating_sub(1) * 4);
-    // SAFETY: `lp` lies inside a pinned page (offset <= MAX_ITEMS); a volatile read of a u32
-    // there cannot fault, and a torn value only makes the hint useless.
-    let raw = unsafe { core::ptr::read_volatile(lp as *const u32) };
-    let off = (raw & 0x7FFF) as usize;
-    if off == 0 || off + bytes > crate::storage::page::BLCKSZ {
-        return;
-    }
-    let start = page.wrapping_add(off);
-    let mut line = 0;
-    while line < bytes.min(PREFETCH_BYTES) {
-        prefetch(start.wrapping_add(line));
-        line += 64;
-    }
-}
-
-/// How much of a vector tuple to prefetch; the hardware streams the rest once the first lines
-/// arrive.
-const PREFETCH_BYTES: usize = 8192;
-const LINE_POINTERS: usize = core::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
-
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint that never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 fn dangling(r: ItemRef) -> ! {
     crate::types::raise(
         pgrx::prelude::PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
@@ -608,39 +563,12 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> Walk for DiskWalk<E, F> {
                 }
             }
         }
-        // Neighbours sit on pages scattered over shared buffers, so each costs cache misses on
-        // its page's line pointers, its tuple and its vector. Pin a batch first and ask for
-        // those lines ahead, so the misses overlap instead of queueing one behind the other.
-        // Batches of 8 keep the pins within the backend's fast private refcount slots.
+        // Neighbours sit on pages scattered over shared buffers: read them with their cache
+        // misses overlapped.
         self.refs.sort_unstable_by_key(|r| (r.block, r.offset));
         let refs = core::mem::take(&mut self.refs);
         let tuple_bytes = VECTOR_HEADER + self.body_len;
-        let mut pins: Vec<Pin> = Vec::with_capacity(PIN_BATCH);
-        for batch in refs.chunk_by(|a, b| a.block == b.block).collect::<Vec<_>>().chunks(PIN_BATCH) {
-            pins.clear();
-            for group in batch {
-                Buffer::prefetch_recent(self.rel, group[0].block);
-            }
-            for group in batch {
-                let pin = Buffer::pin_recent(self.rel, group[0].block);
-                for r in group.iter() {
-                    prefetch_line_pointer(pin.page_addr(), r.offset);
-                }
-                pins.push(pin);
-            }
-            for (pin, group) in pins.iter().zip(batch) {
-                for r in group.iter() {
-                    prefetch_tuple(pin.page_addr(), r.offset, tuple_bytes);
-                }
-            }
-            for (pin, group) in pins.iter().zip(batch) {
-                let lock = pin.share();
-                for r in group.iter() {
-                    out.push(self.measure_on(lock.page(), *r));
-                }
-            }
-        }
-        drop(pins);
+        visit_items(self.rel, &refs, tuple_bytes, |_, page, r| out.push(self.measure_on(page, r)));
         self.refs = refs;
     }
 

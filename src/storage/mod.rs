@@ -109,6 +109,7 @@ pub mod element;
 pub mod lock;
 pub mod meta;
 pub mod page;
+pub mod prefetch;
 pub mod quant;
 pub mod tuple;
 

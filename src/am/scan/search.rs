@@ -9,11 +9,12 @@ use super::visited::take_visited;
 use super::Source;
 use crate::am::filter::Filter;
 use crate::am::graph::{scorer, DiskWalk, Elem, Node, Query, Switch};
-use crate::storage::buffer::{Buffer, Lock};
 use crate::storage::element::Extent;
 use crate::storage::meta::Meta;
+use crate::storage::page::ItemRef;
+use crate::storage::prefetch::visit_items;
 use crate::storage::quant::{with_full_at, Codec};
-use crate::storage::tuple::{code_body_full, VectorTuple};
+use crate::storage::tuple::{code_body_full, full_chunk, full_values, VectorTuple, CODE_START, VECTOR_HEADER};
 use crate::types::ops::Aligned;
 use hnsw_core::metric::Metric;
 
@@ -61,15 +62,36 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> Source for GraphSource<E, F> {
 /// others are skipped by the scan anyway); one whose full vector is missing (a corrupt ref)
 /// keeps its estimate.
 fn rerank<E: Elem>(walk: &DiskWalk<E, impl Fn(&[u8]) -> f32>, query: &[f32], metric: Metric, round: &mut [Candidate<Node>]) {
-    let extent = Extent::new(walk.rel);
+    // The scan's candidates are 28 bytes each (see `first_round_width`), so they do not carry
+    // their full vector's ref: read it again from the code tuples the walk measured.
+    let mut todo: Vec<(ItemRef, usize)> =
+        (round.iter().enumerate()).filter(|(_, c)| !c.item.deleted && c.item.matches).map(|(i, c)| (c.item.vector, i)).collect();
+    todo.sort_unstable_by_key(|&(r, _)| (r.block, r.offset));
+    let refs: Vec<ItemRef> = todo.iter().map(|&(r, _)| r).collect();
     let body_len = walk.codec.body_len();
-    for c in round.iter_mut().filter(|c| !c.item.deleted && c.item.matches) {
-        let buf = Buffer::read_recent(walk.rel, c.item.vector.block, Lock::Share);
-        let Some(data) = buf.page().item(c.item.vector.offset) else { continue };
-        let full = code_body_full(VectorTuple::parse(data).body(body_len));
-        drop(buf);
-        if let Some(d) = with_full_at::<E, _>(&extent, full, walk.dims, |v| E::distance_to(metric, query, v)) {
-            c.dist = d;
+    let mut fulls: Vec<(ItemRef, usize)> = Vec::with_capacity(todo.len());
+    visit_items(walk.rel, &refs, VECTOR_HEADER + CODE_START, |i, page, r| {
+        if let Some(data) = page.item(r.offset) {
+            fulls.push((code_body_full(VectorTuple::parse(data).body(body_len)), todo[i].1));
+        }
+    });
+    let extent = Extent::new(walk.rel);
+    fulls.retain(|(full, _)| extent.holds(*full));
+    if walk.dims <= full_chunk::<E>() {
+        // One tuple per vector.
+        fulls.sort_unstable_by_key(|&(r, _)| (r.block, r.offset));
+        let refs: Vec<ItemRef> = fulls.iter().map(|&(r, _)| r).collect();
+        let bytes = VECTOR_HEADER + walk.dims * E::SIZE;
+        visit_items(walk.rel, &refs, bytes, |i, page, r| {
+            if let Some(data) = page.item(r.offset) {
+                round[fulls[i].1].dist = E::distance_to(metric, query, full_values::<E>(data, walk.dims).0);
+            }
+        });
+    } else {
+        for (full, i) in fulls {
+            if let Some(d) = with_full_at::<E, _>(&extent, full, walk.dims, |v| E::distance_to(metric, query, v)) {
+                round[i].dist = d;
+            }
         }
     }
     round.sort_by(|a, b| a.dist.total_cmp(&b.dist));
