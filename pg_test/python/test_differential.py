@@ -22,7 +22,8 @@ Each case draws everything from random.Random("hnsw-diff:<seed>:<case>"):
   values) and, for `vector` and other metrics than inner product, huge and tiny norms;
 - an index `USING hnsw (v <opclass>, <0..8 filter columns>) WITH (m, ef_construction,
   quantization)` on every operator class (a quarter of the cases `sq8`, a quarter `rabitq1`: the
-  walk reads codes and re-ranks exactly, so every promise below holds as for full precision), built on the data,
+  walk reads codes and re-ranks exactly, so every promise below holds as for full precision; half
+  of those with `neighbor_codes = on`), built on the data,
   or on an empty table before the inserts, or in between;
 - steps of random DML (inserts, rolled-back inserts, deletes, deleting nearly everything,
   updates of vectors / filter values / the unindexed column / to and from NULL, VACUUM with
@@ -483,6 +484,9 @@ class Case:
         self.quant = random.Random(f"hnsw-diff-quant:{seed}:{num}").choice(["none", "none", "sq8", "rabitq1"])
         if self.elem_type in ("bit", "sparsevec"):
             self.quant = "none"  # bit values are one bit per dimension already; sparse ones take none
+        # Half the quantized cases keep neighbours' codes in node tuples (dimensions <= 64 and
+        # m <= 24 always fit a page).
+        self.codes = self.quant != "none" and random.Random(f"hnsw-diff-codes:{seed}:{num}").random() < 0.5
         self.table, self.index = f"t{num}", f"t{num}_idx"
         self.rows = {}  # id -> vector (list or None)
         self.vals = {}  # id -> filter values (SQL literals)
@@ -589,7 +593,8 @@ class Case:
     def create_index(self):
         cols = "".join(f", {c}" for c in self.filter_cols)
         self.exec(f"CREATE INDEX {self.index} ON {self.table} USING hnsw (v {self.opclass}{cols}) "
-                  f"WITH (m = {self.m}, ef_construction = {self.efc}, quantization = {self.quant})")
+                  f"WITH (m = {self.m}, ef_construction = {self.efc}, quantization = {self.quant}"
+                  f"{', neighbor_codes = on' if self.codes else ''})")
 
     def new_row(self):
         rng, s = self.rng, self.schema

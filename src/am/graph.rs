@@ -349,6 +349,8 @@ pub struct DiskWalk<E: Elem, F: Fn(&[u8]) -> f32> {
     pub matched: usize,
     /// Set when the walk should give way to an exact scan (see [`Switch`]).
     switch: Option<Switch>,
+    /// See [`DiskWalk::with_neighbor_codes`].
+    neighbor_codes: bool,
 }
 
 /// When a filtered walk costs more than an exact scan of the matching elements would, judged
@@ -428,7 +430,16 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
             measured: 0,
             matched: 0,
             switch: None,
+            neighbor_codes: false,
         }
+    }
+
+    /// Measure neighbours on the codes their node tuples keep where they do (scans of quantized
+    /// indexes, which re-rank what they return: such a measurement does not say whether the
+    /// element was deleted, see [`DiskWalk::measure_code`]). Not with a filter.
+    pub fn with_neighbor_codes(mut self) -> Self {
+        self.neighbor_codes = self.codec.is_quantized();
+        self
     }
 
     /// Only elements passing `filter` are results; with `switch`, the walk stops once an exact
@@ -497,6 +508,18 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
         Candidate::new(d, Node { vector: r, node: t.node(), deleted, matches, slot })
     }
 
+    /// Measure element `r` on the code its neighbour's node tuple keeps (see
+    /// [`NeighborCodes`](crate::storage::tuple::NeighborCodes)). Whether it was deleted is not
+    /// known here: re-ranking reads its tuple before it is returned.
+    #[inline]
+    fn measure_code(&mut self, r: ItemRef, node: ItemRef, body: &[u8]) -> Candidate<Node> {
+        let broken = !self.extent.holds(node);
+        let d = if broken { f32::INFINITY } else { (self.dist)(body) };
+        self.measured += 1;
+        self.matched += 1;
+        Candidate::new(d, Node { vector: r, node, deleted: broken, matches: true, slot: u32::MAX })
+    }
+
     /// Measure one element by its vector ref (entry points).
     pub fn measure(&mut self, r: ItemRef) -> Candidate<Node> {
         if !self.extent.holds(r) {
@@ -557,9 +580,21 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> Walk for DiskWalk<E, F> {
         {
             let buf = Buffer::read_recent(self.rel, item.node.block, Lock::Share);
             let data = buf.page().item(item.node.offset).unwrap_or_else(|| dangling(item.node));
-            for r in NodeTuple::parse(data, self.m).neighbors(layer) {
-                if self.extent.holds(r) && self.visited.insert(r.visited_key()) {
-                    self.refs.push(r);
+            let t = NodeTuple::parse(data, self.m);
+            // A scan's walk measures neighbours whose codes the node keeps right here; an
+            // insert's needs their vectors, and a filtered one their filter values, from their
+            // own tuples.
+            let codes = (layer == 0 && self.neighbor_codes && self.filter.is_none())
+                .then(|| t.codes())
+                .flatten()
+                .filter(|c| c.body_len() == self.body_len && self.codec.is_quantized());
+            for (k, r) in t.neighbors(layer).enumerate() {
+                if !(self.extent.holds(r) && self.visited.insert(r.visited_key())) {
+                    continue;
+                }
+                match codes.as_ref().and_then(|c| c.get(k)) {
+                    Some((node, body)) => out.push(self.measure_code(r, node, body)),
+                    None => self.refs.push(r),
                 }
             }
         }

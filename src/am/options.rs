@@ -8,7 +8,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::storage::meta::Quant;
-use crate::types::raise;
+use crate::types::{raise, raise_hint};
 
 pub const DEFAULT_M: i32 = 16;
 pub const MIN_M: i32 = 2;
@@ -70,6 +70,7 @@ struct RelOptions {
     ef_construction: i32,
     /// [`Quant`] discriminant.
     quantization: i32,
+    neighbor_codes: bool,
 }
 
 /// Register settings and reloptions; called from `_PG_init`.
@@ -181,6 +182,13 @@ pub fn init() {
             c"Valid values are \"none\", \"sq8\" and \"rabitq1\".".as_ptr(),
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );
+        pg_sys::add_bool_reloption(
+            kind,
+            c"neighbor_codes".as_ptr(),
+            c"Keep each element's layer-0 neighbours' codes next to its neighbour list (quantized indexes)".as_ptr(),
+            false,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
     }
 }
 
@@ -193,6 +201,7 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
         elt(c"m", int, core::mem::offset_of!(RelOptions, m)),
         elt(c"ef_construction", int, core::mem::offset_of!(RelOptions, ef_construction)),
         elt(c"quantization", pg_sys::relopt_type::RELOPT_TYPE_ENUM, core::mem::offset_of!(RelOptions, quantization)),
+        elt(c"neighbor_codes", pg_sys::relopt_type::RELOPT_TYPE_BOOL, core::mem::offset_of!(RelOptions, neighbor_codes)),
     ];
     // SAFETY: the table describes RelOptions; build_reloptions parses (and with `validate`,
     // checks ranges of) the options into a palloc'd struct of that size.
@@ -213,6 +222,15 @@ pub unsafe extern "C-unwind" fn amoptions(reloptions: pg_sys::Datum, validate: b
         // SAFETY: build_reloptions returned a RelOptions.
         let (m, efc) = unsafe { ((*opts).m, (*opts).ef_construction) };
         check_options(m, efc);
+        // SAFETY: as above.
+        let (quant, codes) = unsafe { ((*opts).quantization, (*opts).neighbor_codes) };
+        if codes && quant == Quant::None as i32 {
+            raise_hint(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "neighbor_codes requires quantization",
+                "Set quantization = 'sq8' or 'rabitq1' as well: the codes kept are the quantized ones.",
+            );
+        }
     }
     opts as *mut pg_sys::bytea
 }
@@ -288,4 +306,17 @@ pub fn scan_mem_limit() -> usize {
     // SAFETY: work_mem is a plain GUC variable of this backend.
     let work_mem = unsafe { pg_sys::work_mem } as f64 * 1024.0;
     (work_mem * SCAN_MEM_MULTIPLIER.get()).min((usize::MAX / 2) as f64) as usize
+}
+
+/// The `neighbor_codes` option of an index about to be built.
+pub fn index_neighbor_codes(index: pg_sys::Relation) -> bool {
+    stored_neighbor_codes(index)
+}
+
+fn stored_neighbor_codes(index: pg_sys::Relation) -> bool {
+    // SAFETY: rd_options is null or the struct amoptions built for this relation.
+    unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        !opts.is_null() && (*opts).neighbor_codes
+    }
 }

@@ -9,7 +9,7 @@ mod tests {
     use pgrx::prelude::*;
 
     use crate::storage::page::ItemRef;
-    use crate::storage::tuple::{node_tuple_size, NodeTuple, NodeTupleMut};
+    use crate::storage::tuple::{codes_size, node_tuple_size, NodeTuple, NodeTupleMut};
 
     fn check_index(name: &str) -> String {
         Spi::get_one::<String>(&format!("SELECT hnsw_index_check('{name}')")).unwrap().unwrap()
@@ -150,6 +150,47 @@ mod tests {
         let mut t = NodeTupleMut::edit(&mut buf, m);
         assert_eq!(t.retain_heap_tids(|x| crate::storage::tuple::from_tid(x) != tid), 1);
         assert_eq!(t.as_ref().heap_tid_count(), 0);
+    }
+
+    /// A node tuple's neighbour codes follow its list: a list change moves each kept entry's
+    /// code with it, and new entries have none (an insert or VACUUM writing a list does not
+    /// know the new neighbours' codes).
+    #[pg_test]
+    fn neighbor_codes_follow_their_list_entries() {
+        let (m, level, body_len) = (2, 1, 5);
+        let (a, b, c, d) = (ItemRef::new(1, 1), ItemRef::new(2, 2), ItemRef::new(3, 3), ItemRef::new(4, 4));
+        let node_of = |r: ItemRef| ItemRef::new(r.block + 100, r.offset);
+        let body_of = |r: ItemRef| vec![r.block as u8; body_len];
+        let mut buf = Vec::new();
+        {
+            let mut t = NodeTupleMut::init_with_codes(&mut buf, m, level, ItemRef::new(7, 3), ItemRef::new(9, 1), body_len);
+            t.set_neighbors(0, &[a, b, c]);
+            t.set_neighbors(1, &[d]);
+            for (k, r) in [a, b, c].into_iter().enumerate() {
+                t.set_code(k, node_of(r), &body_of(r));
+            }
+        }
+        assert_eq!(buf.len(), node_tuple_size(m, level) + codes_size(m, body_len));
+        let kept = |buf: &[u8]| -> Vec<Option<(ItemRef, Vec<u8>)>> {
+            let t = NodeTuple::parse(buf, m);
+            let codes = t.codes().expect("has codes");
+            assert_eq!(codes.body_len(), body_len);
+            (0..t.neighbors(0).count()).map(|k| codes.get(k).map(|(n, b)| (n, b.to_vec()))).collect()
+        };
+        assert_eq!(kept(&buf), vec![Some((node_of(a), body_of(a))), Some((node_of(b), body_of(b))), Some((node_of(c), body_of(c)))]);
+        // b is replaced by d, c moves to where b was: c's code moves with it, d has none.
+        NodeTupleMut::edit(&mut buf, m).set_neighbors(0, &[a, c, d]);
+        assert_eq!(kept(&buf), vec![Some((node_of(a), body_of(a))), Some((node_of(c), body_of(c))), None]);
+        // Shortened and grown again: a dropped entry's code is gone for good.
+        NodeTupleMut::edit(&mut buf, m).set_neighbors(0, &[a]);
+        NodeTupleMut::edit(&mut buf, m).set_neighbors(0, &[c, a]);
+        assert_eq!(kept(&buf), vec![None, Some((node_of(a), body_of(a)))]);
+        // Upper layers have no codes and do not touch them.
+        NodeTupleMut::edit(&mut buf, m).set_neighbors(1, &[b]);
+        assert_eq!(kept(&buf)[1], Some((node_of(a), body_of(a))));
+        // A reused tuple (reset for a new element) keeps no codes at all.
+        NodeTupleMut::edit(&mut buf, m).reset(0, ItemRef::new(8, 1), ItemRef::new(9, 2));
+        assert!(NodeTuple::parse(&buf, m).codes().is_none());
     }
 
     #[pg_test(error = "hnsw index tuple is corrupted: neighbour list does not fit its node tuple")]

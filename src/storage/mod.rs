@@ -60,7 +60,7 @@
 //!                blob of the trained quantizer (hnsw_core::quant), prefixed by its u32 length
 //!
 //! node tuple     0  u8   kind = 2
-//!                1  u8   flags (as in the vector tuple, kept equal)
+//!                1  u8   flags (as in the vector tuple, kept equal; bit 3: neighbour codes follow)
 //!                2  u8   level L (the element is on layers 0..=L)
 //!                3  u8   number of inline heap TIDs in use (0..=3)
 //!                4  6B   vector ref: where this element's vector tuple is
@@ -71,6 +71,11 @@
 //!               42  per layer l in 0..=L: u16 count, then cap(l) refs of 6 bytes
 //!                        cap(0) = 2*m, cap(l>0) = m; unused slots are zero
 //!                        (a reused tuple may be longer than its level needs)
+//!                with flag bit 3 (`neighbor_codes`), at the end of the tuple: cap(0) slots
+//!                of S bytes each, then u16 S. Slot k, for layer-0 entry k: 6B its element's
+//!                node ref (zeros: no code kept), S - 6 bytes its code body. A list change
+//!                moves each kept entry's slot with it and zeroes those of new entries
+//!                (`tuple::NeighborCodes`)
 //!
 //! attribute     a page of fixed-size records instead of items, packed from PageGetContents
 //! pages         to pd_lower; special space: kind 3 and the next attribute page. A record:

@@ -26,6 +26,9 @@ pub const FLAG_FREE: u8 = 2;
 /// barrier: then its insert failed midway, and VACUUM frees it again.
 pub const FLAG_CLAIMED: u8 = 4;
 
+/// A node tuple that ends with its layer-0 neighbours' codes ([`NeighborCodes`]).
+pub const FLAG_CODES: u8 = 8;
+
 /// Heap TIDs kept in the node tuple; more go to a chain of TID-list tuples.
 pub const HEAP_TIDS: usize = 3;
 /// TIDs per TID-list tuple.
@@ -230,6 +233,20 @@ pub fn layer_capacity(m: usize, layer: usize) -> usize {
 fn layer_start(m: usize, layer: usize) -> usize {
     LISTS_START + (0..layer).map(|l| core::mem::size_of::<ListHeader>() + layer_capacity(m, l) * ItemRef::SIZE).sum::<usize>()
 }
+
+/// Bytes a node tuple needs after its lists for its layer-0 neighbours' codes (code bodies of
+/// `body_len` bytes): one slot per list entry (the neighbour's node ref, its code body), then
+/// the slot size (see [`NeighborCodes`]).
+pub fn codes_size(m: usize, body_len: usize) -> usize {
+    // Maxaligned, as pages store tuples: the slots end right before the trailer, at the end.
+    maxalign(layer_capacity(m, 0) * code_slot_size(body_len) + CODES_TRAILER)
+}
+
+fn code_slot_size(body_len: usize) -> usize {
+    ItemRef::SIZE + body_len
+}
+
+const CODES_TRAILER: usize = 2;
 
 /// Size of a node tuple for an element on layers `0..=level`.
 pub fn node_tuple_size(m: usize, level: usize) -> usize {
@@ -443,6 +460,20 @@ impl<'a> NodeTuple<'a> {
         self.flags() & FLAG_CLAIMED != 0
     }
 
+    /// Its layer-0 neighbours' codes, if it carries them ([`FLAG_CODES`]).
+    #[inline]
+    pub fn codes(&self) -> Option<NeighborCodes<'a>> {
+        if self.flags() & FLAG_CODES == 0 {
+            return None;
+        }
+        let len = self.data.len();
+        let slot = u16::from_le_bytes([self.data[len - 2], self.data[len - 1]]) as usize;
+        let area = layer_capacity(self.m, 0) * slot;
+        let start = len.checked_sub(CODES_TRAILER + area).filter(|&st| st >= layer_start(self.m, self.level() + 1));
+        let Some(start) = start.filter(|_| slot > ItemRef::SIZE) else { corrupt("neighbour codes beyond the tuple") };
+        Some(NeighborCodes { area: &self.data[start..start + area], slot })
+    }
+
     /// Neighbour refs on `layer` (empty above the element's level).
     #[inline]
     pub fn neighbors(&self, layer: usize) -> impl Iterator<Item = ItemRef> + 'a {
@@ -455,6 +486,43 @@ impl<'a> NodeTuple<'a> {
         };
         list.iter().map(DiskRef::get)
     }
+}
+
+/// The codes of a node's layer-0 neighbours, kept in its node tuple so that a search measures
+/// them without reading their pages. Slot `k` belongs to list entry `k`: a list change
+/// ([`NodeTupleMut::set_neighbors`], the only writer of lists) moves each kept entry's slot
+/// with it and clears the slots of new entries, so a slot never holds the code of another
+/// element than the one its entry names (an element's code and node ref do not change while
+/// any list links to it; its code's generation may, see `storage::quant`, and the body
+/// carries its own). An empty slot is zeros (node ref (0,0), which no element has).
+pub struct NeighborCodes<'a> {
+    area: &'a [u8],
+    slot: usize,
+}
+
+impl<'a> NeighborCodes<'a> {
+    /// The node ref and code body of list entry `k`'s element; `None` if its slot is empty.
+    #[inline]
+    pub fn get(&self, k: usize) -> Option<(ItemRef, &'a [u8])> {
+        let at = self.area.get(k * self.slot..(k + 1) * self.slot)?;
+        let node = read_ref(at);
+        (node.block != 0).then(|| (node, &at[ItemRef::SIZE..]))
+    }
+
+    /// Bytes of a code body in a slot.
+    pub fn body_len(&self) -> usize {
+        self.slot - ItemRef::SIZE
+    }
+}
+
+#[inline]
+fn read_ref(b: &[u8]) -> ItemRef {
+    ItemRef::new(u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u16::from_le_bytes([b[4], b[5]]))
+}
+
+fn write_ref(b: &mut [u8], r: ItemRef) {
+    b[..4].copy_from_slice(&r.block.to_le_bytes());
+    b[4..6].copy_from_slice(&r.offset.to_le_bytes());
 }
 
 pub fn to_tid(r: ItemRef) -> pg_sys::ItemPointerData {
@@ -483,6 +551,49 @@ impl<'a> NodeTupleMut<'a> {
         let mut t = NodeTupleMut { data: out, m };
         t.reset(level, vector, tid);
         t
+    }
+
+    /// [`init`](Self::init), with empty slots for its layer-0 neighbours' code bodies of
+    /// `body_len` bytes ([`NeighborCodes`]; fill them with [`set_code`](Self::set_code)).
+    pub fn init_with_codes(
+        out: &'a mut Vec<u8>,
+        m: usize,
+        level: usize,
+        vector: ItemRef,
+        tid: ItemRef,
+        body_len: usize,
+    ) -> NodeTupleMut<'a> {
+        out.clear();
+        out.resize(node_tuple_size(m, level) + codes_size(m, body_len), 0);
+        let slot = code_slot_size(body_len) as u16;
+        let len = out.len();
+        let mut t = NodeTupleMut { data: out, m };
+        t.reset(level, vector, tid);
+        t.header().flags = FLAG_CODES;
+        t.data[len - 2..].copy_from_slice(&slot.to_le_bytes());
+        t
+    }
+
+    /// Store the node ref and code body of the element of layer-0 entry `k` (set already, see
+    /// [`set_neighbors`](Self::set_neighbors)) in its slot.
+    pub fn set_code(&mut self, k: usize, node: ItemRef, body: &[u8]) {
+        if k >= self.as_ref().neighbors(0).count() || node.block == 0 {
+            corrupt("code for a missing list entry");
+        }
+        let Some((start, slot)) = self.code_slots() else { corrupt("node tuple without code slots") };
+        if body.len() != slot - ItemRef::SIZE {
+            corrupt("code body of another length than its slot");
+        }
+        let at = &mut self.data[start + k * slot..start + (k + 1) * slot];
+        write_ref(at, node);
+        at[ItemRef::SIZE..].copy_from_slice(body);
+    }
+
+    /// Where the code slots start, and the size of one.
+    fn code_slots(&self) -> Option<(usize, usize)> {
+        let t = self.as_ref();
+        let codes = t.codes()?;
+        Some((self.data.len() - CODES_TRAILER - codes.area.len(), codes.slot))
     }
 
     /// Make these bytes a fresh node tuple for a new element (reusing a freed one, whose
@@ -554,6 +665,21 @@ impl<'a> NodeTupleMut<'a> {
         let cap = layer_capacity(self.m, layer);
         if layer > self.header().level as usize || list.len() > cap {
             corrupt("neighbour list does not fit its node tuple");
+        }
+        // Codes move with their entries; new entries have none (see NeighborCodes).
+        if layer == 0 {
+            if let Some((start, slot)) = self.code_slots() {
+                let area = start..start + cap * slot;
+                let old_list: Vec<ItemRef> = self.as_ref().neighbors(0).collect();
+                let old = self.data[area.clone()].to_vec();
+                let slots = &mut self.data[area];
+                slots.fill(0);
+                for (k, r) in list.iter().enumerate() {
+                    if let Some(j) = old_list.iter().position(|o| o == r) {
+                        slots[k * slot..(k + 1) * slot].copy_from_slice(&old[j * slot..(j + 1) * slot]);
+                    }
+                }
+            }
         }
         let s = layer_start(self.m, layer);
         header_mut::<ListHeader>(&mut self.data[s..]).count = U16::new(list.len() as u16);

@@ -51,6 +51,9 @@ struct BuildState<E: Elem> {
     indexed: f64,
     threads: usize,
     quant: Quant,
+    /// Whether node tuples keep their neighbours' codes (the write phase keeps every
+    /// element's code body in memory to copy them).
+    neighbor_codes: bool,
     /// Reset after every row: the detoasted vector and filter values (see [`TempContext`]).
     row_cx: TempContext,
     /// The vectors, once they no longer fit in memory (the graph is then detached from them).
@@ -75,7 +78,9 @@ impl<E: Elem> BuildState<E> {
         let spill = self.spill.as_ref().map_or(0, SpillFile::memory);
         // Writing the pages allocates less than the link bookkeeping it frees first.
         let write = if self.quant == Quant::None { WRITE_BYTES_PER_NODE } else { WRITE_BYTES_PER_QUANTIZED_NODE };
-        graph.bytes() + filters + rows + spill + write.saturating_sub(graph.bookkeeping_per_node()) * graph.len()
+        // A code body's length does not depend on the element type.
+        let codes = if self.neighbor_codes { Codec::untrained(self.quant, graph.dim(), ElemType::F32).body_len() } else { 0 };
+        graph.bytes() + filters + rows + spill + (write + codes).saturating_sub(graph.bookkeeping_per_node()) * graph.len()
     }
 }
 
@@ -113,6 +118,7 @@ pub(super) fn build<E: Elem>(
         indexed: 0.0,
         threads: (workers.max(0) as usize + 1).min(cores).max(1),
         quant: crate::am::options::index_quantization(index),
+        neighbor_codes: crate::am::options::index_neighbor_codes(index),
         row_cx: TempContext::new(c"hnsw build row"),
         spill: None,
         dup: Vec::new(),

@@ -28,6 +28,7 @@ use crate::storage::attr::PAGE_ATTR;
 use crate::storage::buffer::{relation_needs_wal, Buffer, Logging, Wal};
 use crate::storage::meta::{ElemType, Meta, Quant};
 use crate::storage::page::{page_capacity, ItemRef};
+use crate::storage::quant::Codec;
 use crate::storage::tuple::node_tuple_size;
 use load::build;
 
@@ -98,6 +99,9 @@ pub unsafe extern "C-unwind" fn ambuild(
     kind.check_quant(quant);
     if let Some(d) = kind.declared_dims() {
         kind.check_dims(d, quant);
+        if options::index_neighbor_codes(index) && quant != Quant::None {
+            write::check_codes_fit(m, Codec::untrained(quant, d, kind.elem).body_len(), d);
+        }
     }
     let (heap_tuples, index_tuples) = match kind.elem {
         ElemType::F16 => build::<f16>(heap, index, index_info, kind, m, efc),

@@ -9,16 +9,17 @@ use pgrx::prelude::*;
 
 use super::{progress, PHASE_WRITE};
 use crate::am::graph::Elem;
+use crate::am::options;
 use crate::storage::attr::{encode_record, record_ref, records_per_page, PAGE_ATTR};
 use crate::storage::buffer::{Buffer, Logging, Wal};
 use crate::storage::meta::{ElemType, Meta, RETRAIN_AT};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE, MAX_ITEMS, PAGE_DATA};
 use crate::storage::quant::{write_params, Codec};
 use crate::storage::tuple::{
-    element_tuple_size, encode_element, encode_full, encode_tid_list, full_chunks, node_tuple_size, tid_list_size, NodeTupleMut, HEAP_TIDS,
-    TID_LIST_CAPACITY,
+    codes_size, element_tuple_size, encode_element, encode_full, encode_tid_list, full_chunks, node_tuple_size, tid_list_size,
+    NodeTupleMut, HEAP_TIDS, TID_LIST_CAPACITY,
 };
-use crate::types::raise;
+use crate::types::{raise, raise_hint};
 
 /// The filter values gathered while reading the heap (see [`super::load::BuildState`]).
 pub(super) struct Filters<'a> {
@@ -107,13 +108,27 @@ pub(super) fn write_graph<E: Elem>(
     // does not fit the current room moves the cursor on to the next vector page; one bigger
     // than a vector page's usual room goes to a node page.
     let mut nrefs = vec![ItemRef::INVALID; n];
+    // Node tuples that keep their neighbours' codes: every one that fits a page (all, unless
+    // an element's level makes its lists too long).
+    let codes = if options::index_neighbor_codes(index) && codec.is_quantized() { codes_size(m, codec.body_len()) } else { 0 };
+    if codes > 0 {
+        check_codes_fit(m, codec.body_len(), graph.dim());
+    }
+    let node_size = |level: usize| {
+        let plain = node_tuple_size(m, level);
+        if codes > 0 && plain + codes + ITEM_ID_SIZE <= page_capacity() {
+            plain + codes
+        } else {
+            plain
+        }
+    };
     let leftover = room(1).0;
     let (mut vblock, mut nblock) = (1u32, vector_pages + 1);
     let (mut vfree, mut vitems) = room(vblock);
     let (mut nfree, mut nitems) = room(nblock);
     for &id in &placed {
         let nref = &mut nrefs[id as usize];
-        let size = node_tuple_size(m, graph.level(id)) + ITEM_ID_SIZE;
+        let size = node_size(graph.level(id)) + ITEM_ID_SIZE;
         if size <= leftover && vblock <= vector_pages && (vitems == MAX_ITEMS || vfree < size) {
             vblock += 1;
             (vfree, vitems) = room(vblock);
@@ -220,6 +235,17 @@ pub(super) fn write_graph<E: Elem>(
         meta.init_page(index, &buf, Logging::Build);
     }
 
+    // Every element's code body, to copy into the node tuples that link to it.
+    let mut bodies = Vec::new();
+    if codes > 0 {
+        bodies.reserve_exact(n * codec.body_len());
+        let mut b = Vec::new();
+        for (i, &full) in frefs.iter().enumerate() {
+            codec.encode_body(graph.vector(i as u32), full, &mut b);
+            bodies.extend_from_slice(&b);
+        }
+    }
+    let body_of = |j: usize| &bodies[j * codec.body_len()..(j + 1) * codec.body_len()];
     let total = last + attr_pages;
     let (mut tuple, mut refs) = (Vec::new(), Vec::new());
     let mut next = 0usize;
@@ -261,7 +287,12 @@ pub(super) fn write_graph<E: Elem>(
             while next < n && nrefs[order[next] as usize].block == block {
                 let id = order[next];
                 let level = graph.level(id);
-                let mut node = NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize]);
+                let with_codes = node_size(level) > node_tuple_size(m, level);
+                let mut node = if with_codes {
+                    NodeTupleMut::init_with_codes(&mut tuple, m, level, vref(id as usize), tids[id as usize], codec.body_len())
+                } else {
+                    NodeTupleMut::init(&mut tuple, m, level, vref(id as usize), tids[id as usize])
+                };
                 if let Some(more) = more_tids.get(&id) {
                     more.iter().take(HEAP_TIDS - 1).for_each(|&t| {
                         node.push_heap_tid(t);
@@ -277,6 +308,11 @@ pub(super) fn write_graph<E: Elem>(
                     refs.clear();
                     refs.extend(graph.neighbors(id, layer).into_iter().map(|j| vref(j as usize)));
                     node.set_neighbors(layer, &refs);
+                }
+                if with_codes {
+                    for (k, j) in graph.neighbors(id, 0).into_iter().enumerate() {
+                        node.set_code(k, nrefs[j as usize], body_of(j as usize));
+                    }
                 }
                 expect_offset(page.add_item(&tuple), nrefs[id as usize]);
                 next += 1;
@@ -342,6 +378,17 @@ fn page_order<E: Elem>(graph: &Graph<E>) -> Vec<u32> {
     }
     order.extend((0..n as u32).filter(|&i| !seen[i as usize]));
     order
+}
+
+/// `ERROR` unless a layer-0 node tuple with its neighbours' codes fits a page.
+pub(crate) fn check_codes_fit(m: usize, body_len: usize, dims: usize) {
+    if node_tuple_size(m, 0) + codes_size(m, body_len) + ITEM_ID_SIZE > page_capacity() {
+        raise_hint(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("neighbor_codes do not fit a page at {dims} dimensions with m = {m}"),
+            "Use quantization = 'rabitq1' (the smaller codes), a smaller m, or leave out neighbor_codes.",
+        );
+    }
 }
 
 fn new_page(index: pg_sys::Relation, expected: u32) -> Buffer {

@@ -38,6 +38,10 @@ pub struct Report {
     pub provisional: u32,
     pub retrained: bool,
     pub first_generation_codes: u64,
+    /// Layer-0 links of live elements whose node tuples can keep their neighbours' codes, and
+    /// how many of them do (see `neighbor_codes`).
+    pub code_slots: u64,
+    pub codes_kept: u64,
     pub problems: Vec<String>,
 }
 
@@ -74,6 +78,12 @@ impl Report {
             s.push_str(&format!(
                 "quantization parameters retrained by an insert; {} code(s) of the first parameters left (REINDEX re-encodes them)\n",
                 self.first_generation_codes
+            ));
+        }
+        if self.code_slots > 0 {
+            s.push_str(&format!(
+                "neighbour codes kept for {} of {} layer-0 links that have room for them (REINDEX restores the rest)\n",
+                self.codes_kept, self.code_slots
             ));
         }
         if self.problems.is_empty() {

@@ -37,6 +37,51 @@ fn full_code_hash(codec: &Codec, generation: u8, extent: &Extent, full: ItemRef)
     }
 }
 
+/// Every neighbour code element `e`'s node tuple keeps must be its neighbour's: the node ref
+/// of the element its list entry names, and the code that element has (or, of an older
+/// generation, the code its full vector gets under those parameters).
+#[allow(clippy::too_many_arguments)]
+fn check_neighbor_codes(
+    index: pg_sys::Relation,
+    m: usize,
+    e: &Element,
+    vectors: &HashMap<ItemRef, (ItemRef, bool)>,
+    codes: &HashMap<ItemRef, (ItemRef, u8, u64)>,
+    codec: &Codec,
+    extent: &Extent,
+    r: &mut Report,
+) {
+    let at = format!("({},{})", e.node.block, e.node.offset);
+    let buf = Buffer::read_recent(index, e.node.block, Lock::Share);
+    let Some(data) = buf.page().item(e.node.offset) else { return };
+    let t = NodeTuple::parse(data, m);
+    let Some(kept) = t.codes() else { return };
+    if kept.body_len() != codec.body_len() {
+        r.problem(format!("{at}: neighbour code slots of {} bytes, not {}", kept.body_len(), codec.body_len()));
+        return;
+    }
+    for (k, n) in t.neighbors(0).enumerate() {
+        r.code_slots += 1;
+        let Some((node, body)) = kept.get(k) else { continue };
+        r.codes_kept += 1;
+        if vectors.get(&n).map(|&(back, _)| back) != Some(node) {
+            r.problem(format!("{at}: neighbour code {k} names node ({},{}), not its neighbour's", node.block, node.offset));
+            continue;
+        }
+        let (full, generation, code) = (code_body_full(body), code_body_generation(body), hash_bytes(code_body_code(body)));
+        let same = match codes.get(&n) {
+            Some(&(f, g, c)) if f == full && g == generation => c == code,
+            Some(&(f, _, _)) if f == full => {
+                codec.params_for(generation).is_some() && full_code_hash(codec, generation, extent, full) == Some(code)
+            }
+            _ => false,
+        };
+        if !same {
+            r.problem(format!("{at}: neighbour code {k} is not its neighbour's code"));
+        }
+    }
+}
+
 /// A 64-bit hash of a code, to compare codes without keeping them.
 fn hash_bytes(b: &[u8]) -> u64 {
     crate::am::filter::hash_bytes(b)
@@ -55,6 +100,8 @@ struct Element {
     ends: Vec<u16>,
     /// Inline heap TIDs (the TID lists are only counted).
     tids: Box<[pg_sys::ItemPointerData]>,
+    /// Whether its node tuple keeps its neighbours' codes (checked in a second reading).
+    codes: bool,
 }
 
 impl Element {
@@ -243,6 +290,7 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                         links,
                         ends,
                         tids: t.heap_tids().collect(),
+                        codes: t.codes().is_some(),
                     };
                     elements.insert(at, (t.vector(), e));
                 }
@@ -321,6 +369,9 @@ pub(crate) fn check(index: pg_sys::Relation) -> Report {
                     }
                 },
             }
+        }
+        if e.codes && !e.free && !e.deleted {
+            check_neighbor_codes(index, m, e, &vectors, &codes, &codec, &extent, &mut r);
         }
         level_of_vector.insert(*vref, e.level);
         if meta.filters > 0 && !e.deleted {

@@ -14,7 +14,7 @@ use crate::storage::meta::Meta;
 use crate::storage::page::ItemRef;
 use crate::storage::prefetch::visit_items;
 use crate::storage::quant::{with_full_at, Codec};
-use crate::storage::tuple::{code_body_full, full_chunk, full_values, VectorTuple, CODE_START, VECTOR_HEADER};
+use crate::storage::tuple::{code_body_full, full_chunk, full_values, VectorTuple, CODE_START, FLAG_DELETED, VECTOR_HEADER};
 use crate::types::ops::Aligned;
 use hnsw_core::metric::Metric;
 
@@ -70,11 +70,21 @@ fn rerank<E: Elem>(walk: &DiskWalk<E, impl Fn(&[u8]) -> f32>, query: &[f32], met
     let refs: Vec<ItemRef> = todo.iter().map(|&(r, _)| r).collect();
     let body_len = walk.codec.body_len();
     let mut fulls: Vec<(ItemRef, usize)> = Vec::with_capacity(todo.len());
+    let mut deleted = Vec::new();
     visit_items(walk.rel, &refs, VECTOR_HEADER + CODE_START, |i, page, r| {
         if let Some(data) = page.item(r.offset) {
-            fulls.push((code_body_full(VectorTuple::parse(data).body(body_len)), todo[i].1));
+            let t = VectorTuple::parse(data);
+            if t.flags() & FLAG_DELETED != 0 {
+                // Measured on a code kept by a neighbour, which does not say so.
+                deleted.push(todo[i].1);
+            } else {
+                fulls.push((code_body_full(t.body(body_len)), todo[i].1));
+            }
         }
     });
+    for i in deleted {
+        round[i].item.deleted = true;
+    }
     let extent = Extent::new(walk.rel);
     fulls.retain(|(full, _)| extent.holds(*full));
     if walk.dims <= full_chunk::<E>() {
@@ -110,7 +120,7 @@ pub(super) fn start_search<E: Elem>(
     let codec = Codec::load(index, meta);
     let rerank = codec.is_quantized().then(|| (Aligned::new(query), metric));
     let dist = scorer::<E>(&codec, metric, Query::Scan(query));
-    let mut walk = DiskWalk::<E, _>::new(index, meta, codec, dist, take_visited(), false);
+    let mut walk = DiskWalk::<E, _>::new(index, meta, codec, dist, take_visited(), false).with_neighbor_codes();
     if let Some(f) = filter {
         walk = walk.with_filter(f, switch);
     }
