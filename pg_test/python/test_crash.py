@@ -12,12 +12,14 @@ delete and update rows of an indexed table, then restarted (crash recovery). Aft
 
 After the last round, VACUUM and (a)-(c) once more.
 
-Three variants, each on a server of its own: `plain` (the 4 clients only), `maintenance`,
+Four variants, each on a server of its own: `plain` (the 4 clients only), `maintenance`,
 where a fifth connection runs VACUUM back to back (graph repair, freeing slots that the inserts
 then reuse) and now and then a CHECKPOINT, so that the crash also lands in the middle of those
 and inserts keep meeting a running VACUUM, and `sq8_3072`: as `maintenance`, on 3072-d rows
 in an index with quantization = sq8 (codes on the walk's pages, each full vector a chain of two
-tuples on pages of their own, both rewritten when VACUUM's freed elements are reused).
+tuples on pages of their own, both rewritten when VACUUM's freed elements are reused), and
+`rabitq1_codes`: as `maintenance`, on 256-d rows in an index with quantization = rabitq1 and
+neighbor_codes = on (node tuples carrying their neighbours' codes, moved with every list change).
 
 Environment: HNSW_EXT_CRASH_ROUNDS (default 5), HNSW_EXT_CRASH_SEED (default random; printed).
 """
@@ -35,9 +37,14 @@ import pytest
 from pgcluster import Server
 from pgdb import vacuum_until_clean
 
-PORTS = {"plain": 5481, "maintenance": 5482, "sq8_3072": 5480}
+PORTS = {"plain": 5481, "maintenance": 5482, "sq8_3072": 5480, "rabitq1_codes": 5477}
 # Per variant: dimensions, rows before the first round, index options.
-SHAPES = {"plain": (32, 3000, ""), "maintenance": (32, 3000, ""), "sq8_3072": (3072, 1000, " WITH (quantization = sq8)")}
+SHAPES = {
+    "plain": (32, 3000, ""),
+    "maintenance": (32, 3000, ""),
+    "sq8_3072": (3072, 1000, " WITH (quantization = sq8)"),
+    "rabitq1_codes": (256, 2000, " WITH (quantization = rabitq1, neighbor_codes = on)"),
+}
 CLIENTS = 4
 ROUNDS = int(os.environ.get("HNSW_EXT_CRASH_ROUNDS", "5"))
 SAMPLE = 1500
@@ -54,7 +61,7 @@ def parse_vec(text):
     return np.array(text.strip()[1:-1].split(","), dtype=np.float32)
 
 
-@pytest.fixture(params=["plain", "maintenance", "sq8_3072"])
+@pytest.fixture(params=["plain", "maintenance", "sq8_3072", "rabitq1_codes"])
 def server(request):
     srv = Server(f"crash_{request.param}", PORTS[request.param])
     srv.variant = request.param

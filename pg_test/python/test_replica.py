@@ -6,7 +6,7 @@ take writes.
 
 Primary and standby are servers of their own (ports 5483 and 5484). The standby is cloned with
 pg_basebackup -R before any index exists, so it builds its copies of the four indexes (vector L2
-and halfvec cosine, full precision and quantized: sq8 and rabitq1) purely from WAL. Rows are fashion-mnist images (784 dimensions).
+and halfvec cosine, full precision and quantized: sq8, and rabitq1 with neighbour codes) purely from WAL. Rows are fashion-mnist images (784 dimensions).
 """
 
 import os
@@ -125,7 +125,7 @@ def test_standby_replays_index(servers, data):
         conn.execute("CREATE INDEX t_v_idx ON t USING hnsw (v vector_l2_ops)")
         conn.execute("CREATE INDEX t_h_idx ON t USING hnsw (h halfvec_cosine_ops)")
         conn.execute("CREATE INDEX t_q_idx ON t USING hnsw (q vector_l2_ops) WITH (quantization = sq8)")
-        conn.execute("CREATE INDEX t_r_idx ON t USING hnsw (r halfvec_cosine_ops) WITH (quantization = rabitq1)")
+        conn.execute("CREATE INDEX t_r_idx ON t USING hnsw (r halfvec_cosine_ops) WITH (quantization = rabitq1, neighbor_codes = on)")
         print(f"\nbuilt: {check_report(conn, 't_v_idx')}")
         insert_rows(conn, base, range(INITIAL, INITIAL + ONLINE))
         print(f"after {ONLINE} online inserts: {check_report(conn, 't_v_idx')}")

@@ -349,6 +349,10 @@ pub struct DiskWalk<E: Elem, F: Fn(&[u8]) -> f32> {
     pub matched: usize,
     /// Set when the walk should give way to an exact scan (see [`Switch`]).
     switch: Option<Switch>,
+    /// With `keep_vectors` (inserts), also each measured element's code body, by arena slot
+    /// (see [`DiskWalk::keeping_codes`]).
+    keep_codes: bool,
+    codes: Vec<u8>,
     /// See [`DiskWalk::with_neighbor_codes`].
     neighbor_codes: bool,
 }
@@ -425,6 +429,8 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
             arena_refs: Vec::new(),
             refs: Vec::new(),
             pending: Vec::new(),
+            keep_codes: false,
+            codes: Vec::new(),
             extent: Extent::new(rel),
             filter: None,
             measured: 0,
@@ -440,6 +446,19 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
     pub fn with_neighbor_codes(mut self) -> Self {
         self.neighbor_codes = self.codec.is_quantized();
         self
+    }
+
+    /// Keep each measured element's code body beside its arena slot ([`DiskWalk::code_of`]):
+    /// an insert into an index with `neighbor_codes` writes them into its node tuple.
+    pub fn keeping_codes(mut self) -> Self {
+        self.keep_codes = self.arena.is_some() && self.codec.is_quantized();
+        self
+    }
+
+    /// The code body of the element measured into arena slot `slot`, if codes are kept.
+    pub fn code_of(&self, slot: u32) -> Option<&[u8]> {
+        let len = self.codec.body_len();
+        self.keep_codes.then(|| self.codes.get(slot as usize * len..(slot as usize + 1) * len)).flatten()
     }
 
     /// Only elements passing `filter` are results; with `switch`, the walk stops once an exact
@@ -501,6 +520,9 @@ impl<E: Elem, F: Fn(&[u8]) -> f32> DiskWalk<E, F> {
                     slot
                 };
                 self.arena_refs.push((r, t.node(), deleted));
+                if self.keep_codes {
+                    self.codes.extend_from_slice(body);
+                }
                 slot as u32
             }
             None => u32::MAX,

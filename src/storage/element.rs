@@ -131,7 +131,20 @@ impl Elements {
     /// is the only place that holds two buffer locks; it takes them in block order, so two
     /// backends doing it cannot deadlock. The list is one WAL record: a crash either has the
     /// old list or the new one, and `x` is reachable in both.
-    pub fn write_list(&self, node: ItemRef, layer: usize, version: u16, refs: &[ItemRef], witness: Option<(ItemRef, ItemRef)>) -> Written {
+    ///
+    /// `code`: (vector ref, node ref, code body) of an element the list may name, whose code
+    /// the node tuple keeps with the entry if it keeps neighbours' codes (see
+    /// [`NeighborCodes`](super::tuple::NeighborCodes)); entries new to the list have none
+    /// otherwise.
+    pub fn write_list(
+        &self,
+        node: ItemRef,
+        layer: usize,
+        version: u16,
+        refs: &[ItemRef],
+        witness: Option<(ItemRef, ItemRef)>,
+        code: Option<(ItemRef, ItemRef, &[u8])>,
+    ) -> Written {
         let witness_block = witness.map(|(w, _)| w.block).filter(|&b| b != node.block);
         let before = witness_block.filter(|&b| b < node.block).map(|b| Buffer::read_recent(self.rel, b, Lock::Share));
         let buf = Buffer::read_recent(self.rel, node.block, Lock::Exclusive);
@@ -148,7 +161,13 @@ impl Elements {
         }
         Wal::edit(self.rel, &buf, self.logging, false, |page| {
             let data = page.item_mut(node.offset).expect("item checked under the same lock");
-            NodeTupleMut::edit(data, self.m).set_neighbors(layer, refs);
+            let mut t = NodeTupleMut::edit(data, self.m);
+            t.set_neighbors(layer, refs);
+            if let (0, Some((v, n, body))) = (layer, code) {
+                if let Some(k) = refs.iter().position(|&r| r == v) {
+                    t.keep_code(k, n, body);
+                }
+            }
         });
         Written::Done
     }

@@ -74,8 +74,8 @@
 //!                with flag bit 3 (`neighbor_codes`), at the end of the tuple: cap(0) slots
 //!                of S bytes each, then u16 S. Slot k, for layer-0 entry k: 6B its element's
 //!                node ref (zeros: no code kept), S - 6 bytes its code body. A list change
-//!                moves each kept entry's slot with it and zeroes those of new entries
-//!                (`tuple::NeighborCodes`)
+//!                moves each kept entry's slot with it and zeroes those of new entries, which
+//!                an insert then fills with its new element's code (`tuple::NeighborCodes`)
 //!
 //! attribute     a page of fixed-size records instead of items, packed from PageGetContents
 //! pages         to pd_lower; special space: kind 3 and the next attribute page. A record:

@@ -574,6 +574,19 @@ impl<'a> NodeTupleMut<'a> {
         t
     }
 
+    /// [`reset`](Self::reset), with empty neighbour-code slots at the end of the tuple if it has
+    /// room for them besides its level's lists; whether it had.
+    pub fn reset_with_codes(&mut self, level: usize, vector: ItemRef, tid: ItemRef, body_len: usize) -> bool {
+        self.reset(level, vector, tid);
+        let len = self.data.len();
+        if node_tuple_size(self.m, level) + codes_size(self.m, body_len) > len {
+            return false;
+        }
+        self.header().flags = FLAG_CODES;
+        self.data[len - 2..].copy_from_slice(&(code_slot_size(body_len) as u16).to_le_bytes());
+        true
+    }
+
     /// Store the node ref and code body of the element of layer-0 entry `k` (set already, see
     /// [`set_neighbors`](Self::set_neighbors)) in its slot.
     pub fn set_code(&mut self, k: usize, node: ItemRef, body: &[u8]) {
@@ -587,6 +600,14 @@ impl<'a> NodeTupleMut<'a> {
         let at = &mut self.data[start + k * slot..start + (k + 1) * slot];
         write_ref(at, node);
         at[ItemRef::SIZE..].copy_from_slice(body);
+    }
+
+    /// [`set_code`](Self::set_code) if this tuple keeps neighbours' codes of `body`'s length;
+    /// nothing otherwise.
+    pub fn keep_code(&mut self, k: usize, node: ItemRef, body: &[u8]) {
+        if self.code_slots().is_some_and(|(_, slot)| slot == ItemRef::SIZE + body.len()) {
+            self.set_code(k, node, body);
+        }
     }
 
     /// Where the code slots start, and the size of one.

@@ -40,6 +40,9 @@ pub(crate) struct Connect<'a, E: Elem> {
     measured: Measured,
     /// For the references read from neighbour lists before they are followed.
     extent: Extent,
+    /// The new element's node ref and code body, for lists that keep their neighbours' codes
+    /// (inserts into an index with `neighbor_codes`).
+    new_code: Option<(ItemRef, Vec<u8>)>,
 }
 
 /// Where an insert's walk copied each live element it measured: (arena slot, node ref) by
@@ -95,7 +98,15 @@ impl<'a, E: Elem> Connect<'a, E> {
             arena: None,
             measured: Measured::default(),
             extent: Extent::new(index),
+            new_code: None,
         }
+    }
+
+    /// Lists that keep their neighbours' codes keep `body`, the new element's code body, with
+    /// their entry for it.
+    pub(super) fn with_new_code(mut self, body: Vec<u8>) -> Self {
+        self.new_code = Some((self.new_node, body));
+        self
     }
 
     /// For an insert's new element, drawing on its walk's vector copies (`arena`, with the
@@ -208,7 +219,8 @@ impl<'a, E: Elem> Connect<'a, E> {
                     None => return false,
                 }
             };
-            match self.els.write_list(e.node, layer, list.version, &new_list, witness) {
+            let code = self.new_code.as_ref().map(|(node, body)| (new, *node, &body[..]));
+            match self.els.write_list(e.node, layer, list.version, &new_list, witness, code) {
                 Written::Done => return true,
                 Written::Changed => continue,
                 Written::Gone => return false,
@@ -312,7 +324,7 @@ impl<'a, E: Elem> Connect<'a, E> {
                 list.refs.pop();
             }
             list.refs.push(x);
-            match self.els.write_list(self.new_node, layer, list.version, &list.refs, None) {
+            match self.els.write_list(self.new_node, layer, list.version, &list.refs, None, None) {
                 Written::Done => return true,
                 Written::Changed => continue,
                 Written::Gone => return false,

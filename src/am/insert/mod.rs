@@ -37,12 +37,12 @@ use super::filter::Attrs;
 use super::graph::{prepare_stored, scorer, DiskWalk, Elem, Node, Query};
 use super::mem::TempContext;
 use super::opclass::{self, Kind};
-use crate::storage::buffer::Logging;
+use crate::storage::buffer::{Buffer, Lock, Logging};
 use crate::storage::lock::{HoldInterrupts, PageLock, FIRST_INSERT_LOCK, INSERT_LOCK};
 use crate::storage::meta::{ElemType, Meta, Quant};
 use crate::storage::page::{page_capacity, ItemRef, ITEM_ID_SIZE};
 use crate::storage::quant::{with_full_at, write_params, Codec};
-use crate::storage::tuple::{element_tuple_size, layer_capacity};
+use crate::storage::tuple::{element_tuple_size, layer_capacity, VectorTuple};
 pub(super) use link::Connect;
 #[cfg(any(test, feature = "pg_test"))]
 pub(super) use place::add_to_lists;
@@ -149,7 +149,8 @@ fn insert_one<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid
             let codec = Codec::load(index, &Meta { dims: vector_dims(&meta, vector.len()), ..meta });
             let level = random_level(random_u64(), meta.m as usize, meta.max_level as usize);
             let lists = vec![Vec::new(); level + 1];
-            let new = NewElement { vector, attrs, level, lists: &lists, tid };
+            let codes = (codec.is_quantized() && super::options::index_neighbor_codes(index)).then(|| (codec.body_len(), &[][..]));
+            let new = NewElement { vector, attrs, level, lists: &lists, tid, codes };
             let (vref, nref, level) = place::place(&Writer { index, meta: &meta, codec: &codec, logging }, &new);
             Meta::update(index, logging, |m| {
                 m.dims = vector_dims(m, vector.len());
@@ -171,7 +172,11 @@ fn insert_one<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid
 
     // 1. Search.
     let dist = scorer::<E>(&codec, metric, Query::Stored(vector));
+    let neighbor_codes = codec.is_quantized() && super::options::index_neighbor_codes(index);
     let mut walk = DiskWalk::new(index, &meta, codec.clone(), dist, super::scan::take_visited(), true);
+    if neighbor_codes {
+        walk = walk.keeping_codes();
+    }
     let (entries, selected) = search(&mut walk, &meta, metric, level);
     // `entries` holds the layer-0 results: an equal vector is among them. (Not always the
     // nearest: under inner product a longer vector can beat the vector itself.) In a
@@ -201,13 +206,31 @@ fn insert_one<E: Elem>(index: pg_sys::Relation, vector: &[E], attrs: &Attrs, tid
     // before the links are in would leave it unreachable (and the checker complaining) until
     // the next VACUUM. The rest takes milliseconds, so interrupts wait for it.
     let _hold = HoldInterrupts::new();
-    let new = NewElement { vector, attrs, level, lists: &lists, tid };
+    // The layer-0 neighbours' node refs and code bodies, as the walk read them, for a node
+    // tuple that keeps them.
+    let codes: Vec<place::KnownCode<'_>> = if neighbor_codes {
+        let (_, arena_refs) = walk.arena();
+        (lists[0].iter())
+            .map(|r| {
+                let slot = arena_refs.iter().position(|(v, _, _)| v == r)?;
+                Some((arena_refs[slot].1, walk.code_of(slot as u32)?))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let new = NewElement { vector, attrs, level, lists: &lists, tid, codes: neighbor_codes.then(|| (codec.body_len(), &codes[..])) };
     let (vref, nref, level) = place::place(&Writer { index, meta: &meta, codec: &codec, logging }, &new);
 
     // 3. Link.
     {
         let (arena, arena_refs) = walk.arena();
         let mut connect = Connect::for_insert(index, &meta, &codec, logging, vector, nref, arena, arena_refs);
+        if codec.is_quantized() && super::options::index_neighbor_codes(index) {
+            if let Some(body) = code_body_of(index, &codec, vref) {
+                connect = connect.with_new_code(body);
+            }
+        }
         connect.link_new(vref, &selected[..=level], &entries, |slot| walk.arena_vector(slot));
     }
     super::scan::return_visited(walk.into_visited());
@@ -325,4 +348,11 @@ fn same_dims(meta: &Meta, len: usize) {
     if meta.dims != 0 && meta.elem != ElemType::Sparse {
         crate::types::check_expected_dim(meta.dims as i32, len);
     }
+}
+
+/// The code body of the element whose vector tuple is `vref` (a quantized index's).
+fn code_body_of(index: pg_sys::Relation, codec: &Codec, vref: ItemRef) -> Option<Vec<u8>> {
+    let buf = Buffer::read_recent(index, vref.block, Lock::Share);
+    let data = buf.page().item(vref.offset)?;
+    Some(codec.body_of(&VectorTuple::parse(data)).to_vec())
 }

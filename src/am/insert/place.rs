@@ -14,9 +14,9 @@ use crate::storage::meta::{ElemType, Meta};
 use crate::storage::page::{maxalign, page_capacity, ItemRef, ITEM_ID_SIZE, PAGE_DATA};
 use crate::storage::quant::Codec;
 use crate::storage::tuple::{
-    code_body_full, element_tuple_size, encode_element, encode_full, encode_tid_list, full_chunks, full_values, node_tuple_size,
-    node_tuples, set_vector_node, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED, FLAG_FREE,
-    HEAP_TIDS, KIND_FULL, KIND_NODE,
+    code_body_full, codes_size, element_tuple_size, encode_element, encode_full, encode_tid_list, full_chunks, full_values,
+    node_tuple_size, node_tuples, set_vector_node, NodeTuple, NodeTupleMut, TidList, TidListMut, VectorTuple, FLAG_CLAIMED, FLAG_DELETED,
+    FLAG_FREE, HEAP_TIDS, KIND_FULL, KIND_NODE,
 };
 
 /// Where and how an element is written: the index, its meta page as the insert read it, and
@@ -36,7 +36,13 @@ pub(crate) struct NewElement<'a, E> {
     pub level: usize,
     pub lists: &'a [Vec<ItemRef>],
     pub tid: ItemRef,
+    /// With `neighbor_codes`: the length of a code body, and per layer-0 list entry its
+    /// element's node ref and code body (`None`: unknown).
+    pub codes: Option<(usize, &'a [KnownCode<'a>])>,
 }
+
+/// A neighbour's node ref and code body, where the insert's walk read them.
+pub(crate) type KnownCode<'a> = Option<(ItemRef, &'a [u8])>;
 
 /// Write an element's two tuples: side by side on one page when they fit together (one lock,
 /// one WAL record), else — vectors near the dimension limit fill a page alone — the vector on
@@ -75,12 +81,25 @@ fn place_new<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>, aref: ItemRef) ->
     let full = if w.codec.is_quantized() { append_full(index, logging, vector) } else { ItemRef::INVALID };
     let mut body = Vec::new();
     w.codec.encode_body(vector, full, &mut body);
-    let (vsize, nsize) = (element_tuple_size(body.len(), payload.len()), node_tuple_size(m, level));
+    // With the neighbours' codes when they fit a page (see NeighborCodes).
+    let codes = new.codes.filter(|&(len, _)| node_tuple_size(m, level) + codes_size(m, len) + ITEM_ID_SIZE <= page_capacity());
+    let (vsize, nsize) =
+        (element_tuple_size(body.len(), payload.len()), node_tuple_size(m, level) + codes.map_or(0, |(len, _)| codes_size(m, len)));
     let node_tuple = |vref: ItemRef, out: &mut Vec<u8>| {
-        let mut node = NodeTupleMut::init(out, m, level, vref, tid);
+        let mut node = match codes {
+            Some((len, _)) => NodeTupleMut::init_with_codes(out, m, level, vref, tid, len),
+            None => NodeTupleMut::init(out, m, level, vref, tid),
+        };
         node.set_attr(aref);
         for (layer, list) in lists.iter().enumerate() {
             node.set_neighbors(layer, list);
+        }
+        if let Some((_, known)) = codes {
+            for (k, code) in known.iter().enumerate().take(lists.first().map_or(0, Vec::len)) {
+                if let Some((n, b)) = code {
+                    node.keep_code(k, *n, b);
+                }
+            }
         }
     };
     if maxalign(vsize) + maxalign(nsize) + 2 * ITEM_ID_SIZE <= page_capacity() {
@@ -234,10 +253,21 @@ fn reuse_free<E: Elem>(w: &Writer<'_>, new: &NewElement<'_, E>) -> Option<(ItemR
         let nbuf = Buffer::read(index, block, Lock::Exclusive);
         Wal::edit(index, &nbuf, logging, false, |page| {
             let mut t = NodeTupleMut::edit(page.item_mut(off).expect("claimed above"), m);
-            t.reset(level, vref, tid);
+            let known = match new.codes {
+                Some((len, known)) if t.reset_with_codes(level, vref, tid, len) => known,
+                _ => {
+                    t.reset(level, vref, tid);
+                    &[]
+                }
+            };
             t.set_attr(aref);
             for (layer, list) in lists.iter().take(level + 1).enumerate() {
                 t.set_neighbors(layer, list);
+            }
+            for (k, code) in known.iter().enumerate().take(lists.first().map_or(0, Vec::len)) {
+                if let Some((n, b)) = code {
+                    t.keep_code(k, *n, b);
+                }
             }
         });
         return Some((vref, nref, level));

@@ -260,7 +260,7 @@ impl<E: Elem> RepairGraph for DiskGraph<E> {
 
     fn write(&mut self, from: u32, version: u64, list: &[u32]) -> bool {
         let refs: Vec<ItemRef> = list.iter().map(|&id| self.vectors[id as usize]).collect();
-        self.els.write_list(self.nodes[from as usize], 0, version as u16, &refs, None) == Written::Done
+        self.els.write_list(self.nodes[from as usize], 0, version as u16, &refs, None, None) == Written::Done
     }
 
     fn tick(&mut self) {

@@ -121,7 +121,7 @@ impl<E: Elem> Repair<'_, E> {
             let (live, fresh): (Vec<_>, Vec<_>) = cands.into_iter().partition(|c| list.contains(&c.item.0));
             let chosen = refill(&live, &fresh, cap, |a, b| E::distance(self.metric, self.vector(a.1), self.vector(b.1)));
             let new_list: Vec<ItemRef> = chosen.iter().map(|c| c.item.0).collect();
-            match els.write_list(node, layer, version, &new_list, None) {
+            match els.write_list(node, layer, version, &new_list, None, None) {
                 Written::Done => {}
                 Written::Changed => continue,
                 Written::Gone => return,
