@@ -288,7 +288,7 @@ def test_delete_vacuum_reuse(dsn, data, quant):
         assert r >= 0.99, r
 
 
-@pytest.mark.parametrize("quant", QUANTS)
+@pytest.mark.parametrize("quant", QUANTS + ["rabitq1, neighbor_codes = on"])
 def test_filter_column_and_iterative_scan(dsn, data, quant):
     base, queries = data
     with psycopg.connect(dsn, autocommit=True) as conn:

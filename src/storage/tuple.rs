@@ -505,7 +505,7 @@ impl<'a> NeighborCodes<'a> {
     #[inline]
     pub fn get(&self, k: usize) -> Option<(ItemRef, &'a [u8])> {
         let at = self.area.get(k * self.slot..(k + 1) * self.slot)?;
-        let node = read_ref(at);
+        let node = refs(at, 0, 1)[0].get();
         (node.block != 0).then(|| (node, &at[ItemRef::SIZE..]))
     }
 
@@ -513,16 +513,6 @@ impl<'a> NeighborCodes<'a> {
     pub fn body_len(&self) -> usize {
         self.slot - ItemRef::SIZE
     }
-}
-
-#[inline]
-fn read_ref(b: &[u8]) -> ItemRef {
-    ItemRef::new(u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u16::from_le_bytes([b[4], b[5]]))
-}
-
-fn write_ref(b: &mut [u8], r: ItemRef) {
-    b[..4].copy_from_slice(&r.block.to_le_bytes());
-    b[4..6].copy_from_slice(&r.offset.to_le_bytes());
 }
 
 pub fn to_tid(r: ItemRef) -> pg_sys::ItemPointerData {
@@ -598,7 +588,7 @@ impl<'a> NodeTupleMut<'a> {
             corrupt("code body of another length than its slot");
         }
         let at = &mut self.data[start + k * slot..start + (k + 1) * slot];
-        write_ref(at, node);
+        refs_mut(at, 0, 1)[0].set(node);
         at[ItemRef::SIZE..].copy_from_slice(body);
     }
 
